@@ -1,0 +1,147 @@
+"""DEM-VAE configuration: one dataclass holding the architecture, the latent layout and the loss switches."""
+
+import math
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+VARIANTS = ("dem", "vae", "discrete", "semi", "rnnlm")
+PRIOR_FAMILIES = ("gaussian",)
+FLOAT_FIELDS = ("dispersion_weight", "kl_annealing_slope", "dropout", "gumbel_temperature", "initializer_range")
+
+
+@strict
+class DEMVAEConfig(PreTrainedConfig):
+    r"""
+    Configuration of a [`DEMVAEForGeneration`] model (Shi et al., ICML 2020). Defaults are the reference
+    Penn Treebank DGM-VAE: a 512-unit bidirectional GRU encoder, 20 mixture groups of 5 two-dimensional
+    Gaussian components, a 512-unit GRU decoder, and dispersion weight 0.8.
+
+    Args:
+        vocab_size: Number of tokens in the vocabulary.
+        embed_size: Size of the encoder and decoder word embeddings.
+        encoder_hidden_size: GRU units per direction in the encoder.
+        bidirectional_encoder: Whether the encoder reads the sentence in both directions.
+        decoder_hidden_size: GRU units in the decoder; must equal `embed_size` when weights are tied.
+        num_groups: G, the number of independent mixture groups in the latent.
+        num_components: K, the number of mixture components (or discrete codes) per group.
+        latent_size: d, the dimension of each group's continuous latent.
+        prior_family: Exponential family of the mixture components (`"gaussian"`: diagonal Gaussians).
+        variant: `"dem"` (mixture prior: GM-VAE when `dispersion_weight` is 0, DGM-VAE otherwise), `"vae"`
+            (one Gaussian latent with an N(0, I) prior), `"discrete"` (DI-VAE), `"semi"` (semi-VAE: Gaussian and
+            discrete latents side by side) or `"rnnlm"` (the decoder alone).
+        dispersion_weight: The paper's beta in [0, 1]; the objective is ELBO + beta * L_d.
+        use_mutual_information: Whether to drop the I(x; c) penalty hidden in the ELBO (the "+L_mi" variants).
+        kl_annealing: Whether KL terms are weighted by w_t = sigmoid(slope * (step - midpoint)).
+        kl_annealing_slope: Slope of the annealing sigmoid.
+        kl_annealing_midpoint: Step at which the annealing weight reaches 0.5.
+        dropout: Dropout on embeddings and decoder outputs.
+        concat_latent_to_inputs: Whether the latent is concatenated to every decoder input embedding.
+        num_posterior_samples: Samples of z per sentence averaged in the reconstruction term.
+        gumbel_temperature: Gumbel-softmax temperature for discrete codes in training.
+        max_sentence_length: Longest sentence in tokens, `<s>` and `</s>` included; the default generation length.
+    """
+
+    model_type = "demvae"
+
+    vocab_size: int = 10000
+    embed_size: int = 512
+    encoder_hidden_size: int = 512
+    bidirectional_encoder: bool = True
+    decoder_hidden_size: int = 512
+    num_groups: int = 20
+    num_components: int = 5
+    latent_size: int = 2
+    prior_family: str = "gaussian"
+    variant: str = "dem"
+    dispersion_weight: float | int = 0.8
+    use_mutual_information: bool = True
+    kl_annealing: bool = True
+    kl_annealing_slope: float | int = 0.0025
+    kl_annealing_midpoint: int = 2500
+    dropout: float | int = 0.3
+    concat_latent_to_inputs: bool = True
+    num_posterior_samples: int = 1
+    gumbel_temperature: float | int = 1.0
+    max_sentence_length: int = 40
+    initializer_range: float | int = 0.1
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | None = 2
+    unk_token_id: int | None = 3
+    tie_word_embeddings: bool = True
+    use_cache: bool = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        for name in FLOAT_FIELDS:  # accept 1 where 1.0 is meant (JSON and command lines drop the ".0")
+            setattr(self, name, float(getattr(self, name)))
+        self._check_values()
+
+    def _check_values(self):
+        """Reject impossible settings at construction, naming the field and what it accepts."""
+        for name in ("vocab_size", "embed_size", "encoder_hidden_size", "decoder_hidden_size", "num_groups",
+                     "num_components", "latent_size", "num_posterior_samples", "max_sentence_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DEMVAEConfig.{name} must be a positive integer, got {value!r}.")
+        if self.max_sentence_length < 2:
+            raise ValueError(
+                f"DEMVAEConfig.max_sentence_length must be at least 2 (<s> and </s>), got {self.max_sentence_length}."
+            )
+        if self.variant not in VARIANTS:
+            raise ValueError(f"DEMVAEConfig.variant must be one of {VARIANTS}, got {self.variant!r}.")
+        if self.prior_family not in PRIOR_FAMILIES:
+            raise ValueError(f"DEMVAEConfig.prior_family must be one of {PRIOR_FAMILIES}, got {self.prior_family!r}.")
+        if not 0.0 <= self.dispersion_weight <= 1.0:
+            raise ValueError(f"DEMVAEConfig.dispersion_weight (beta) must lie in [0, 1], got {self.dispersion_weight}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"DEMVAEConfig.dropout must lie in [0, 1), got {self.dropout}.")
+        if self.gumbel_temperature <= 0:
+            raise ValueError(f"DEMVAEConfig.gumbel_temperature must be positive, got {self.gumbel_temperature}.")
+        if self.kl_annealing_slope <= 0:
+            raise ValueError(f"DEMVAEConfig.kl_annealing_slope must be positive, got {self.kl_annealing_slope}.")
+        if self.tie_word_embeddings and self.decoder_hidden_size != self.embed_size:
+            raise ValueError(
+                "DEMVAEConfig.tie_word_embeddings=True needs decoder_hidden_size == embed_size, got "
+                f"{self.decoder_hidden_size} and {self.embed_size}; make them equal or set tie_word_embeddings=False."
+            )
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.vocab_size:
+                raise ValueError(
+                    f"DEMVAEConfig.{name} must be None or in [0, vocab_size={self.vocab_size}), got {value}."
+                )
+
+    @property
+    def has_mixture_prior(self) -> bool:
+        return self.variant == "dem"
+
+    @property
+    def has_continuous_latent(self) -> bool:
+        return self.variant in ("dem", "vae", "semi")
+
+    @property
+    def has_discrete_latent(self) -> bool:
+        """Whether q(c|x) is computed: the mixture's component posterior or the discrete codes."""
+        return self.variant in ("dem", "discrete", "semi")
+
+    @property
+    def continuous_size(self) -> int:
+        return self.num_groups * self.latent_size if self.has_continuous_latent else 0
+
+    @property
+    def decoder_latent_size(self) -> int:
+        """Width of the vector the decoder is conditioned on: z, the one-hot codes, or both."""
+        codes = self.num_groups * self.num_components if self.variant in ("discrete", "semi") else 0
+        return self.continuous_size + codes
+
+    def kl_weight(self, step: int) -> float:
+        """The annealing weight w_t of the KL terms at a training step (1 when annealing is off)."""
+        if not self.kl_annealing:
+            return 1.0
+        x = -self.kl_annealing_slope * (step - self.kl_annealing_midpoint)
+        return 1.0 / (1.0 + math.exp(min(x, 700.0)))
+
+
+__all__ = ["DEMVAEConfig"]

@@ -1,0 +1,58 @@
+"""Word-level tokenizer: the paper's vocabulary is the most frequent training words, whitespace-separated."""
+
+from collections import Counter
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # ids 0, 1, 2, 3: the DEMVAEConfig defaults
+
+
+def build_tokenizer(
+    texts: Iterable[str],
+    *,
+    max_vocab_size: int = 10_000,
+    min_frequency: int = 1,
+    lowercase: bool = True,
+    model_max_length: int = 40,
+) -> PreTrainedTokenizerFast:
+    """Build a word-level tokenizer from training texts.
+
+    The vocabulary holds the four special tokens and the most frequent words (ties broken alphabetically, so
+    the same corpus always gives the same ids), at most `max_vocab_size` entries in all, each seen at least
+    `min_frequency` times. Encoding adds `<s>` and `</s>`; unknown words become `<unk>`.
+    """
+    if max_vocab_size <= len(SPECIAL_TOKENS):
+        raise ValueError(f"max_vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {max_vocab_size}.")
+    if min_frequency < 1:
+        raise ValueError(f"min_frequency must be at least 1, got {min_frequency}.")
+    normalizer = normalizers.Lowercase() if lowercase else None
+    counts = Counter()
+    for text in texts:
+        counts.update((normalizer.normalize_str(text) if normalizer else text).split())
+    if not counts:
+        raise ValueError("cannot build a vocabulary from an empty corpus: no words found in the texts.")
+    words = sorted((w for w, n in counts.items() if n >= min_frequency and w not in SPECIAL_TOKENS),
+                   key=lambda w: (-counts[w], w))
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + tuple(words[: max_vocab_size - len(SPECIAL_TOKENS)]))}
+
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    if normalizer:
+        backend.normalizer = normalizer
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A {EOS}", special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        model_max_length=model_max_length,
+    )
+
+
+__all__ = ["build_tokenizer", "SPECIAL_TOKENS"]

@@ -1,0 +1,1 @@
+"""Entry points of the `demvae` command: training with Accelerate, evaluation, inspection, reproduction, Hub push."""

@@ -1,0 +1,43 @@
+"""The `demvae` command. Each subcommand lives in its own module with `add_arguments(parser)` and `run(args)`."""
+
+import argparse
+import importlib
+import os
+import sys
+
+# subcommand -> module; each module's docstring's first line is its --help summary
+COMMANDS = {
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="demvae",
+        description="Train, sample from, evaluate, inspect and share DEM-VAE text models.",
+    )
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        summary = (module.__doc__ or "").strip().splitlines()[0]
+        sub = subcommands.add_parser(name, help=summary, description=module.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand; a user error prints one line saying what to fix (DEMVAE_DEBUG=1 shows the traceback)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        if os.environ.get("DEMVAE_DEBUG"):
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"demvae {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
