@@ -1,0 +1,297 @@
+"""Corpora as `datasets.DatasetDict`s of sentences, tokenized and batched by length for DEM-VAE training.
+
+Every corpus ends up with splits "train" (always), "validation" and "test" (when the source has them), one
+sentence per row in a "text" column, plus any label columns the source carries (DailyDialog: "act", "emotion").
+"""
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset, DatasetDict, load_dataset
+
+IGNORE_INDEX = -100
+SPLIT_NAMES = {"train": "train", "valid": "validation", "validation": "validation", "dev": "validation", "test": "test"}
+BUILTIN_CORPORA = ("ptb", "daily_dialog")
+TABLE_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv"}
+
+
+def default_data_dir() -> Path:
+    """Where the shared corpora live: $DEMVAE_DATA_DIR, else `shared/data` beside the checkout."""
+    if os.environ.get("DEMVAE_DATA_DIR"):
+        return Path(os.environ["DEMVAE_DATA_DIR"])
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+# ----- reading sources -----
+
+
+def read_sentences(path: str | os.PathLike) -> list[str]:
+    """Non-empty, stripped lines of a text file (one sentence a line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"text file not found: {path} (give a file with one sentence per line).")
+    with open(path, encoding="utf-8") as handle:
+        return [line.strip() for line in handle if line.strip()]
+
+
+def _checked_corpus(splits: dict[str, Dataset], origin: str) -> DatasetDict:
+    """A DatasetDict whose train split exists and no split is empty, else an error saying what to fix."""
+    if "train" not in splits:
+        raise ValueError(f"{origin} has no training split; found {sorted(splits) or 'none'}.")
+    for name, split in splits.items():
+        if len(split) == 0:
+            raise ValueError(f"{origin}: the {name} split has no sentences (only empty lines?); "
+                             "give at least one non-empty line of text.")
+    return DatasetDict({name: splits[name] for name in ("train", "validation", "test") if name in splits})
+
+
+def text_files_corpus(train_file, valid_file=None, test_file=None) -> DatasetDict:
+    """A corpus from plain text files, one sentence a line; empty lines are skipped."""
+    files = {"train": train_file, "validation": valid_file, "test": test_file}
+    splits = {name: Dataset.from_dict({"text": read_sentences(path)}) for name, path in files.items() if path}
+    return _checked_corpus(splits, f"corpus {train_file}")
+
+
+def daily_dialog_split(folder: str | os.PathLike) -> Dataset:
+    """One row per DailyDialog utterance with its dialog act (1-4), emotion (0-6) and dialogue index.
+
+    `dialogues.txt` holds one dialogue a line, utterances separated by `__eou__`; the act and emotion files hold
+    one label per utterance. A dialogue whose label count differs from its utterance count is an error.
+    """
+    folder = Path(folder)
+    names = ("dialogues.txt", "dialogues_act.txt", "dialogues_emotion.txt")
+    for name in names:
+        if not (folder / name).is_file():
+            raise FileNotFoundError(
+                f"DailyDialog file not found: {folder / name} (the folder needs {', '.join(names)})."
+            )
+    dialogues, acts, emotions = ((folder / name).read_text(encoding="utf-8").splitlines() for name in names)
+    if not len(dialogues) == len(acts) == len(emotions):
+        raise ValueError(f"{folder}: {len(dialogues)} dialogues but {len(acts)} act and {len(emotions)} emotion lines.")
+    rows = {"text": [], "act": [], "emotion": [], "dialogue": []}
+    for index, (dialogue, act_line, emotion_line) in enumerate(zip(dialogues, acts, emotions, strict=True)):
+        utterances = [u.strip() for u in dialogue.split("__eou__")]
+        if utterances and not utterances[-1]:
+            utterances.pop()  # the separator also ends the line
+        act, emotion = act_line.split(), emotion_line.split()
+        if not len(utterances) == len(act) == len(emotion):
+            raise ValueError(f"{folder}, dialogue {index + 1}: {len(utterances)} utterances but {len(act)} act and "
+                             f"{len(emotion)} emotion labels.")
+        for utterance, a, e in zip(utterances, act, emotion, strict=True):
+            if utterance:
+                rows["text"].append(utterance)
+                rows["act"].append(int(a))
+                rows["emotion"].append(int(e))
+                rows["dialogue"].append(index)
+    return Dataset.from_dict(rows)
+
+
+def daily_dialog_corpus(folder: str | os.PathLike) -> DatasetDict:
+    """DailyDialog from a folder holding train/, validation/ and test/ (each with the three label files)."""
+    folder = Path(folder)
+    splits = {name: daily_dialog_split(folder / name) for name in ("train", "validation", "test")
+              if name == "train" or (folder / name).is_dir()}
+    return _checked_corpus(splits, f"DailyDialog at {folder}")
+
+
+def _folder_corpus(folder: Path) -> DatasetDict:
+    """A folder of {train,valid,test}.txt (Mikolov's ptb.*.txt names too) or a DailyDialog layout."""
+    if (folder / "train" / "dialogues.txt").is_file():
+        return daily_dialog_corpus(folder)
+    for prefix in ("", "ptb."):
+        if (folder / f"{prefix}train.txt").is_file():
+            found = [next((p for n in names if (p := folder / f"{prefix}{n}.txt").is_file()), None)
+                     for names in (("train",), ("valid", "validation", "dev"), ("test",))]
+            return text_files_corpus(*found)
+    raise FileNotFoundError(f"no corpus found in folder {folder}: it needs train.txt (and optionally valid.txt, "
+                            "test.txt) or a DailyDialog layout (train/dialogues.txt with act and emotion files).")
+
+
+def _table_corpus(path: Path, text_column: str) -> DatasetDict:
+    """A .jsonl/.json/.csv file as the training split, with `text_column` renamed to "text"."""
+    split = load_dataset(TABLE_SUFFIXES[path.suffix.lower()], data_files=str(path), split="train")
+    return _with_text_column(DatasetDict(train=split), text_column, str(path))
+
+
+def _with_text_column(corpus: DatasetDict, text_column: str, origin: str) -> DatasetDict:
+    """Rename splits to train/validation/test, the text column to "text", and drop blank texts."""
+    splits = {}
+    for name, split in corpus.items():
+        if name not in SPLIT_NAMES:
+            continue
+        if text_column not in split.column_names:
+            raise ValueError(f"{origin} has no column {text_column!r}; its columns are {split.column_names} "
+                             "(choose one with --text-column).")
+        if text_column != "text":
+            split = split.remove_columns([c for c in ["text"] if c in split.column_names])
+            split = split.rename_column(text_column, "text")
+        split = split.filter(lambda batch: [isinstance(t, str) and bool(t.strip()) for t in batch["text"]],
+                             batched=True)
+        splits[SPLIT_NAMES[name]] = split.map(lambda batch: {"text": [t.strip() for t in batch["text"]]},
+                                              batched=True)
+    return _checked_corpus(splits, origin)
+
+
+def load_corpus(source: str, *, text_column: str = "text", data_dir=None) -> DatasetDict:
+    """A corpus by name or path.
+
+    `source` is "ptb" or "daily_dialog" (read from `data_dir`, default `default_data_dir()`), a folder with
+    train/valid/test text files, a single .txt/.jsonl/.json/.csv file (the training split only), or the name of a
+    dataset on the Hugging Face Hub (needs a connection; `text_column` names the sentence column).
+    """
+    source = str(source)
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    if source in BUILTIN_CORPORA:
+        folder = data_dir / source
+        if not folder.is_dir():
+            raise FileNotFoundError(f"corpus {source!r} not found at {folder}; set DEMVAE_DATA_DIR to the folder "
+                                    f"holding {source}/.")
+        return _folder_corpus(folder)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _folder_corpus(path)
+    if path.is_file():
+        if path.suffix.lower() in TABLE_SUFFIXES:
+            return _table_corpus(path, text_column)
+        return text_files_corpus(path)
+    if path.suffix.lower() in (".txt", *TABLE_SUFFIXES) or source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise FileNotFoundError(f"corpus file not found: {source} (give an existing file or folder, 'ptb', "
+                                "'daily_dialog', or a Hub dataset name).")
+    return _hub_corpus(source, text_column)
+
+
+def _hub_corpus(name: str, text_column: str) -> DatasetDict:
+    try:
+        corpus = load_dataset(name)
+    except Exception as error:  # offline, unknown name, gated: the datasets message says which
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise FileNotFoundError(f"{name!r} is not a file, a folder, 'ptb', 'daily_dialog' or a loadable Hub dataset "
+                                f"({reason}).") from error
+    return _with_text_column(corpus, text_column, f"Hub dataset {name}")
+
+
+# ----- tokenizing and batching -----
+
+
+def tokenize_corpus(dataset, tokenizer, *, max_length: int = 40):
+    """Add "input_ids" (`<s> ... </s>`, cut to `max_length` tokens with `</s>` kept last) and "length" columns.
+
+    Works on a Dataset or a DatasetDict; the other columns (the text, labels) are kept.
+    """
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2 (<s> and </s>), got {max_length}.")
+
+    def encode(batch):
+        ids = tokenizer(batch["text"], truncation=True, max_length=max_length, return_attention_mask=False)
+        return {"input_ids": ids["input_ids"], "length": [len(x) for x in ids["input_ids"]]}
+
+    return dataset.map(encode, batched=True, desc="Tokenizing")
+
+
+@dataclass
+class PaddingCollator:
+    """Right-pads "input_ids" into a batch with `attention_mask` and `labels` (-100 at pads).
+
+    `extra_columns` (e.g. ("act", "emotion")) are passed through as tensors.
+    """
+
+    pad_token_id: int = 0
+    extra_columns: Sequence[str] = ()
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        longest = max(len(f["input_ids"]) for f in features)
+        input_ids = torch.full((len(features), longest), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, feature in enumerate(features):
+            n = len(feature["input_ids"])
+            input_ids[row, :n] = torch.as_tensor(feature["input_ids"], dtype=torch.long)
+            attention_mask[row, :n] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask,
+                 "labels": input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)}
+        for column in self.extra_columns:
+            batch[column] = torch.tensor([f[column] for f in features])
+        return batch
+
+
+class LengthBucketBatchSampler:
+    """Batches of sentences of similar length, so little compute goes to padding.
+
+    Each epoch the indices are shuffled (seeded by `seed` and the epoch), cut into chunks of `bucket_batches`
+    batches, sorted by length within a chunk, cut into batches, and the batch order is shuffled again. The
+    order depends only on (seed, epoch), which makes resumed runs follow the same trajectory.
+    With `shuffle=False` the whole set is sorted by length once (evaluation).
+
+    Sharding for distributed training: with `num_shards` > 1, each global batch of `batch_size` sentences is
+    split into equal contiguous parts and shard `shard_index` gets its part (so `batch_size` must divide evenly;
+    incomplete batches are dropped). Without `drop_last` (evaluation) whole batches are dealt round-robin instead.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, seed: int = 0, shuffle: bool = True,
+                 drop_last: bool = False, bucket_batches: int = 50, num_shards: int = 1, shard_index: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+        if not 0 <= shard_index < num_shards:
+            raise ValueError(f"shard_index must be in [0, num_shards={num_shards}), got {shard_index}.")
+        if drop_last and batch_size % num_shards:
+            raise ValueError(f"batch size {batch_size} does not split evenly over {num_shards} processes; "
+                             f"use a multiple of {num_shards}.")
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.seed, self.shuffle, self.drop_last = batch_size, seed, shuffle, drop_last
+        self.bucket_batches, self.num_shards, self.shard_index = bucket_batches, num_shards, shard_index
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def global_batches(self, epoch: int | None = None) -> list[list[int]]:
+        """Every process's batches of one epoch, before sharding."""
+        if not self.shuffle:
+            order = np.argsort(self.lengths, kind="stable")
+            return self._cut(order)
+        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch])
+        order = rng.permutation(len(self.lengths))
+        chunk = self.batch_size * self.bucket_batches
+        order = np.concatenate([part[np.argsort(self.lengths[part], kind="stable")]
+                                for part in np.split(order, range(chunk, len(order), chunk))])
+        batches = self._cut(order)
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _cut(self, order: np.ndarray) -> list[list[int]]:
+        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+        return [order[i: i + self.batch_size].tolist() for i in range(0, stop, self.batch_size)]
+
+    def __iter__(self):
+        batches = self.global_batches()
+        if self.num_shards == 1:
+            yield from batches
+        elif self.drop_last:
+            part = self.batch_size // self.num_shards
+            for batch in batches:
+                yield batch[self.shard_index * part: (self.shard_index + 1) * part]
+        else:
+            yield from batches[self.shard_index:: self.num_shards]
+
+    def __len__(self) -> int:
+        n = len(self.lengths)
+        total = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        if self.num_shards == 1 or self.drop_last:
+            return total
+        return len(range(self.shard_index, total, self.num_shards))
+
+
+__all__ = [
+    "IGNORE_INDEX",
+    "LengthBucketBatchSampler",
+    "PaddingCollator",
+    "daily_dialog_corpus",
+    "default_data_dir",
+    "load_corpus",
+    "read_sentences",
+    "text_files_corpus",
+    "tokenize_corpus",
+]
