@@ -113,6 +113,18 @@ class DEMVAEConfig(PreTrainedConfig):
                     f"DEMVAEConfig.{name} must be None or in [0, vocab_size={self.vocab_size}), got {value}."
                 )
 
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        """Refuse another architecture's checkpoint instead of warning and loading it into the wrong model."""
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        model_type = config_dict.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} holds a {model_type!r} model, not a DEM-VAE one "
+                f"(model_type {cls.model_type!r}); load it with its own class or AutoModel."
+            )
+        return config_dict, kwargs
+
     @property
     def has_mixture_prior(self) -> bool:
         return self.variant == "dem"

@@ -215,7 +215,8 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         if self.config.variant == "rnnlm":
             raise ValueError("variant='rnnlm' has no latent variable to encode.")
         if input_ids.dim() != 2 or input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
-            raise ValueError(f"input_ids must be a non-empty (batch, length) tensor, got shape {tuple(input_ids.shape)}.")
+            shape = tuple(input_ids.shape)
+            raise ValueError(f"input_ids must be a non-empty (batch, length) tensor, got shape {shape}.")
         lengths = lengths_from(input_ids, attention_mask, self.config.pad_token_id)
         if (lengths < 1).any():
             raise ValueError("every sentence needs at least one token; found an empty row in the batch.")
@@ -305,7 +306,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         )
         logits = self.lm_head(hidden)
         token_nll = F.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(),
+            logits[:, :-1].flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32)),
             labels.repeat_interleave(samples, 0)[:, 1:].flatten(),
             ignore_index=IGNORE_INDEX,
             reduction="none",

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Categorical, MixtureSameFamily, Normal, Independent, kl_divergence
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
 
 from modeling_demvae.priors import GaussianMixturePrior, checked_components
 
