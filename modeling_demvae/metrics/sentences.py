@@ -17,7 +17,7 @@ def as_id_lists(sentences: Iterable) -> list[list[int]]:
     ids = [s.tolist() if isinstance(s, torch.Tensor) else list(s) for s in sentences]
     for index, sentence in enumerate(ids):
         if len(sentence) < 2:
-            raise ValueError(f"sentence {index} has {len(sentence)} tokens; every sentence needs at least <s> and </s>.")
+            raise ValueError(f"sentence {index} has {len(sentence)} tokens; it needs at least <s> and </s>.")
     return ids
 
 
