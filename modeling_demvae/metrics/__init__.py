@@ -1,15 +1,55 @@
 """The paper's evaluation (spec section 6) as functions: a model plus tokenized sentences in, numbers out.
 
 Sentences are token id lists (or 1-d tensors) with `<s>` and `</s>`, as the package's tokenizer writes them.
+`demvae evaluate` calls these; `hf_evaluate.py` wraps those that fit the `evaluate` library's interface.
 """
 
+from .bleu import bleu_scores, reconstruct, reconstruction_bleu
+from .clustering import cluster_scores, combined_cluster_ids, label_agreement
+from .collapse import (
+    active_components,
+    batch_mutual_information,
+    collapse_diagnostics,
+    component_spread,
+    mutual_information,
+)
 from .likelihood import importance_weighted_nll, sentence_log_likelihoods
+from .reverse_ppl import (
+    RPPL_PRESETS,
+    LSTMLanguageModel,
+    language_model_perplexity,
+    reverse_perplexity,
+    reverse_perplexity_from_samples,
+    sample_sentences,
+    train_language_model,
+)
 from .sentences import decode_sentences, encode_sentences, strip_special
+from .unigram import unigram_counts, unigram_kl
 
 __all__ = [
-    "importance_weighted_nll",
-    "sentence_log_likelihoods",
+    "RPPL_PRESETS",
+    "LSTMLanguageModel",
+    "active_components",
+    "batch_mutual_information",
+    "bleu_scores",
+    "cluster_scores",
+    "collapse_diagnostics",
+    "combined_cluster_ids",
+    "component_spread",
     "decode_sentences",
     "encode_sentences",
+    "importance_weighted_nll",
+    "label_agreement",
+    "language_model_perplexity",
+    "mutual_information",
+    "reconstruct",
+    "reconstruction_bleu",
+    "reverse_perplexity",
+    "reverse_perplexity_from_samples",
+    "sample_sentences",
+    "sentence_log_likelihoods",
     "strip_special",
+    "train_language_model",
+    "unigram_counts",
+    "unigram_kl",
 ]

@@ -80,13 +80,14 @@ def encode_sentences(model, sentences, *, batch_size: int = 256, progress: bool 
 
 
 @torch.no_grad()
-def decode_sentences(model, latent: torch.Tensor, *, batch_size: int = 256, **generation_kwargs) -> list[list[int]]:
+def decode_sentences(model, latent: torch.Tensor, *, batch_size: int = 256, progress: bool = False,
+                     **generation_kwargs) -> list[list[int]]:
     """Greedy (by default) sentences from decoder latents, as word id lists without `<s>`, `</s>` or padding."""
     was_training = model.training
     model.eval()
     sentences = []
     try:
-        for start in range(0, latent.shape[0], batch_size):
+        for start in tqdm(range(0, latent.shape[0], batch_size), desc="decode", disable=not progress):
             output = model.generate(latent=latent[start : start + batch_size], **generation_kwargs)
             sentences.extend(strip_special(row, model.config) for row in output.tolist())
     finally:

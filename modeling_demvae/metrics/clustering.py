@@ -1,0 +1,37 @@
+"""Interpretability: how well do the argmax components, read as clusters, line up with human labels?
+
+A sentence's cluster is its argmax component in every group, combined into one id (the code c_1 ... c_G read as a
+base-K number). Scores are scikit-learn's homogeneity (each cluster holds one label), completeness (each label
+sits in one cluster) and NMI (their harmonic mean, arithmetic normalisation).
+"""
+
+import torch
+from sklearn.metrics import homogeneity_completeness_v_measure
+
+
+def combined_cluster_ids(component_probs: torch.Tensor) -> torch.Tensor:
+    """(N, G, K) component probabilities -> (N,) ids of the argmax code, sum_g argmax_g * K^(G-1-g)."""
+    if component_probs.dim() != 3:
+        raise ValueError(f"component_probs must be (sentences, groups, K), got shape {tuple(component_probs.shape)}.")
+    num_groups, num_components = component_probs.shape[1:]
+    powers = num_components ** torch.arange(num_groups - 1, -1, -1, dtype=torch.long)
+    return (component_probs.argmax(-1).long() * powers).sum(-1)
+
+
+def cluster_scores(cluster_ids, labels) -> dict[str, float]:
+    """Homogeneity, completeness and NMI of clusters against one label per sentence."""
+    cluster_ids = torch.as_tensor(cluster_ids).tolist()
+    labels = list(labels.tolist() if isinstance(labels, torch.Tensor) else labels)
+    if len(cluster_ids) != len(labels) or not labels:
+        raise ValueError(f"need one label per sentence: got {len(labels)} labels for {len(cluster_ids)} sentences.")
+    homogeneity, completeness, nmi = homogeneity_completeness_v_measure(labels, cluster_ids)
+    return {"homogeneity": float(homogeneity), "completeness": float(completeness), "nmi": float(nmi)}
+
+
+def label_agreement(component_probs: torch.Tensor, labels: dict[str, list]) -> dict[str, dict[str, float]]:
+    """`cluster_scores` of the combined argmax clusters against each named label column."""
+    clusters = combined_cluster_ids(component_probs)
+    return {name: cluster_scores(clusters, values) for name, values in labels.items()}
+
+
+__all__ = ["combined_cluster_ids", "cluster_scores", "label_agreement"]

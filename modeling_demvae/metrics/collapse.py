@@ -1,0 +1,86 @@
+"""Mode-collapse diagnostics: does each mixture group still tell sentences apart, and are its components apart?
+
+A collapsed group gives every sentence the same near-uniform q(c|x), so argmax counts and the aggregate q_bar(c)
+still look as if all components were used; they are never a usage measure on their own. What does measure use is
+the mutual information I(x; c) = H(q_bar(c)) - mean_x H(q(c|x)) (0 when collapsed, up to log K) and its exponential,
+the effective number of components the group distinguishes (1 when collapsed, up to K).
+"""
+
+import math
+
+import torch
+
+from ..modeling_demvae import categorical_entropy
+
+
+def _checked_probs(component_probs: torch.Tensor) -> torch.Tensor:
+    if component_probs.dim() != 3 or component_probs.shape[0] == 0:
+        raise ValueError(f"component_probs must be a non-empty (sentences, groups, K) tensor, got "
+                         f"{tuple(component_probs.shape)}.")
+    return component_probs.double()
+
+
+def mutual_information(component_probs: torch.Tensor) -> torch.Tensor:
+    """I(x; c) per group, in nats, over all the sentences given: (N, G, K) -> (G,)."""
+    probs = _checked_probs(component_probs)
+    return (categorical_entropy(probs.mean(0)) - categorical_entropy(probs).mean(0)).clamp_min(0.0)
+
+
+def batch_mutual_information(component_probs: torch.Tensor, batch_size: int = 30) -> float:
+    """I(x; c) summed over groups as training estimates it: q_bar(c) from one batch, averaged over the batches
+    (consecutive, the last one possibly shorter). Biased by the batch size; the training-time `mi` term."""
+    probs = _checked_probs(component_probs)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+    batches = probs.split(batch_size)
+    return torch.stack([mutual_information(batch).sum() for batch in batches]).mean().item()
+
+
+def active_components(component_probs: torch.Tensor) -> torch.Tensor:
+    """exp(I(x; c)) per group: the effective number of components the posterior tells apart, in [1, K]."""
+    return mutual_information(component_probs).exp()
+
+
+def component_spread(means: torch.Tensor, log_variances: torch.Tensor) -> torch.Tensor:
+    """Mean pairwise distance between a group's component means in units of their pooled standard deviation:
+    ||mu_i - mu_j|| / sqrt(mean over dimensions of (s_i^2 + s_j^2) / 2), averaged over pairs i < j. (G, K, d) ->
+    (G,); about 0 when the components sit on top of each other."""
+    means, variances = means.detach().double(), log_variances.detach().double().exp()
+    num_components = means.shape[1]
+    if num_components < 2:
+        return means.new_zeros(means.shape[0])
+    i, j = torch.triu_indices(num_components, num_components, offset=1)
+    distance = (means[:, i] - means[:, j]).norm(dim=-1)
+    pooled_std = ((variances[:, i] + variances[:, j]) / 2).mean(-1).sqrt()
+    return (distance / pooled_std).mean(-1)
+
+
+def collapse_diagnostics(model, posterior) -> dict:
+    """Per group `mi`, `active_components` and (mixture prior) `component_spread`; the batch-estimated MI summed
+    over groups; and the mean dispersion L_d. `posterior` is from `encode_sentences` over a test set."""
+    probs = posterior.component_probs
+    if probs is None:
+        raise ValueError(f"variant={model.config.variant!r} has no components to diagnose.")
+    mi = mutual_information(probs)
+    result = {
+        "mi": mi.tolist(),
+        "mi_total": mi.sum().item(),
+        "batch_mi": batch_mutual_information(probs),
+        "active_components": mi.exp().tolist(),
+        "max_mi": math.log(model.config.num_components),
+    }
+    if model.config.has_mixture_prior:
+        prior = model.prior
+        result["component_spread"] = component_spread(prior.means, prior.log_variances).tolist()
+        with torch.no_grad():
+            result["dispersion"] = prior.dispersion(probs).mean().item()
+    return result
+
+
+__all__ = [
+    "mutual_information",
+    "batch_mutual_information",
+    "active_components",
+    "component_spread",
+    "collapse_diagnostics",
+]

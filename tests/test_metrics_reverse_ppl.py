@@ -1,0 +1,58 @@
+"""rPPL: the language model's perplexity by hand, its training and early stopping, prior sampling."""
+
+import math
+
+import pytest
+import torch
+from conftest import tiny_model
+
+from modeling_demvae.metrics import (
+    LSTMLanguageModel,
+    language_model_perplexity,
+    reverse_perplexity,
+    sample_sentences,
+    train_language_model,
+)
+
+
+def test_perplexity_against_a_token_by_token_count():
+    torch.manual_seed(0)
+    lm = LSTMLanguageModel(20, hidden_size=8).eval()
+    sentences = [[1, 5, 6, 7, 2], [1, 9, 2], [1, 4, 4, 4, 4, 4, 2]]
+    total, count = 0.0, 0
+    for sentence in sentences:
+        with torch.no_grad():
+            log_probs = lm(torch.tensor([sentence]))[0].log_softmax(-1)
+        for position in range(len(sentence) - 1):
+            total -= log_probs[position, sentence[position + 1]].item()
+            count += 1
+    assert language_model_perplexity(lm, sentences, max_tokens=7) == pytest.approx(math.exp(total / count), rel=1e-5)
+
+
+def test_language_model_learns_the_generated_language_and_stops_early():
+    language = [[1, 5, 6, 7, 2], [1, 5, 8, 2], [1, 9, 6, 7, 2]] * 40
+    lm, history = train_language_model(language, language[:6], vocab_size=12, hidden_size=16, batch_size=16,
+                                       learning_rate=0.02, max_epochs=12, patience=2)
+    assert language_model_perplexity(lm, [[1, 5, 6, 7, 2]]) < 2.0
+    assert language_model_perplexity(lm, [[1, 7, 7, 5, 2]]) > 20.0  # words in an order never generated
+    assert language_model_perplexity(lm, language[:6]) == pytest.approx(min(history), rel=1e-6)  # the best epoch
+    assert history[0] > min(history)
+    # a validation set the training data cannot help with: perplexity rises, training stops `patience` epochs later
+    _, history = train_language_model(language, [[1, 10, 11, 10, 11, 2]], vocab_size=12, hidden_size=16,
+                                      batch_size=16, learning_rate=0.02, max_epochs=12, patience=2)
+    assert len(history) < 12 and len(history) == history.index(min(history)) + 3
+
+
+def test_prior_samples_and_reverse_perplexity_are_deterministic():
+    model = tiny_model().eval()
+    samples = sample_sentences(model, 7, batch_size=3, seed=4)
+    assert len(samples) == 7 and all(s[0] == 1 and s[-1] == 2 and 2 not in s[1:-1] for s in samples)
+    assert samples == sample_sentences(model, 7, batch_size=7, seed=4)
+    test_sentences = [[1, 5, 6, 2], [1, 7, 8, 9, 2]]
+    kwargs = dict(num_train=30, num_valid=10, hidden_size=8, max_epochs=2, seed=1)
+    result = reverse_perplexity(model, test_sentences, **kwargs)
+    assert result == reverse_perplexity(model, test_sentences, **kwargs)
+    assert result["rppl_train_samples"] == 30 and result["rppl_valid_samples"] == 10
+    assert 1.0 < result["rppl"] < float("inf") and 0.0 <= result["unseen_test_token_rate"] <= 1.0
+    with pytest.raises(ValueError, match="num_train"):
+        reverse_perplexity(model, test_sentences, num_train=0)
