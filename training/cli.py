@@ -7,6 +7,7 @@ import sys
 
 # subcommand -> module; each module's docstring's first line is its --help summary
 COMMANDS = {
+    "push": "training.push",
 }
 
 

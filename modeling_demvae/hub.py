@@ -1,0 +1,432 @@
+"""Sharing on the Hugging Face Hub: a model card that carries the evaluation, and a push that carries everything
+`from_pretrained` needs (safetensors weights, config, generation config, tokenizer, and the modeling source for
+`trust_remote_code=True`).
+
+A push stages its files in a temporary folder and sends them in one commit, so a failed push changes nothing on
+disk and leaves no half-written revision on the Hub.
+"""
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData, get_token
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
+from huggingface_hub.utils import validate_repo_id
+from transformers import AutoTokenizer
+from transformers.utils import logging as transformers_logging
+
+from .configuration_demvae import DEMVAEConfig
+from .modeling_demvae import DEMVAEForGeneration
+
+try:  # the Hub client's HTTP library: httpx2 in huggingface_hub 2.x, httpx before
+    from httpx2 import TransportError
+except ImportError:
+    from httpx import TransportError
+
+CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "demvae_card_template.md"
+LATENT_IMAGE_NAME = "latent_space.png"
+TASK = "text-generation"
+
+# evaluation JSON key -> (model-index metric type, pretty name); per-group lists go to the model-index as their
+# sum (mutual information adds up over independent groups) or mean (the other per-group numbers)
+METRICS = {
+    "elbo": ("elbo", "ELBO (nats per sentence)"),
+    "nll": ("nll", "NLL (importance-weighted, nats per sentence)"),
+    "ppl": ("perplexity", "Perplexity (per word)"),
+    "rppl": ("rppl", "Reverse perplexity"),
+    "bleu": ("bleu", "Reconstruction BLEU (NLTK, smoothing 1)"),
+    "sacrebleu": ("sacrebleu", "Reconstruction BLEU (sacrebleu)"),
+    "wkl": ("wkl", "Unigram KL to the training set (wKL)"),
+    "homogeneity": ("homogeneity", "Homogeneity"),
+    "mi": ("mutual_information", "I(x; c) (nats)"),
+    "active_components": ("active_components", "Effective components exp(I(x; c))"),
+    "component_spread": ("component_spread", "Component spread"),
+    "dispersion": ("dispersion", "Dispersion L_d"),
+}
+SUMMED_OVER_GROUPS = ("mi",)
+
+VARIANT_DESCRIPTIONS = {
+    "dem": "a GRU sentence VAE whose prior is a mixture of Gaussians per latent group; each component is a mode of "
+    "the data that `generate(component=...)` samples from.",
+    "vae": "a GRU sentence VAE with one Gaussian latent and an N(0, I) prior.",
+    "discrete": "a GRU sentence autoencoder with discrete latent codes (Gumbel-softmax in training).",
+    "semi": "a GRU sentence VAE with a Gaussian latent and discrete codes side by side.",
+    "rnnlm": "the GRU decoder alone, a language model without latent variables.",
+}
+
+
+class HubPushError(RuntimeError):
+    """A push the Hub refused or could not receive; the message is one line saying what to do."""
+
+
+def variant_name(config: DEMVAEConfig) -> str:
+    """The paper's name for a configuration: DGM-VAE, GM-VAE (+MI), VAE, DI-VAE, semi-VAE or RNNLM."""
+    mi = "+MI" if config.use_mutual_information else ""
+    if config.variant == "dem":
+        return ("DGM-VAE" if config.dispersion_weight > 0 else "GM-VAE") + mi
+    if config.variant in ("discrete", "semi"):
+        return {"discrete": "DI-VAE", "semi": "semi-VAE"}[config.variant] + mi
+    return {"vae": "VAE", "rnnlm": "RNNLM"}[config.variant]
+
+
+def checked_repo_id(repo_id: str) -> str:
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(
+            f"{repo_id!r} is not a valid Hub repository id ({error}); expected 'name' or 'namespace/name' with "
+            "letters, digits, '-', '_' or '.', no '--' or '..', at most 96 characters."
+        ) from None
+    return repo_id
+
+
+def load_evaluation(path: str | os.PathLike) -> dict:
+    """An evaluation JSON written by `demvae evaluate`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluation JSON not found: {path} (write one with `demvae evaluate --output`).")
+    try:
+        evaluation = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); give the file `demvae evaluate` wrote.") from None
+    if not isinstance(evaluation, dict) or not set(evaluation) & set(METRICS):
+        raise ValueError(f"{path} holds no evaluation results: expected some of the keys {sorted(METRICS)}.")
+    return evaluation
+
+
+# ----- the card -----
+
+
+def _dataset_name(evaluation: Mapping) -> str:
+    """The evaluation set as its settings name it: a dataset name, or a file's name (never its local folder)."""
+    settings = evaluation.get("settings") or {}
+    for key in ("dataset", "test_file", "data"):
+        if settings.get(key):
+            name = str(settings[key])
+            return Path(name).name if Path(name).suffix else name
+    return "evaluation data"
+
+
+def _metrics(evaluation: Mapping) -> list[tuple[str, str, str | None, float]]:
+    """(metric type, pretty name, config, value) for every measured number, one per homogeneity label."""
+    metrics = []
+    for key, (metric_type, pretty) in METRICS.items():
+        value = evaluation.get(key)
+        if isinstance(value, Mapping):  # homogeneity: label -> score
+            metrics += [(metric_type, f"{pretty} ({label})", str(label), v) for label, v in value.items()]
+        elif isinstance(value, (list, tuple)) and value:
+            summed = key in SUMMED_OVER_GROUPS
+            total = sum(value) if summed else sum(value) / len(value)
+            label = f"{pretty}, {'sum' if summed else 'mean'} over {len(value)} groups"
+            metrics.append((metric_type, label, None, total))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics.append((metric_type, pretty, None, value))
+    return [m for m in metrics if m[3] is not None and math.isfinite(m[3])]
+
+
+def eval_results(evaluation: Mapping) -> list[EvalResult]:
+    """The model-index entries of one evaluation JSON."""
+    name = _dataset_name(evaluation)
+    dataset_type = name.split(".")[0]
+    return [
+        EvalResult(task_type=TASK, task_name="Text generation", dataset_type=dataset_type, dataset_name=name,
+                   metric_type=metric_type, metric_name=pretty, metric_config=config, metric_value=float(value))
+        for metric_type, pretty, config, value in _metrics(evaluation)
+    ]
+
+
+def _format(value) -> str:
+    """A number to 4 significant digits; a local path by its file name only (cards are public)."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_format(v) for v in value) + "]"
+    if isinstance(value, str) and os.sep in value and os.path.exists(value):
+        return Path(value).name
+    return str(value)
+
+
+def _evaluation_table(evaluation: Mapping) -> dict:
+    """One card section: the metrics (per-group lists in full) and the settings they were measured with."""
+    rows = []
+    for key, (_, pretty) in METRICS.items():
+        value = evaluation.get(key)
+        if isinstance(value, Mapping):
+            rows += [(f"{pretty} ({label})", _format(v)) for label, v in value.items()]
+        elif value is not None:
+            rows.append((pretty + (", per group" if isinstance(value, (list, tuple)) else ""), _format(value)))
+    settings = sorted((key, _format(value)) for key, value in (evaluation.get("settings") or {}).items())
+    return {"dataset_name": _dataset_name(evaluation), "rows": rows, "settings": settings}
+
+
+def _component_value(config: DEMVAEConfig, k) -> str:
+    return str(k) if config.num_groups == 1 else f"[{k}] * {config.num_groups}"
+
+
+def usage_snippets(repo_id: str, config: DEMVAEConfig) -> tuple[str, str]:
+    """Python that loads the model from `repo_id` and prints samples: with our package, and with remote code."""
+    if config.has_discrete_latent:
+        per_group = "" if config.num_groups == 1 else "  # one component index per group"
+        sampling = (
+            f"for k in range({config.num_components}):\n"
+            f"    ids = model.generate(component={_component_value(config, 'k')}, num_samples=3){per_group}\n"
+            "    print(k, tokenizer.batch_decode(ids, skip_special_tokens=True))"
+        )
+    else:
+        sampling = "ids = model.generate(num_samples=3)\nprint(tokenizer.batch_decode(ids, skip_special_tokens=True))"
+    package = (
+        "from transformers import AutoTokenizer\n\nfrom modeling_demvae import DEMVAEForGeneration\n\n"
+        f"model = DEMVAEForGeneration.from_pretrained({repo_id!r})\n"
+        f"tokenizer = AutoTokenizer.from_pretrained({repo_id!r})\n" + sampling
+    )
+    remote = (  # the tokenizer too: AutoTokenizer reads the config, which names our remote classes
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        f"model = AutoModelForCausalLM.from_pretrained({repo_id!r}, trust_remote_code=True)\n"
+        f"tokenizer = AutoTokenizer.from_pretrained({repo_id!r}, trust_remote_code=True)\n" + sampling
+    )
+    return package, remote
+
+
+@torch.no_grad()
+def component_samples(model, tokenizer, *, num_samples: int = 3, max_groups: int = 3, seed: int = 0) -> list[dict]:
+    """Greedy decodes of prior latents, per component: {"title", "sentences"} blocks; one block without components.
+
+    With G > 1 groups, group g is held at component k and the other groups are drawn from the prior, for the
+    first `max_groups` groups.
+    """
+    config = model.config
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+
+    def decode(component):
+        latent = model.sample_prior(num_samples, component, generator=generator)
+        sentences = tokenizer.batch_decode(model.generate(latent=latent), skip_special_tokens=True)
+        return [s.strip() or "(empty sentence)" for s in sentences]
+
+    if not config.has_discrete_latent:
+        return [{"title": "Prior", "sentences": decode(None)}]
+    blocks = []
+    for group in range(min(config.num_groups, max_groups)):
+        for k in range(config.num_components):
+            component = torch.randint(config.num_components, (num_samples, config.num_groups),
+                                      generator=generator, device=model.device)
+            component[:, group] = k
+            title = f"Component {k}" if config.num_groups == 1 else f"Group {group}, component {k}"
+            blocks.append({"title": title, "sentences": decode(component)})
+    return blocks
+
+
+def render_model_card(
+    model,
+    tokenizer,
+    *,
+    repo_id: str,
+    evaluations: Iterable[Mapping] = (),
+    datasets: list[str] | None = None,
+    base_model: str | None = None,
+    license: str | None = None,
+    tags: Iterable[str] = (),
+    training_settings: Mapping | None = None,
+    latent_image: str | None = None,
+    samples_per_component: int = 3,
+    max_groups: int = 3,
+    seed: int = 0,
+    template_path: str | os.PathLike = CARD_TEMPLATE,
+) -> ModelCard:
+    """The model card of `model`: metadata with the evaluation as model-index, usage, samples, configuration.
+
+    `evaluations` are `demvae evaluate` JSON contents (one per evaluation set); `latent_image` is the card-relative
+    path of the latent-space picture when it is pushed beside the card.
+    """
+    if not Path(template_path).is_file():
+        raise FileNotFoundError(f"model card template not found: {template_path} (install the demvae package).")
+    config, evaluations = model.config, list(evaluations)
+    name = variant_name(config)
+    model_name = repo_id.split("/")[-1]
+    results = [result for evaluation in evaluations for result in eval_results(evaluation)]
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag=TASK,
+        license=license,
+        datasets=datasets or None,
+        base_model=base_model,
+        tags=["demvae", "vae", "text-generation", name.lower(), "custom_code", *tags],
+        model_name=model_name,
+        eval_results=results or None,
+    )
+    package, remote = usage_snippets(repo_id, config)
+    samples = component_samples(model, tokenizer, num_samples=samples_per_component, max_groups=max_groups, seed=seed)
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template_path),
+        model_title=model_name,
+        variant_name=name,
+        variant_description=VARIANT_DESCRIPTIONS[config.variant],
+        base_model=base_model,
+        num_groups=config.num_groups,
+        num_components=config.num_components,
+        latent_size=config.latent_size,
+        vocab_size=config.vocab_size,
+        num_parameters=f"{model.num_parameters():,}",
+        usage_package=package,
+        usage_remote=remote,
+        evaluations=[_evaluation_table(evaluation) for evaluation in evaluations],
+        samples=samples if config.has_discrete_latent else None,
+        prior_samples=None if config.has_discrete_latent else samples[0]["sentences"],
+        shown_groups=min(config.num_groups, max_groups),
+        sample_seed=seed,
+        latent_image=latent_image,
+        config_rows=[(field, getattr(config, field)) for field in DEMVAEConfig.__annotations__],
+        training_rows=sorted((key, _format(value)) for key, value in (training_settings or {}).items()),
+    )
+
+
+# ----- the push -----
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+@contextmanager
+def _hub_errors(repo_id: str):
+    """Turn the Hub client's errors into a HubPushError that says what to do, in one line."""
+    try:
+        yield
+    except HfHubHTTPError as error:
+        status = getattr(error.response, "status_code", None)
+        if status in (401, 403):
+            raise HubPushError(
+                f"the Hub refused to let this token write to {repo_id!r} (HTTP {status}): log in with "
+                "`hf auth login` or set HF_TOKEN to a token with write access to that namespace."
+            ) from error
+        raise HubPushError(f"the Hub refused the push to {repo_id!r}: {_one_line(error)}") from error
+    except OfflineModeIsEnabled as error:
+        raise HubPushError(
+            f"cannot push to {repo_id!r} while HF_HUB_OFFLINE=1 is set; unset it and run the push again."
+        ) from error
+    except (OSError, TransportError) as error:
+        raise HubPushError(
+            f"could not reach the Hugging Face Hub to push {repo_id!r} ({type(error).__name__}: {_one_line(error)});"
+            " check the network connection and run the push again."
+        ) from error
+
+
+@contextmanager
+def _quiet_progress_bars():
+    """Loading and saving a DEM-VAE takes a blink; their bars would only bury the push's one line of outcome."""
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()
+
+
+def push_model(
+    model,
+    repo_id: str,
+    *,
+    tokenizer=None,
+    evaluations: Iterable[Mapping] = (),
+    latent_image: str | os.PathLike | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    token: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    **card_options,
+):
+    """Push `model` with its tokenizer, modeling source and a freshly rendered card, in one commit.
+
+    The tokenizer defaults to the one saved beside the model it was loaded from. `card_options` go to
+    `render_model_card` (datasets=, base_model=, license=, tags=, training_settings=, ...). Raises ValueError for a
+    malformed repo id or a missing tokenizer, FileNotFoundError for a missing picture, HubPushError when the Hub
+    cannot be reached or refuses; nothing on disk is changed either way. Returns the Hub's `CommitInfo`.
+    """
+    checked_repo_id(repo_id)
+    if latent_image is not None and not Path(latent_image).is_file():
+        raise FileNotFoundError(f"latent-space picture not found: {latent_image} (write one with `demvae inspect`).")
+    token = token or get_token()
+    if not token:
+        raise HubPushError(
+            "not logged in to the Hugging Face Hub: run `hf auth login` or set HF_TOKEN to a token with write access."
+        )
+    tokenizer = tokenizer or _saved_tokenizer(model)
+    api = HfApi()
+    with _hub_errors(repo_id):
+        repo_id = api.create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id  # namespace resolved
+    with tempfile.TemporaryDirectory(prefix="demvae-push-") as staging:
+        staging = Path(staging)
+        with _quiet_progress_bars():
+            model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if latent_image is not None:
+            shutil.copyfile(latent_image, staging / LATENT_IMAGE_NAME)
+        card = render_model_card(model, tokenizer, repo_id=repo_id, evaluations=evaluations,
+                                 latent_image=LATENT_IMAGE_NAME if latent_image is not None else None,
+                                 **card_options)
+        card.save(staging / "README.md")
+        operations = [
+            CommitOperationAdd(path_in_repo=path.relative_to(staging).as_posix(), path_or_fileobj=str(path))
+            for path in sorted(staging.rglob("*")) if path.is_file()
+        ]
+        with _hub_errors(repo_id):
+            if revision:
+                api.create_branch(repo_id, branch=revision, token=token, exist_ok=True)
+            return api.create_commit(
+                repo_id, operations=operations, token=token, revision=revision, create_pr=create_pr,
+                commit_message=commit_message or f"Upload {variant_name(model.config)} with demvae",
+                commit_description=commit_description,
+            )
+
+
+def _saved_tokenizer(model):
+    """The tokenizer saved beside the model's source folder or Hub repo, else a ValueError saying what to pass."""
+    try:
+        if not model.name_or_path:
+            raise OSError("the model was not loaded from a folder or the Hub")
+        return AutoTokenizer.from_pretrained(model.name_or_path)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"no tokenizer to push with this model ({_one_line(error)}); pass tokenizer=... "
+            "(the one it was trained with)."
+        ) from None
+
+
+def push_folder(folder: str | os.PathLike, repo_id: str, **options):
+    """Push a folder written by `save_pretrained` (e.g. `demvae train --output-dir`); the folder is only read.
+
+    The model and tokenizer are loaded from it and saved again for the push, so the Hub gets the current
+    config format and modeling source, the samples in the card come from these weights, and extra files there
+    (checkpoints, logs) stay local. `options` are those of `push_model`.
+    """
+    checked_repo_id(repo_id)
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"no saved model in {folder}: expected the save_pretrained layout (config.json, ...).")
+    with _quiet_progress_bars():
+        model = DEMVAEForGeneration.from_pretrained(folder)
+    return push_model(model, repo_id, tokenizer=AutoTokenizer.from_pretrained(folder), **options)
+
+
+__all__ = [
+    "HubPushError",
+    "component_samples",
+    "eval_results",
+    "load_evaluation",
+    "push_folder",
+    "push_model",
+    "render_model_card",
+    "usage_snippets",
+    "variant_name",
+]

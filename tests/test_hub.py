@@ -1,0 +1,347 @@
+"""Sharing on the Hub: the model card, the push, and what a failed push leaves behind.
+
+There is no network here: every test that pushes replaces the Hub client's network calls at `HfApi` (create_repo,
+create_branch, create_commit) with `FakeHub`, which records what would have been sent. Loading "from the Hub" reads
+those recorded files from a local Hub cache laid out as `huggingface_hub` lays out downloads, with HF_HUB_OFFLINE=1.
+"""
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx2
+import pytest
+import torch
+from conftest import tiny_config
+from huggingface_hub import HfApi, ModelCard, constants
+from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.hf_api import CommitInfo, RepoUrl
+from sklearn.metrics import homogeneity_score
+from test_save_load import BLOCK_OUR_PACKAGE  # a meta-path finder that hides our package
+from transformers import AutoTokenizer
+
+from modeling_demvae import DEMVAEForGeneration, build_tokenizer
+from modeling_demvae.hub import push_folder, render_model_card
+from training.cli import main as demvae
+
+# three topics, two sentences each: the labels the homogeneity of the fixture's components is measured against
+SENTENCES = [
+    "the cat sat on the mat", "the dog sat on the rug",
+    "a ship sailed over the sea", "a fish swam in the sea",
+    "stocks fell sharply today", "prices rose again today",
+]
+TOPICS = [0, 0, 1, 1, 2, 2]
+REPO_ID = "tester/demvae-tiny"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+PUSHED_FILES = {
+    "README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+    "tokenizer_config.json", "modeling_demvae.py", "configuration_demvae.py", "priors.py", "hub.py",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and far faster than on two when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, one_thread):
+    """A tiny DGM-VAE (one group of 3 components) trained for a few dozen steps, saved with its tokenizer."""
+    tokenizer = build_tokenizer(SENTENCES)
+    torch.manual_seed(0)
+    model = DEMVAEForGeneration(tiny_config(vocab_size=len(tokenizer), num_groups=1, num_components=3,
+                                            kl_annealing=False, dropout=0.0))
+    batch = tokenizer(SENTENCES, return_tensors="pt", padding=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        optimizer.zero_grad()
+        model(batch["input_ids"], batch["attention_mask"]).loss.backward()
+        optimizer.step()
+    model.eval()
+    folder = tmp_path_factory.mktemp("trained")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder, model, tokenizer
+
+
+def measured_evaluation(model, tokenizer) -> dict:
+    """An evaluation JSON of this model, measured here: ELBO and NLL by the model, homogeneity by scikit-learn."""
+    batch = tokenizer(SENTENCES, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        out = model(batch["input_ids"], batch["attention_mask"])
+    components = out.component_probs.argmax(-1)[:, 0].tolist()
+    return {
+        "elbo": out.elbo.item(), "nll": out.nll.item(), "dispersion": out.dispersion.item(),
+        "homogeneity": {"topic": homogeneity_score(TOPICS, components)},
+        "active_components": [2.5], "mi": [out.mi.item()],
+        "settings": {"dataset": "six-sentences", "seed": 0},
+    }
+
+
+class FakeHub:
+    """Stands in for the Hub's HTTP API at `HfApi` (no network here): records repos, branches and committed files."""
+
+    def __init__(self, monkeypatch, *, fail_with: BaseException | None = None, fail_at: str = "create_commit"):
+        self.repos, self.branches, self.commits, self.files = [], [], [], {}
+        self.fail_with, self.fail_at = fail_with, fail_at
+        for name in ("create_repo", "create_branch", "create_commit"):
+            monkeypatch.setattr(HfApi, name, getattr(self, name))
+
+    def _maybe_fail(self, name):
+        if self.fail_at == name and self.fail_with is not None:
+            raise self.fail_with
+
+    def create_repo(self, repo_id, *, token=None, private=None, exist_ok=False, **kwargs):
+        self._maybe_fail("create_repo")
+        assert token and exist_ok
+        repo_id = repo_id if "/" in repo_id else f"tester/{repo_id}"  # the Hub resolves the namespace
+        self.repos.append({"repo_id": repo_id, "private": private})
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def create_branch(self, repo_id, *, branch, token=None, exist_ok=False, **kwargs):
+        self._maybe_fail("create_branch")
+        self.branches.append((repo_id, branch))
+
+    def create_commit(self, repo_id, operations, *, commit_message, revision=None, token=None, **kwargs):
+        self._maybe_fail("create_commit")
+        for operation in operations:
+            with operation.as_file() as handle:
+                self.files[operation.path_in_repo] = handle.read()
+        self.commits.append({"repo_id": repo_id, "revision": revision, "message": commit_message})
+        return CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/{COMMIT}",
+                          commit_message=commit_message, commit_description="", oid=COMMIT)
+
+    def to_cache(self, cache_dir: Path, repo_id: str = REPO_ID) -> Path:
+        """Lay the committed files out as a Hub download cache, so `from_pretrained(repo_id)` reads exactly them."""
+        repo = cache_dir / f"models--{repo_id.replace('/', '--')}"
+        snapshot = repo / "snapshots" / COMMIT
+        for name, content in self.files.items():
+            (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+            (snapshot / name).write_bytes(content)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(COMMIT)
+        return snapshot
+
+
+@pytest.fixture
+def logged_in(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token_not_used_for_any_request")
+
+
+def folder_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        digest.update(str(path.relative_to(folder)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+            digest.update(str(path.stat().st_mtime_ns).encode())
+    return digest.hexdigest()
+
+
+def outputs(model, tokenizer):
+    batch = tokenizer(SENTENCES[:3], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        out = model(batch["input_ids"], batch["attention_mask"])
+        torch.manual_seed(0)
+        generated = model.generate(component=1, num_samples=4)
+    return out.loss, out.logits, out.component_probs, generated
+
+
+# ----- the card -----
+
+
+def test_card_parses_back_with_the_model_s_evaluation(trained, tmp_path):
+    folder, model, tokenizer = trained
+    evaluation = measured_evaluation(model, tokenizer)
+    card = render_model_card(model, tokenizer, repo_id=REPO_ID, evaluations=[evaluation], datasets=["ptb"],
+                             training_settings={"learning_rate": 0.01, "max_steps": 40})
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+
+    assert loaded.data.library_name == "transformers" and loaded.data.datasets == ["ptb"]
+    assert {"demvae", "dgm-vae+mi", "custom_code"} <= set(loaded.data.tags)
+    results = {(r.metric_type, r.metric_config): r for r in loaded.data.eval_results}
+    assert {r.dataset_name for r in results.values()} == {"six-sentences"}
+    assert results["elbo", None].metric_value == evaluation["elbo"]
+    assert results["nll", None].metric_value == evaluation["nll"]
+    assert results["dispersion", None].metric_value == evaluation["dispersion"]
+    assert results["homogeneity", "topic"].metric_value == evaluation["homogeneity"]["topic"]
+    assert results["mutual_information", None].metric_value == evaluation["mi"][0]
+    assert results["active_components", None].metric_value == 2.5
+    assert len(results) == 6
+    text = loaded.text
+    assert "| `dispersion_weight` | `0.8` |" in text and "| `learning_rate` | `0.01` |" in text
+    assert "## Latent space" not in text  # no picture given
+    for k in range(3):
+        assert f"**Component {k}**" in text
+
+
+def test_card_samples_come_from_the_model(trained):
+    _, model, tokenizer = trained
+    text = render_model_card(model, tokenizer, repo_id=REPO_ID, samples_per_component=2, seed=3).text
+    generator = torch.Generator().manual_seed(3)
+    for k in range(3):
+        component = torch.randint(3, (2, 1), generator=generator)
+        component[:, 0] = k
+        latent = model.sample_prior(2, component, generator=generator)
+        for sentence in tokenizer.batch_decode(model.generate(latent=latent), skip_special_tokens=True):
+            assert f"- {sentence.strip() or '(empty sentence)'}\n" in text
+
+
+def test_card_without_evaluation_has_no_model_index(trained, tmp_path):
+    _, model, tokenizer = trained
+    card = render_model_card(model, tokenizer, repo_id=REPO_ID)
+    card.save(tmp_path / "README.md")
+    assert ModelCard.load(tmp_path / "README.md").data.eval_results is None
+    assert "No evaluation results were supplied" in card.text
+
+
+def python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL)
+
+
+def test_pushed_card_usage_snippets_run(trained, logged_in, monkeypatch, tmp_path):
+    """Both snippets of the pushed card, verbatim, load the pushed files by repo id and print samples."""
+    folder, _, tokenizer = trained
+    hub = FakeHub(monkeypatch)
+    push_folder(folder, REPO_ID)
+    hub.to_cache(tmp_path / "hub")
+    package, remote = python_blocks(hub.files["README.md"].decode())
+    assert "trust_remote_code=True" in remote and "modeling_demvae" not in remote
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"), HF_HOME=str(tmp_path / "home"),
+               OMP_NUM_THREADS="1")
+    env.pop("HF_TOKEN", None)
+    for script in (package, BLOCK_OUR_PACKAGE + remote):
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                                cwd=tmp_path, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        printed = [line for line in result.stdout.splitlines() if line.strip()]
+        assert [line.split(" ", 1)[0] for line in printed] == ["0", "1", "2"]
+        vocabulary = set(tokenizer.get_vocab())
+        for line in printed:
+            sentences = eval(line.split(" ", 1)[1])  # the snippet prints a list of strings
+            assert len(sentences) == 3 and set(" ".join(sentences).split()) <= vocabulary
+
+
+# ----- the push -----
+
+
+def test_push_commits_exactly_the_model_files_and_they_load_back(trained, logged_in, monkeypatch, tmp_path):
+    folder, model, tokenizer = trained
+    image = tmp_path / "latent.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n not really a picture")
+    hub = FakeHub(monkeypatch)
+    assert demvae(["push", str(folder), "demvae-tiny", "--private", "--revision", "v1",
+                   "--latent-image", str(image)]) == 0
+
+    assert hub.repos == [{"repo_id": REPO_ID, "private": True}]
+    assert hub.branches == [(REPO_ID, "v1")] and hub.commits[0]["revision"] == "v1"
+    assert set(hub.files) == PUSHED_FILES | {"latent_space.png"}
+    assert hub.files["latent_space.png"] == image.read_bytes()
+    card = hub.files["README.md"].decode()
+    assert "![Latent space](latent_space.png)" in card and f"from_pretrained({REPO_ID!r})" in card
+
+    snapshot = hub.to_cache(tmp_path / "hub")
+    assert sorted(p.name for p in snapshot.iterdir()) == sorted(PUSHED_FILES | {"latent_space.png"})
+    loaded = DEMVAEForGeneration.from_pretrained(REPO_ID, cache_dir=tmp_path / "hub")
+    loaded_tokenizer = AutoTokenizer.from_pretrained(REPO_ID, cache_dir=tmp_path / "hub")
+    assert loaded_tokenizer(SENTENCES)["input_ids"] == tokenizer(SENTENCES)["input_ids"]
+    for expected, actual in zip(outputs(model, tokenizer), outputs(loaded, loaded_tokenizer)):
+        assert torch.equal(expected, actual)
+
+
+def test_model_push_to_hub_carries_tokenizer_and_card(trained, logged_in, monkeypatch, tmp_path):
+    folder, _, tokenizer = trained
+    hub = FakeHub(monkeypatch)
+    model = DEMVAEForGeneration.from_pretrained(folder)  # the tokenizer is found beside the weights
+    model.push_to_hub(REPO_ID, evaluations=[{"nll": 12.5}])
+    assert set(hub.files) == PUSHED_FILES
+    card = ModelCard(hub.files["README.md"].decode())
+    assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [("nll", 12.5)]
+    assert json.loads(hub.files["tokenizer.json"])["model"]["vocab"] == tokenizer.get_vocab()
+
+    with pytest.raises(ValueError, match="pass tokenizer="):
+        DEMVAEForGeneration(tiny_config(vocab_size=len(tokenizer))).push_to_hub(REPO_ID)
+
+
+def http_error(status: int) -> HfHubHTTPError:
+    request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
+    return HfHubHTTPError(f"{status} Client Error\nmore detail", response=httpx2.Response(status, request=request))
+
+
+@pytest.mark.parametrize(
+    "failure, fail_at, message",
+    [
+        (httpx2.ConnectError("[Errno -2] Name or service not known"), "create_commit", "could not reach the Hugging"),
+        (TimeoutError("timed out"), "create_commit", "could not reach the Hugging"),
+        (http_error(401), "create_repo", "hf auth login"),
+        (http_error(500), "create_commit", "the Hub refused the push"),
+        (None, None, "HF_HUB_OFFLINE=1"),  # no interception: this process is offline, as the test suite is
+    ],
+)
+def test_failed_push_changes_nothing_and_says_so_in_one_line(
+    trained, logged_in, monkeypatch, capsys, failure, fail_at, message
+):
+    folder = trained[0]
+    before = folder_digest(folder)
+    if fail_at:
+        FakeHub(monkeypatch, fail_with=failure, fail_at=fail_at)
+    assert constants.HF_HUB_OFFLINE
+    assert demvae(["push", str(folder), REPO_ID]) == 1
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and error.startswith("demvae push: error: "), error
+    assert message in error and "Traceback" not in error
+    assert folder_digest(folder) == before
+
+
+def test_not_logged_in_says_so_in_one_line(trained, monkeypatch, tmp_path, capsys):
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    hub = FakeHub(monkeypatch)
+    assert demvae(["push", str(trained[0]), REPO_ID]) == 1
+    error = capsys.readouterr().err
+    assert error == ("demvae push: error: not logged in to the Hugging Face Hub: run `hf auth login` or set "
+                     "HF_TOKEN to a token with write access.\n")
+    assert hub.repos == [] and hub.files == {}
+
+
+@pytest.mark.parametrize("repo_id", ["bad repo id!", "a/b/c", "user/foo--bar", "user/name."])
+def test_malformed_repo_id_says_so_in_one_line(trained, logged_in, monkeypatch, capsys, repo_id):
+    hub = FakeHub(monkeypatch)
+    assert demvae(["push", str(trained[0]), repo_id]) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and "Traceback" not in error
+    assert f"{repo_id!r} is not a valid Hub repository id" in error and "'namespace/name'" in error
+    assert hub.repos == []
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "evaluation JSON not found"), ("{not json", "is not valid JSON"), ('{"accuracy": 1}', "expected some")],
+)
+def test_bad_evaluation_json_says_so_in_one_line(trained, logged_in, monkeypatch, capsys, tmp_path, content, message):
+    path = tmp_path / "eval.json"
+    if content is not None:
+        path.write_text(content)
+    hub = FakeHub(monkeypatch)
+    assert demvae(["push", str(trained[0]), REPO_ID, "--eval-json", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and message in error
+    assert hub.files == {}
+
+
+def test_push_folder_needs_a_saved_model(tmp_path, logged_in):
+    with pytest.raises(FileNotFoundError, match="no saved model"):
+        push_folder(tmp_path, REPO_ID)
+

@@ -1,0 +1,50 @@
+"""Push a trained model to the Hugging Face Hub, with a model card that carries its evaluation.
+
+One commit holds the weights (safetensors), config, generation config, tokenizer, the modeling source for
+`trust_remote_code=True`, and a README.md model card rendered from the model: usage snippets, greedy samples from
+each component, the training configuration, the numbers of each --eval-json as the card's model-index, and the
+latent-space picture when given. Log in first with `hf auth login` (or set HF_TOKEN). MODEL is only read: a failed
+push changes nothing on disk.
+
+example:
+  demvae evaluate runs/ptb --output runs/ptb-eval.json
+  demvae push runs/ptb your-name/demvae-ptb --eval-json runs/ptb-eval.json
+"""
+
+import sys
+
+from modeling_demvae.hub import HubPushError, load_evaluation, push_folder
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="folder written by `demvae train` (the save_pretrained layout)")
+    parser.add_argument("repo_id", metavar="REPO_ID",
+                        help="Hub repository 'namespace/name' (or 'name' in your namespace); created when missing")
+    parser.add_argument("--private", action="store_true", default=None,
+                        help="create the repository as private (an existing repository keeps its visibility)")
+    parser.add_argument("--revision", metavar="BRANCH",
+                        help="branch to commit to, created from main when missing (default: main)")
+    parser.add_argument("--eval-json", action="append", default=[], metavar="FILE",
+                        help="a `demvae evaluate` JSON whose numbers go into the card; repeat for several test sets")
+    parser.add_argument("--latent-image", metavar="PNG",
+                        help="latent-space picture written by `demvae inspect`, shown in the card")
+    parser.add_argument("--dataset", action="append", default=[], dest="datasets", metavar="ID",
+                        help="Hub id of a dataset the model was trained on, for the card's metadata; repeatable")
+    parser.add_argument("--base-model", metavar="ID", help="Hub id of the model this one was fine-tuned from")
+    parser.add_argument("--license", metavar="ID", help="license of the weights for the card, e.g. apache-2.0")
+    parser.add_argument("--commit-message", metavar="TEXT", help="commit message (default: 'Upload <variant> ...')")
+
+
+def run(args) -> int:
+    evaluations = [load_evaluation(path) for path in args.eval_json]
+    try:
+        commit = push_folder(
+            args.model, args.repo_id, evaluations=evaluations, latent_image=args.latent_image,
+            private=args.private, revision=args.revision, commit_message=args.commit_message,
+            datasets=args.datasets, base_model=args.base_model, license=args.license,
+        )
+    except HubPushError as error:
+        print(f"demvae push: error: {error}", file=sys.stderr)
+        return 1
+    print(f"pushed {args.model} to {commit.commit_url}")
+    return 0
