@@ -32,6 +32,7 @@ except ImportError:
 
 CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "demvae_card_template.md"
 LATENT_IMAGE_NAME = "latent_space.png"
+TRAINING_SUMMARY = "training_summary.json"  # written beside the exported model by `demvae train`
 TASK = "text-generation"
 
 # evaluation JSON key -> (model-index metric type, pretty name); per-group lists go to the model-index as their
@@ -45,7 +46,10 @@ METRICS = {
     "sacrebleu": ("sacrebleu", "Reconstruction BLEU (sacrebleu)"),
     "wkl": ("wkl", "Unigram KL to the training set (wKL)"),
     "homogeneity": ("homogeneity", "Homogeneity"),
-    "mi": ("mutual_information", "I(x; c) (nats)"),
+    "completeness": ("completeness", "Completeness"),
+    "nmi": ("nmi", "NMI"),
+    "mi": ("mutual_information", "I(x; c) on the test set (nats)"),
+    "batch_mi": ("batch_mutual_information", "I(x; c) in training-size batches, summed over groups (nats)"),
     "active_components": ("active_components", "Effective components exp(I(x; c))"),
     "component_spread": ("component_spread", "Component spread"),
     "dispersion": ("dispersion", "Dispersion L_d"),
@@ -104,13 +108,17 @@ def load_evaluation(path: str | os.PathLike) -> dict:
 # ----- the card -----
 
 
+def _public(value: str) -> str:
+    """A local path by its last part only: cards are public, the folders of the machine that wrote them are not."""
+    return Path(value).name if os.sep in value and os.path.exists(value) else value
+
+
 def _dataset_name(evaluation: Mapping) -> str:
-    """The evaluation set as its settings name it: a dataset name, or a file's name (never its local folder)."""
+    """The evaluation set as its settings name it: the dataset, else the test file."""
     settings = evaluation.get("settings") or {}
-    for key in ("dataset", "test_file", "data"):
+    for key in ("dataset", "test_file"):
         if settings.get(key):
-            name = str(settings[key])
-            return Path(name).name if Path(name).suffix else name
+            return _public(str(settings[key]))
     return "evaluation data"
 
 
@@ -143,14 +151,12 @@ def eval_results(evaluation: Mapping) -> list[EvalResult]:
 
 
 def _format(value) -> str:
-    """A number to 4 significant digits; a local path by its file name only (cards are public)."""
+    """A number to 4 significant digits, a list of them, or a public text."""
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_format(v) for v in value) + "]"
-    if isinstance(value, str) and os.sep in value and os.path.exists(value):
-        return Path(value).name
-    return str(value)
+    return _public(value) if isinstance(value, str) else str(value)
 
 
 def _evaluation_table(evaluation: Mapping) -> dict:
@@ -403,17 +409,32 @@ def _saved_tokenizer(model):
         ) from None
 
 
+def recorded_training_settings(folder: Path) -> dict:
+    """The training arguments, steps and best validation numbers `demvae train` recorded beside the model."""
+    path = folder / TRAINING_SUMMARY
+    if not path.is_file():
+        return {}
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    settings = dict(summary.get("training_arguments") or {})
+    settings.pop("output_dir", None)  # a folder of the training machine
+    settings["steps"] = summary.get("step")
+    settings.update({f"validation_{key}": value for key, value in (summary.get("validation") or {}).items()})
+    return {key: value for key, value in settings.items() if value is not None}
+
+
 def push_folder(folder: str | os.PathLike, repo_id: str, **options):
     """Push a folder written by `save_pretrained` (e.g. `demvae train --output-dir`); the folder is only read.
 
     The model and tokenizer are loaded from it and saved again for the push, so the Hub gets the current
     config format and modeling source, the samples in the card come from these weights, and extra files there
-    (checkpoints, logs) stay local. `options` are those of `push_model`.
+    (checkpoints, logs) stay local. The card's training settings come from the folder's training summary unless
+    `training_settings=` is given. `options` are those of `push_model`.
     """
     checked_repo_id(repo_id)
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"no saved model in {folder}: expected the save_pretrained layout (config.json, ...).")
+    options.setdefault("training_settings", recorded_training_settings(folder))
     with _quiet_progress_bars():
         model = DEMVAEForGeneration.from_pretrained(folder)
     return push_model(model, repo_id, tokenizer=AutoTokenizer.from_pretrained(folder), **options)

@@ -69,10 +69,13 @@ def trained(tmp_path_factory, one_thread):
     folder = tmp_path_factory.mktemp("trained")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    summary = {"step": 40, "validation": {"elbo": -9.5}, "training_arguments": {"learning_rate": 0.01,
+               "max_steps": 40, "batch_size": 6, "output_dir": str(folder)}}  # as `demvae train` writes it
+    (folder / "training_summary.json").write_text(json.dumps(summary))
     return folder, model, tokenizer
 
 
-def measured_evaluation(model, tokenizer) -> dict:
+def measured_evaluation(folder, model, tokenizer) -> dict:
     """An evaluation JSON of this model, measured here: ELBO and NLL by the model, homogeneity by scikit-learn."""
     batch = tokenizer(SENTENCES, return_tensors="pt", padding=True)
     with torch.no_grad():
@@ -83,7 +86,7 @@ def measured_evaluation(model, tokenizer) -> dict:
         "elbo": out.elbo.item(), "nll": out.nll.item(), "dispersion": out.dispersion.item(),
         "homogeneity": {"topic": homogeneity_score(TOPICS, components)},
         "active_components": [2.5], "mi": [out.mi.item()],
-        "settings": {"dataset": "six-sentences", "seed": 0},
+        "settings": {"dataset": "six-sentences", "seed": 0, "model": str(folder)},
     }
 
 
@@ -162,7 +165,7 @@ def outputs(model, tokenizer):
 
 def test_card_parses_back_with_the_model_s_evaluation(trained, tmp_path):
     folder, model, tokenizer = trained
-    evaluation = measured_evaluation(model, tokenizer)
+    evaluation = measured_evaluation(folder, model, tokenizer)
     card = render_model_card(model, tokenizer, repo_id=REPO_ID, evaluations=[evaluation], datasets=["ptb"],
                              training_settings={"learning_rate": 0.01, "max_steps": 40})
     card.save(tmp_path / "README.md")
@@ -182,6 +185,7 @@ def test_card_parses_back_with_the_model_s_evaluation(trained, tmp_path):
     text = loaded.text
     assert "| `dispersion_weight` | `0.8` |" in text and "| `learning_rate` | `0.01` |" in text
     assert "## Latent space" not in text  # no picture given
+    assert "`model=trained" in text and str(folder) not in text  # local paths by their last part only
     for k in range(3):
         assert f"**Component {k}**" in text
 
@@ -250,6 +254,9 @@ def test_push_commits_exactly_the_model_files_and_they_load_back(trained, logged
     assert hub.files["latent_space.png"] == image.read_bytes()
     card = hub.files["README.md"].decode()
     assert "![Latent space](latent_space.png)" in card and f"from_pretrained({REPO_ID!r})" in card
+    for row in ("| `learning_rate` | `0.01` |", "| `steps` | `40` |", "| `validation_elbo` | `-9.5` |"):
+        assert row in card
+    assert str(folder) not in card  # the local output_dir stays local
 
     snapshot = hub.to_cache(tmp_path / "hub")
     assert sorted(p.name for p in snapshot.iterdir()) == sorted(PUSHED_FILES | {"latent_space.png"})
