@@ -7,6 +7,8 @@ import sys
 
 # subcommand -> module; each module's docstring's first line is its --help summary
 COMMANDS = {
+    "evaluate": "training.evaluate",
+    "inspect": "training.inspect_model",
     "push": "training.push",
 }
 

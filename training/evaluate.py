@@ -1,0 +1,210 @@
+"""Evaluate a trained model as in the paper: NLL, perplexity, rPPL, BLEU, wKL, label homogeneity, mode collapse.
+
+Prints a table and writes the numbers as JSON (--output). The test sentences come from --dataset (its test split,
+else its validation split) or --test-file; wKL also needs training sentences (--dataset's train split or
+--train-file). Label columns of the corpus (DailyDialog: act, emotion; the synthetic corpus: mode) are scored
+with homogeneity, completeness and NMI of the argmax components.
+
+  demvae evaluate out/model --dataset ptb                       # the paper's protocol (rPPL: 40,000 samples)
+  demvae evaluate out/model --dataset daily_dialog --labels act emotion --metrics homogeneity collapse
+  demvae evaluate out/model --test-file test.txt --train-file train.txt --rppl-preset quick --output eval.json
+
+JSON keys (where measured): elbo, nll, ppl (nats per sentence; per-token perplexity, </s> counted), rppl, bleu
+and sacrebleu (0-100), wkl (KL(generated || train) of unigrams, add-one smoothing), homogeneity / completeness /
+nmi (label -> score), mi (per group I(x; c) on the test set, nats), batch_mi (summed over groups, from batches of
+30 as in training), active_components (per group exp(I(x; c))), component_spread (per group), dispersion (mean
+L_d), and "settings".
+"""
+
+import argparse
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import datasets
+import torch
+import transformers
+from transformers import PreTrainedTokenizerFast
+
+from modeling_demvae import DEMVAEForGeneration, data, metrics
+from modeling_demvae.metrics.reverse_ppl import RPPL_PRESETS
+
+METRIC_NAMES = ("nll", "rppl", "bleu", "wkl", "homogeneity", "collapse")
+LABEL_COLUMNS = ("act", "emotion", "mode")  # label columns picked up automatically when the corpus has them
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a folder written by `demvae train` (or save_pretrained), or a Hub id")
+    parser.add_argument("--dataset", help="'ptb', 'daily_dialog', 'synthetic' (the default corpus of `demvae "
+                        "train`), a corpus folder or file (see `demvae train --help`)")
+    parser.add_argument("--test-file", help="text file of test sentences, one per line (overrides --dataset's)")
+    parser.add_argument("--train-file", help="text file of training sentences for wKL (overrides --dataset's)")
+    parser.add_argument("--labels", nargs="*", help="label columns to score the components against (default: "
+                        f"those of {LABEL_COLUMNS} the corpus has)")
+    parser.add_argument("--metrics", nargs="+", choices=METRIC_NAMES, default=list(METRIC_NAMES),
+                        help="what to measure (default: all that apply to the model)")
+    parser.add_argument("--nll-samples", type=int, default=500, help="importance samples per sentence (500)")
+    parser.add_argument("--rppl-preset", choices=sorted(RPPL_PRESETS), default="paper",
+                        help="prior samples for rPPL and wKL: " + ", ".join(
+                            f"{name} = {train:,} + {valid:,}" for name, (train, valid) in RPPL_PRESETS.items()))
+    parser.add_argument("--rppl-samples", type=int, help="training samples for the rPPL language model (overrides "
+                        "the preset; validation samples keep the preset's ratio)")
+    parser.add_argument("--max-sentences", type=int, help="evaluate on the first N test sentences only")
+    parser.add_argument("--batch-tokens", type=int, default=16384,
+                        help="padded tokens per decoder call in the NLL (memory ~ this x vocabulary size floats)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--output", default="evaluation.json", help="JSON file to write (default evaluation.json)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def load_model_and_tokenizer(path: str, device: str = "cpu"):
+    """A trained model (eval mode) and the tokenizer saved beside it."""
+    folder = Path(path)
+    if not (folder / "config.json").is_file() and (folder.exists() or path.startswith((".", "/", "~"))):
+        raise FileNotFoundError(f"no model found at {path}: expected a folder with config.json and model weights "
+                                "(the output of `demvae train` or save_pretrained).")
+    model = DEMVAEForGeneration.from_pretrained(path).to(device).eval()
+    try:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    except (OSError, ValueError, TypeError) as error:
+        raise FileNotFoundError(f"no tokenizer found beside the model at {path} ({error}).") from None
+    return model, tokenizer
+
+
+def load_splits(args) -> dict:
+    """The corpus splits to evaluate on: --dataset's, with --test-file / --train-file replacing theirs."""
+    splits = {}
+    if args.dataset == "synthetic":
+        from modeling_demvae.synthetic import synthetic_corpus
+
+        splits.update(synthetic_corpus())
+    elif args.dataset:
+        splits.update(data.load_corpus(args.dataset))
+    if "test" not in splits and "validation" in splits:
+        splits["test"] = splits["validation"]
+    files = {"test": args.test_file, "train": getattr(args, "train_file", None)}
+    for name, path in files.items():
+        if path:
+            splits[name] = data.text_files_corpus(path)["train"]
+    if "test" not in splits:
+        raise ValueError("no test sentences: give --dataset with a test or validation split, or --test-file.")
+    return splits
+
+
+def sentences_of(split, tokenizer, max_length: int, limit: int | None = None):
+    """Token id lists of a split (its first `limit` rows) and the tokenized split with its label columns."""
+    if limit is not None:
+        split = split.select(range(min(limit, len(split))))
+    tokenized = data.tokenize_corpus(split, tokenizer, max_length=max_length)
+    return tokenized["input_ids"], tokenized
+
+
+def evaluate(model, tokenizer, splits: dict, args) -> dict:
+    """Every requested metric that applies to the model and the data at hand; the JSON's content."""
+    config = model.config
+    progress = not args.no_progress
+    requested = set(args.metrics)
+    max_length = config.max_sentence_length
+    test, test_split = sentences_of(splits["test"], tokenizer, max_length, args.max_sentences)
+    results = {}
+    if "nll" in requested:
+        results.update(metrics.importance_weighted_nll(model, test, num_samples=args.nll_samples,
+                                                       max_tokens=args.batch_tokens, seed=args.seed,
+                                                       progress=progress))
+    train_samples, valid_samples = RPPL_PRESETS[args.rppl_preset]
+    if args.rppl_samples is not None:
+        if args.rppl_samples < 1:
+            raise ValueError(f"--rppl-samples must be a positive integer, got {args.rppl_samples}.")
+        valid_samples = max(1, round(args.rppl_samples * valid_samples / train_samples))
+        train_samples = args.rppl_samples
+    wkl_possible = "train" in splits
+    if "rppl" in requested or ("wkl" in requested and wkl_possible):
+        samples = metrics.sample_sentences(model, train_samples + valid_samples, seed=args.seed, progress=progress)
+        if "rppl" in requested:
+            results.update(metrics.reverse_perplexity_from_samples(
+                samples[:train_samples], samples[train_samples:], test, vocab_size=config.vocab_size,
+                pad_token_id=config.pad_token_id, seed=args.seed, device=model.device, progress=progress))
+        if "wkl" in requested and wkl_possible:
+            train, _ = sentences_of(splits["train"], tokenizer, max_length)
+            special = (config.bos_token_id, config.eos_token_id, config.pad_token_id)
+            results["wkl"] = metrics.unigram_kl(samples[:train_samples], train, ignore=special)
+    if config.variant != "rnnlm" and "bleu" in requested:
+        results.update(metrics.reconstruction_bleu(model, test, tokenizer=tokenizer))
+    if config.has_discrete_latent and requested & {"homogeneity", "collapse"}:
+        posterior = metrics.encode_sentences(model, test, progress=progress)
+        if "collapse" in requested:
+            results.update(metrics.collapse_diagnostics(model, posterior))
+        labels = label_columns(test_split.column_names, args.labels)
+        if "homogeneity" in requested and labels:
+            scores = metrics.label_agreement(posterior.component_probs, {c: test_split[c] for c in labels})
+            for key in ("homogeneity", "completeness", "nmi"):
+                results[key] = {label: s[key] for label, s in scores.items()}
+    results["settings"] = {
+        "model": args.model, "dataset": args.dataset, "test_file": args.test_file, "train_file": args.train_file,
+        "test_sentences": len(test), "nll_samples": args.nll_samples, "rppl_preset": args.rppl_preset,
+        "rppl_samples": [train_samples, valid_samples], "wkl_smoothing": "add-one over the union of words",
+        "seed": args.seed, "variant": config.variant, "metrics": sorted(requested),
+    }
+    return results
+
+
+def label_columns(columns, requested) -> list[str]:
+    """The label columns to score: the requested ones (all must exist), else the known ones the data has."""
+    if requested is None:
+        return [c for c in LABEL_COLUMNS if c in columns]
+    missing = [c for c in requested if c not in columns]
+    if missing:
+        raise ValueError(f"label column(s) {missing} not in the test data; it has {list(columns)}.")
+    return list(requested)
+
+
+def format_table(results: dict) -> str:
+    """Two columns, metric and value; per-group lists shown in full (rounded)."""
+    rows = []
+    for key, value in results.items():
+        if key == "settings":
+            continue
+        if isinstance(value, dict):
+            rows += [(f"{key} ({label})", f"{v:.4f}") for label, v in value.items()]
+        elif isinstance(value, list):
+            rows.append((key, "[" + ", ".join(f"{v:.2f}" for v in value) + "]"))
+        elif isinstance(value, float):
+            rows.append((key, f"{value:.4f}"))
+        else:
+            rows.append((key, str(value)))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def write_json(path: str, results: dict) -> None:
+    """Atomically: a crash leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = json.loads(json.dumps(results, default=float), parse_constant=lambda c: None)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as handle:
+        json.dump(clean, handle, indent=2)
+    os.replace(handle.name, path)
+
+
+def run(args) -> int:
+    for name in ("nll_samples", "batch_tokens"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}.")
+    if args.max_sentences is not None and args.max_sentences < 1:
+        raise ValueError(f"--max-sentences must be a positive integer, got {args.max_sentences}.")
+    if args.no_progress:
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+    splits = load_splits(args)
+    label_columns(splits["test"].column_names, args.labels)  # fail before the slow part
+    model, tokenizer = load_model_and_tokenizer(args.model, args.device)
+    results = evaluate(model, tokenizer, splits, args)
+    print(format_table(results))
+    write_json(args.output, results)
+    print(f"wrote {args.output}")
+    if any(isinstance(v, float) and not math.isfinite(v) for v in results.values()):
+        print("warning: some results are not finite (written as null)")
+    return 0

@@ -1,0 +1,179 @@
+"""Picture a model's latent space and describe each mixture component: a PNG and a markdown report.
+
+The picture is the paper's figure for any model: per mixture group (up to --max-groups panels), samples drawn from
+each component (dots) and the posterior means of real sentences (crosses), coloured by component (crosses by
+their most probable component), in 2-D (the latent itself when d = 2, a PCA projection when d > 2, a jittered
+axis when d = 1). Collapsed components sit on top of each other; dispersed ones apart.
+
+The report gives, per group and component: its share of the data (mean q(c|x), beside the mutual information
+I(x; c) that says whether the group tells sentences apart at all), its most characteristic words (largest
+contribution to KL(words of the component || all words), counts weighted by q(c|x)), sentences sampled from it
+(greedy; the other groups' components drawn from the prior) and the real sentences closest to its mean.
+
+  demvae inspect out/model --dataset synthetic          # -> out/model/inspection/{latent_space.png,components.md}
+"""
+
+import argparse
+import math
+from collections import Counter
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from modeling_demvae import metrics  # noqa: E402
+from training.evaluate import load_model_and_tokenizer, load_splits, sentences_of  # noqa: E402
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a folder written by `demvae train` (or save_pretrained), or a Hub id")
+    parser.add_argument("--dataset", help="corpus whose test sentences are placed in the picture: 'ptb', "
+                        "'daily_dialog', 'synthetic', a folder or a file")
+    parser.add_argument("--test-file", help="text file of sentences to place, one per line (overrides --dataset)")
+    parser.add_argument("--output-dir", help="where to write latent_space.png and components.md "
+                        "(default: MODEL/inspection)")
+    parser.add_argument("--max-groups", type=int, default=6, help="mixture groups pictured and reported (6)")
+    parser.add_argument("--max-sentences", type=int, default=2000, help="real sentences placed (2000)")
+    parser.add_argument("--samples-per-component", type=int, default=200, help="prior samples per component (200)")
+    parser.add_argument("--examples", type=int, default=5, help="sampled and closest sentences per component (5)")
+    parser.add_argument("--top-words", type=int, default=10, help="characteristic words per component (10)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def project_to_2d(points: torch.Tensor, basis_points: torch.Tensor) -> torch.Tensor:
+    """2-D coordinates: the points themselves (d = 2), a PCA fitted on `basis_points` (d > 2), or z with a random
+    vertical jitter (d = 1)."""
+    dims = points.shape[-1]
+    if dims == 2:
+        return points
+    if dims == 1:
+        return torch.cat((points, 0.1 * torch.randn_like(points)), dim=-1)
+    center = basis_points.mean(0)
+    _, _, vectors = torch.linalg.svd(basis_points - center, full_matrices=False)
+    return (points - center) @ vectors[:2].T
+
+
+def component_samples(prior, group: int, per_component: int) -> torch.Tensor:
+    """(K, n, d) draws of group `group` from each of its components."""
+    mean, std = prior.means[group], (0.5 * prior.log_variances[group]).exp()
+    return mean[:, None] + std[:, None] * torch.randn(mean.shape[0], per_component, mean.shape[1])
+
+
+def draw_latent_space(model, posterior, path: Path, *, max_groups: int, per_component: int) -> None:
+    config, prior = model.config, model.prior
+    groups = min(config.num_groups, max_groups)
+    columns = min(groups, 3)
+    rows = math.ceil(groups / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 4.2 * rows), squeeze=False)
+    colors = plt.get_cmap("tab10" if config.num_components <= 10 else "tab20")
+    probs = posterior.component_probs
+    mi = metrics.mutual_information(probs)
+    spread = metrics.component_spread(prior.means, prior.log_variances)
+    posterior_means = posterior.mean.view(-1, config.num_groups, config.latent_size)
+    with torch.no_grad():
+        for group, axis in enumerate(axes.flat):
+            if group >= groups:
+                axis.axis("off")
+                continue
+            samples = component_samples(prior, group, per_component)
+            flat = project_to_2d(samples.flatten(0, 1), samples.flatten(0, 1)).view(*samples.shape[:2], 2)
+            real = project_to_2d(posterior_means[:, group], samples.flatten(0, 1))
+            centers = project_to_2d(prior.means[group], samples.flatten(0, 1))
+            assigned = probs[:, group].argmax(-1)
+            for k in range(config.num_components):
+                color = colors(k % colors.N)
+                axis.scatter(*flat[k].T, s=4, alpha=0.25, color=color)
+                axis.scatter(*real[assigned == k].T, s=14, marker="x", color=color, linewidths=0.8)
+                axis.scatter(*centers[k], s=120, color=color, edgecolors="black", zorder=3, label=f"component {k}")
+            axis.set_title(f"group {group}: I(x;c)={mi[group]:.2f} nats, exp(I)={mi[group].exp():.2f}, "
+                           f"spread={spread[group]:.1f}", fontsize=9)
+            axis.set_xlabel("z1" if config.latent_size <= 2 else "PC1")
+            axis.set_ylabel("z2" if config.latent_size == 2 else ("PC2" if config.latent_size > 2 else ""))
+    axes.flat[0].legend(fontsize=7, loc="best", markerscale=0.6)
+    figure.suptitle(f"Latent space: dots = samples of each component, x = posterior means of {len(probs)} real "
+                    "sentences (by most probable component)", fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def characteristic_words(sentences, weights: torch.Tensor, tokenizer, config, top: int) -> list[str]:
+    """Words with the largest p_k(w) log(p_k(w) / p(w)), p_k from counts weighted by q(c = k|x)."""
+    special = {config.bos_token_id, config.eos_token_id, config.pad_token_id}
+    overall, weighted = Counter(), Counter()
+    for sentence, weight in zip(sentences, weights.tolist()):
+        for token in sentence:
+            if token not in special:
+                overall[token] += 1
+                weighted[token] += weight
+    total, weighted_total = sum(overall.values()), sum(weighted.values())
+    if not weighted_total:
+        return []
+    scores = {w: (weighted[w] / weighted_total) * math.log((weighted[w] / weighted_total) / (overall[w] / total))
+              for w in overall if weighted[w] > 0}
+    best = sorted(scores, key=lambda w: -scores[w])[:top]
+    return tokenizer.convert_ids_to_tokens(best)
+
+
+def write_report(model, tokenizer, sentences, posterior, path: Path, *, max_groups: int, examples: int,
+                 top_words: int) -> None:
+    config, prior = model.config, model.prior
+    probs = posterior.component_probs
+    mi = metrics.mutual_information(probs)
+    spread = metrics.component_spread(prior.means, prior.log_variances)
+    means = posterior.mean.view(-1, config.num_groups, config.latent_size)
+    lines = [f"# Components of {config.variant} model ({config.num_groups} group(s) x {config.num_components} "
+             f"components, d = {config.latent_size})", "",
+             f"Placed {len(sentences)} real sentences. Share = mean q(c|x); it says nothing about usage on its own: "
+             "a collapsed group (I(x; c) near 0, exp(I) near 1) gives every sentence the same q(c|x).", ""]
+    for group in range(min(config.num_groups, max_groups)):
+        lines += [f"## Group {group}: I(x; c) = {mi[group]:.3f} nats, exp(I) = {mi[group].exp():.2f} of "
+                  f"{config.num_components}, spread = {spread[group]:.2f}", ""]
+        for k in range(config.num_components):
+            weights = probs[:, group, k]
+            codes = torch.randint(config.num_components, (examples, config.num_groups))
+            codes[:, group] = k
+            generated = model.generate(component=codes, num_samples=examples)
+            variance = prior.log_variances[group, k].exp()
+            distance = (((means[:, group] - prior.means[group, k]) ** 2) / variance).sum(-1)
+            closest = distance.argsort()[:examples].tolist()
+            words = characteristic_words(sentences, weights, tokenizer, config, top_words)
+            lines += [f"### Component {k}", "",
+                      f"- share of the data: {weights.mean():.1%} (most probable component for "
+                      f"{(probs[:, group].argmax(-1) == k).float().mean():.1%} of the sentences)",
+                      f"- characteristic words: {', '.join(words) if words else '(none)'}",
+                      "- sampled:"]
+            lines += [f"  - {tokenizer.decode(row, skip_special_tokens=True) or '(empty)'}" for row in generated]
+            lines += ["- closest real sentences:"]
+            lines += [f"  - {tokenizer.decode(sentences[i], skip_special_tokens=True)}" for i in closest]
+            lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def run(args) -> int:
+    for name in ("max_groups", "max_sentences", "samples_per_component", "examples", "top_words"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}.")
+    splits = load_splits(args)
+    model, tokenizer = load_model_and_tokenizer(args.model, args.device)
+    if not model.config.has_mixture_prior:
+        raise ValueError(f"inspect pictures mixture components; this model has variant={model.config.variant!r} "
+                         "(needs 'dem').")
+    sentences, _ = sentences_of(splits["test"], tokenizer, model.config.max_sentence_length, args.max_sentences)
+    output = Path(args.output_dir) if args.output_dir else Path(args.model) / "inspection"
+    output.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    model.cpu()
+    posterior = metrics.encode_sentences(model, sentences)
+    posterior = type(posterior)(**{k: v.detach() for k, v in posterior.items()})
+    draw_latent_space(model, posterior, output / "latent_space.png", max_groups=args.max_groups,
+                      per_component=args.samples_per_component)
+    write_report(model, tokenizer, sentences, posterior, output / "components.md", max_groups=args.max_groups,
+                 examples=args.examples, top_words=args.top_words)
+    print(f"wrote {output / 'latent_space.png'} and {output / 'components.md'}")
+    return 0
