@@ -40,7 +40,7 @@ TASK = "text-generation"
 METRICS = {
     "elbo": ("elbo", "ELBO (nats per sentence)"),
     "nll": ("nll", "NLL (importance-weighted, nats per sentence)"),
-    "ppl": ("perplexity", "Perplexity (per word)"),
+    "ppl": ("perplexity", "Perplexity (per token)"),
     "rppl": ("rppl", "Reverse perplexity"),
     "bleu": ("bleu", "Reconstruction BLEU (NLTK, smoothing 1)"),
     "sacrebleu": ("sacrebleu", "Reconstruction BLEU (sacrebleu)"),
@@ -142,7 +142,7 @@ def _metrics(evaluation: Mapping) -> list[tuple[str, str, str | None, float]]:
 def eval_results(evaluation: Mapping) -> list[EvalResult]:
     """The model-index entries of one evaluation JSON."""
     name = _dataset_name(evaluation)
-    dataset_type = name.split(".")[0]
+    dataset_type = name.split(".")[0].replace(" ", "-")
     return [
         EvalResult(task_type=TASK, task_name="Text generation", dataset_type=dataset_type, dataset_name=name,
                    metric_type=metric_type, metric_name=pretty, metric_config=config, metric_value=float(value))
@@ -262,7 +262,8 @@ def render_model_card(
         license=license,
         datasets=datasets or None,
         base_model=base_model,
-        tags=["demvae", "vae", "text-generation", name.lower(), "custom_code", *tags],
+        tags=["demvae", "text-generation", name.lower(), "custom_code",
+              *([] if config.variant == "rnnlm" else ["variational-autoencoder"]), *tags],
         model_name=model_name,
         eval_results=results or None,
     )
