@@ -33,6 +33,7 @@ except ImportError:
 CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "demvae_card_template.md"
 LATENT_IMAGE_NAME = "latent_space.png"
 TRAINING_SUMMARY = "training_summary.json"  # written beside the exported model by `demvae train`
+INSPECTION_IMAGE = Path("inspection") / LATENT_IMAGE_NAME  # where `demvae inspect MODEL` puts its picture
 TASK = "text-generation"
 
 # evaluation JSON key -> (model-index metric type, pretty name); per-group lists go to the model-index as their
@@ -42,8 +43,8 @@ METRICS = {
     "nll": ("nll", "NLL (importance-weighted, nats per sentence)"),
     "ppl": ("perplexity", "Perplexity (per token)"),
     "rppl": ("rppl", "Reverse perplexity"),
-    "bleu": ("bleu", "Reconstruction BLEU (NLTK, smoothing 1)"),
-    "sacrebleu": ("sacrebleu", "Reconstruction BLEU (sacrebleu)"),
+    "bleu": ("bleu", "Reconstruction BLEU (NLTK, smoothing 1, 0-100)"),
+    "sacrebleu": ("sacrebleu", "Reconstruction BLEU (sacrebleu, 0-100)"),
     "wkl": ("wkl", "Unigram KL to the training set (wKL)"),
     "homogeneity": ("homogeneity", "Homogeneity"),
     "completeness": ("completeness", "Completeness"),
@@ -168,7 +169,7 @@ def _evaluation_table(evaluation: Mapping) -> dict:
             rows += [(f"{pretty} ({label})", _format(v)) for label, v in value.items()]
         elif value is not None:
             rows.append((pretty + (", per group" if isinstance(value, (list, tuple)) else ""), _format(value)))
-    settings = sorted((key, _format(value)) for key, value in (evaluation.get("settings") or {}).items())
+    settings = sorted((key, _format(v)) for key, v in (evaluation.get("settings") or {}).items() if v is not None)
     return {"dataset_name": _dataset_name(evaluation), "rows": rows, "settings": settings}
 
 
@@ -428,14 +429,17 @@ def push_folder(folder: str | os.PathLike, repo_id: str, **options):
 
     The model and tokenizer are loaded from it and saved again for the push, so the Hub gets the current
     config format and modeling source, the samples in the card come from these weights, and extra files there
-    (checkpoints, logs) stay local. The card's training settings come from the folder's training summary unless
-    `training_settings=` is given. `options` are those of `push_model`.
+    (checkpoints, logs) stay local. The card's training settings come from the folder's training summary, and its
+    picture from `demvae inspect`'s default output there, unless `training_settings=` or `latent_image=` are given.
+    `options` are those of `push_model`.
     """
     checked_repo_id(repo_id)
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"no saved model in {folder}: expected the save_pretrained layout (config.json, ...).")
     options.setdefault("training_settings", recorded_training_settings(folder))
+    if options.get("latent_image") is None and (folder / INSPECTION_IMAGE).is_file():
+        options["latent_image"] = folder / INSPECTION_IMAGE
     with _quiet_progress_bars():
         model = DEMVAEForGeneration.from_pretrained(folder)
     return push_model(model, repo_id, tokenizer=AutoTokenizer.from_pretrained(folder), **options)

@@ -267,6 +267,21 @@ def test_push_commits_exactly_the_model_files_and_they_load_back(trained, logged
         assert torch.equal(expected, actual)
 
 
+def test_push_finds_the_picture_demvae_inspect_wrote(trained, logged_in, monkeypatch, tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for path in trained[0].iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    hub = FakeHub(monkeypatch)
+    push_folder(folder, REPO_ID)
+    assert "latent_space.png" not in hub.files and "## Latent space" not in hub.files["README.md"].decode()
+    (folder / "inspection").mkdir()
+    (folder / "inspection" / "latent_space.png").write_bytes(b"\x89PNG\r\n\x1a\n from demvae inspect")
+    push_folder(folder, REPO_ID)
+    assert hub.files["latent_space.png"] == b"\x89PNG\r\n\x1a\n from demvae inspect"
+    assert "![Latent space](latent_space.png)" in hub.files["README.md"].decode()
+
+
 def test_model_push_to_hub_carries_tokenizer_and_card(trained, logged_in, monkeypatch, tmp_path):
     folder, _, tokenizer = trained
     hub = FakeHub(monkeypatch)

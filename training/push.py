@@ -3,11 +3,12 @@
 One commit holds the weights (safetensors), config, generation config, tokenizer, the modeling source for
 `trust_remote_code=True`, and a README.md model card rendered from the model: usage snippets, greedy samples from
 each component, the training configuration, the numbers of each --eval-json as the card's model-index, and the
-latent-space picture when given. Log in first with `hf auth login` (or set HF_TOKEN). MODEL is only read: a failed
-push changes nothing on disk.
+latent-space picture of `demvae inspect`. Log in first with `hf auth login` (or set HF_TOKEN). MODEL is only
+read: a failed push changes nothing on disk.
 
 example:
-  demvae evaluate runs/ptb --output runs/ptb-eval.json
+  demvae evaluate runs/ptb --dataset ptb --output runs/ptb-eval.json
+  demvae inspect runs/ptb --dataset ptb
   demvae push runs/ptb your-name/demvae-ptb --eval-json runs/ptb-eval.json
 """
 
@@ -26,8 +27,8 @@ def add_arguments(parser) -> None:
                         help="branch to commit to, created from main when missing (default: main)")
     parser.add_argument("--eval-json", action="append", default=[], metavar="FILE",
                         help="a `demvae evaluate` JSON whose numbers go into the card; repeat for several test sets")
-    parser.add_argument("--latent-image", metavar="PNG",
-                        help="latent-space picture written by `demvae inspect`, shown in the card")
+    parser.add_argument("--latent-image", metavar="PNG", help="latent-space picture shown in the card (default: "
+                        "MODEL/inspection/latent_space.png, written by `demvae inspect MODEL`, when it exists)")
     parser.add_argument("--dataset", action="append", default=[], dest="datasets", metavar="ID",
                         help="Hub id of a dataset the model was trained on, for the card's metadata; repeatable")
     parser.add_argument("--base-model", metavar="ID", help="Hub id of the model this one was fine-tuned from")
