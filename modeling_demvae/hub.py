@@ -206,27 +206,25 @@ def component_samples(model, tokenizer, *, num_samples: int = 3, max_groups: int
     """Greedy decodes of prior latents, per component: {"title", "sentences"} blocks; one block without components.
 
     With G > 1 groups, group g is held at component k and the other groups are drawn from the prior, for the
-    first `max_groups` groups.
+    first `max_groups` groups. All blocks are decoded in one `generate` call.
     """
     config = model.config
     generator = torch.Generator(device=model.device).manual_seed(seed)
-
-    def decode(component):
-        latent = model.sample_prior(num_samples, component, generator=generator)
-        sentences = tokenizer.batch_decode(model.generate(latent=latent), skip_special_tokens=True)
-        return [s.strip() or "(empty sentence)" for s in sentences]
-
     if not config.has_discrete_latent:
-        return [{"title": "Prior", "sentences": decode(None)}]
-    blocks = []
-    for group in range(min(config.num_groups, max_groups)):
-        for k in range(config.num_components):
-            component = torch.randint(config.num_components, (num_samples, config.num_groups),
-                                      generator=generator, device=model.device)
-            component[:, group] = k
-            title = f"Component {k}" if config.num_groups == 1 else f"Group {group}, component {k}"
-            blocks.append({"title": title, "sentences": decode(component)})
-    return blocks
+        titles, latents = ["Prior"], [model.sample_prior(num_samples, generator=generator)]
+    else:
+        titles, latents = [], []
+        for group in range(min(config.num_groups, max_groups)):
+            for k in range(config.num_components):
+                component = torch.randint(config.num_components, (num_samples, config.num_groups),
+                                          generator=generator, device=model.device)
+                component[:, group] = k
+                titles.append(f"Component {k}" if config.num_groups == 1 else f"Group {group}, component {k}")
+                latents.append(model.sample_prior(num_samples, component, generator=generator))
+    sentences = tokenizer.batch_decode(model.generate(latent=torch.cat(latents)), skip_special_tokens=True)
+    sentences = [sentence.strip() or "(empty sentence)" for sentence in sentences]
+    return [{"title": title, "sentences": sentences[i * num_samples:(i + 1) * num_samples]}
+            for i, title in enumerate(titles)]
 
 
 def render_model_card(
