@@ -206,7 +206,8 @@ def test_card_without_evaluation_has_no_model_index(trained, tmp_path):
     _, model, tokenizer = trained
     card = render_model_card(model, tokenizer, repo_id=REPO_ID)
     card.save(tmp_path / "README.md")
-    assert ModelCard.load(tmp_path / "README.md").data.eval_results is None
+    metadata = ModelCard.load(tmp_path / "README.md").data.to_dict()
+    assert "model-index" not in metadata and "model_name" not in metadata
     assert "No evaluation results were supplied" in card.text
 
 
