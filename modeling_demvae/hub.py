@@ -261,7 +261,7 @@ def render_model_card(
         license=license,
         datasets=datasets or None,
         base_model=base_model,
-        tags=["demvae", "text-generation", name.lower(), "custom_code",
+        tags=["demvae", "text-generation", name.lower().replace("+", "-"), "custom_code",
               *([] if config.variant == "rnnlm" else ["variational-autoencoder"]), *tags],
         model_name=model_name if results else None,  # the model-index's name, nothing without one
         eval_results=results or None,

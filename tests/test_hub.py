@@ -172,7 +172,7 @@ def test_card_parses_back_with_the_model_s_evaluation(trained, tmp_path):
     loaded = ModelCard.load(tmp_path / "README.md")
 
     assert loaded.data.library_name == "transformers" and loaded.data.datasets == ["ptb"]
-    assert {"demvae", "dgm-vae+mi", "custom_code"} <= set(loaded.data.tags)
+    assert {"demvae", "dgm-vae-mi", "custom_code", "variational-autoencoder"} <= set(loaded.data.tags)
     results = {(r.metric_type, r.metric_config): r for r in loaded.data.eval_results}
     assert {r.dataset_name for r in results.values()} == {"six-sentences"}
     assert results["elbo", None].metric_value == evaluation["elbo"]
