@@ -5,6 +5,7 @@ create_branch, create_commit) with `FakeHub`, which records what would have been
 those recorded files from a local Hub cache laid out as `huggingface_hub` lays out downloads, with HF_HUB_OFFLINE=1.
 """
 
+import ast
 import hashlib
 import json
 import os
@@ -234,7 +235,7 @@ def test_pushed_card_usage_snippets_run(trained, logged_in, monkeypatch, tmp_pat
         assert [line.split(" ", 1)[0] for line in printed] == ["0", "1", "2"]
         vocabulary = set(tokenizer.get_vocab())
         for line in printed:
-            sentences = eval(line.split(" ", 1)[1])  # the snippet prints a list of strings
+            sentences = ast.literal_eval(line.split(" ", 1)[1])  # the snippet prints a list of strings
             assert len(sentences) == 3 and set(" ".join(sentences).split()) <= vocabulary
 
 
