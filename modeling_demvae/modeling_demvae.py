@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
@@ -62,27 +61,61 @@ def lengths_from(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, p
     return attention_mask.long().sum(-1)
 
 
+def check_nonempty_rows(lengths: torch.Tensor) -> None:
+    """Every sentence needs a token. On an accelerator the check is asynchronous, so it never stalls the step."""
+    message = "every sentence needs at least one token; found an empty row in the batch."
+    if lengths.device.type == "cpu":
+        if (lengths < 1).any():
+            raise ValueError(message)
+    else:
+        torch._assert_async((lengths > 0).all(), message)
+
+
+def repeat_rows(x: torch.Tensor, times: int) -> torch.Tensor:
+    """Each row `times` times in a row (samples of one sentence adjacent); no copy when `times` is 1."""
+    return x if times == 1 else x.repeat_interleave(times, 0)
+
+
 def categorical_entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * torch.log(probs.clamp_min(1e-30))).sum(-1)
 
 
+def state_at(rnn: nn.GRU, inputs: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """The GRU's output at each sentence's last real position `last` (B,): later (padded) steps never reach it."""
+    outputs, _ = rnn(inputs)
+    return outputs.gather(1, last.view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])).squeeze(1)
+
+
 class SentenceEncoder(nn.Module):
-    """Embedding + (bi)GRU over packed sequences, so padding is never read; returns the final states."""
+    """Embedding + GRU read left to right and, per sentence, right to left from its last real token.
+
+    Each direction's state is taken at the sentence's last real token, so padding never reaches the encoding (the
+    reference code's encoder reads it). Two plain GRU calls over the padded batch beat packed sequences: no sorting,
+    no host-device synchronisation, and length-bucketed batches carry little padding.
+    """
 
     def __init__(self, config: DEMVAEConfig):
         super().__init__()
         self.embedding = nn.Embedding(config.vocab_size, config.embed_size, padding_idx=config.pad_token_id)
         self.dropout = nn.Dropout(config.dropout)
-        self.rnn = nn.GRU(
-            config.embed_size, config.encoder_hidden_size, batch_first=True, bidirectional=config.bidirectional_encoder
+        self.forward_rnn = nn.GRU(config.embed_size, config.encoder_hidden_size, batch_first=True)
+        self.backward_rnn = (
+            nn.GRU(config.embed_size, config.encoder_hidden_size, batch_first=True)
+            if config.bidirectional_encoder
+            else None
         )
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        packed = pack_padded_sequence(
-            self.dropout(self.embedding(input_ids)), lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        _, final = self.rnn(packed)  # (directions, B, H), in the original batch order
-        return torch.cat(final.unbind(0), dim=-1)
+        embedded = self.dropout(self.embedding(input_ids))
+        last = lengths - 1
+        states = [state_at(self.forward_rnn, embedded, last)]
+        if self.backward_rnn is not None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+            inside = positions < lengths.unsqueeze(1)
+            reverse = torch.where(inside, last.unsqueeze(1) - positions, positions)  # flip each sentence in place
+            reversed_embedded = embedded.gather(1, reverse.unsqueeze(-1).expand_as(embedded))
+            states.append(state_at(self.backward_rnn, reversed_embedded, last))
+        return torch.cat(states, dim=-1)
 
 
 class PosteriorHeads(nn.Module):
@@ -129,18 +162,13 @@ class GRUDecoder(nn.Module):
             return latent.new_zeros(1, latent.shape[0], self.rnn.hidden_size)
         return self.latent_to_hidden(latent).unsqueeze(0)
 
-    def forward(self, input_ids, latent, state=None, lengths=None):
-        """Run the GRU from `state` (or the latent's initial state); packed when `lengths` is given."""
+    def forward(self, input_ids, latent, state=None):
+        """Run the GRU from `state` (or the latent's initial state). It is causal, so right padding only produces
+        outputs past each sentence's end, which the loss ignores."""
         inputs = self.dropout(self.embedding(input_ids))
         if self.concat_latent:
             inputs = torch.cat((inputs, latent.unsqueeze(1).expand(-1, inputs.shape[1], -1)), dim=-1)
-        state = self.initial_state(latent) if state is None else state
-        if lengths is None:
-            outputs, state = self.rnn(inputs, state)
-        else:
-            packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            outputs, state = self.rnn(packed, state)
-            outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=input_ids.shape[1])
+        outputs, state = self.rnn(inputs, self.initial_state(latent) if state is None else state)
         return self.dropout(outputs), state
 
 
@@ -218,8 +246,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
             shape = tuple(input_ids.shape)
             raise ValueError(f"input_ids must be a non-empty (batch, length) tensor, got shape {shape}.")
         lengths = lengths_from(input_ids, attention_mask, self.config.pad_token_id)
-        if (lengths < 1).any():
-            raise ValueError("every sentence needs at least one token; found an empty row in the batch.")
+        check_nonempty_rows(lengths)
         return self.posterior(self.encoder(input_ids, lengths))
 
     def posterior_latent(self, posterior: DEMVAEPosterior, *, num_samples: int = 1, sample: bool = True):
@@ -229,13 +256,13 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         """
         parts = []
         if posterior.mean is not None:
-            mean = posterior.mean.repeat_interleave(num_samples, 0)
+            mean = repeat_rows(posterior.mean, num_samples)
             if sample:
-                std = (0.5 * posterior.logvar.repeat_interleave(num_samples, 0)).exp()
+                std = (0.5 * repeat_rows(posterior.logvar, num_samples)).exp()
                 mean = mean + std * torch.randn_like(std)
             parts.append(mean)
         if self.config.variant in ("discrete", "semi"):
-            logits = posterior.component_logits.repeat_interleave(num_samples, 0)
+            logits = repeat_rows(posterior.component_logits, num_samples)
             if not sample:
                 codes = F.one_hot(logits.argmax(-1), self.config.num_components).to(logits.dtype)
             elif self.training:
@@ -301,20 +328,18 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         else:
             posterior = self.encode(input_ids, attention_mask)
             latent = self.posterior_latent(posterior, num_samples=samples)
-        hidden, _ = self.decoder(
-            input_ids.repeat_interleave(samples, 0), latent, lengths=lengths.repeat_interleave(samples, 0)
-        )
+        hidden, _ = self.decoder(repeat_rows(input_ids, samples), latent)
         logits = self.lm_head(hidden)
         token_nll = F.cross_entropy(
             logits[:, :-1].flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32)),
-            labels.repeat_interleave(samples, 0)[:, 1:].flatten(),
+            repeat_rows(labels, samples)[:, 1:].flatten(),
             ignore_index=IGNORE_INDEX,
             reduction="none",
         )
         nll = token_nll.view(batch, samples, -1).sum(-1).mean(1)
 
         terms = self.latent_terms(posterior, batch)
-        weight = torch.tensor(1.0 if kl_weight is None else float(kl_weight), device=nll.device)
+        weight = 1.0 if kl_weight is None else float(kl_weight)  # a Python number: no host-to-device copy
         regularizer = (
             terms["agg_ckl"]
             + (0.0 if config.use_mutual_information else terms["mi"])
@@ -332,7 +357,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
             agg_ckl=terms["agg_ckl"],
             mi=terms["mi"],
             elbo=elbo.mean(),
-            kl_weight=weight,
+            kl_weight=torch.tensor(weight),
             component_probs=posterior.component_probs,
             latent=latent[:, 0] if samples == 1 else latent,
             posterior_mean=posterior.mean,

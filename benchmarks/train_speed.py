@@ -1,0 +1,166 @@
+"""Training-step speed: our DGM-VAE step against a reimplementation of the reference step, same data, same model.
+
+Each variant runs in its own worker process (so peak memory is its own), in alternating rounds; the table reports
+the median tokens per second (real tokens: <s> ... </s>, padding not counted), the speed ratio to the reference,
+and peak memory. Variants:
+  reference   every batch padded to 40 tokens, no packing, no length bucketing, loss as in benchmarks/reference_step.py
+  ours        length-bucketed batches, packed encoder and decoder, DEMVAEForGeneration.forward's loss
+  ours-bf16   the same under bf16 autocast (CPUs with AVX-512 bf16, and GPUs)
+
+    python benchmarks/train_speed.py                       # CPU, reference model size, PTB
+    python benchmarks/train_speed.py --device cuda --steps 50
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_step import pad_to, reference_loss  # noqa: E402
+
+VARIANTS = ("reference", "ours", "ours-bf16")
+BATCH_SIZE, MAX_LENGTH, CLIP = 30, 40, 0.5
+
+
+def load_ptb_ids(data_dir: str | None) -> tuple[list[list[int]], int]:
+    from modeling_demvae import build_tokenizer
+    from modeling_demvae.data import default_data_dir, read_sentences
+
+    path = Path(data_dir) if data_dir else default_data_dir()
+    sentences = read_sentences(path / "ptb" / "ptb.train.txt")
+    tokenizer = build_tokenizer(sentences, max_vocab_size=10_000)
+    ids = tokenizer(sentences, truncation=True, max_length=MAX_LENGTH, return_attention_mask=False)["input_ids"]
+    return ids, len(tokenizer)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Pinned, asynchronous host-to-GPU copy, so the host keeps queueing work."""
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_worker(variant: str, args) -> dict:
+    from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration
+    from modeling_demvae.data import LengthBucketBatchSampler, PaddingCollator
+
+    torch.manual_seed(0)
+    ids, vocab_size = load_ptb_ids(args.data_dir)
+    device = torch.device(args.device)
+    model = DEMVAEForGeneration(DEMVAEConfig(vocab_size=vocab_size)).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    lengths = np.array([len(x) for x in ids])
+    if variant == "reference":
+        rng = np.random.default_rng(0)
+        batches = [rng.choice(len(ids), BATCH_SIZE, replace=False).tolist() for _ in range(args.steps + args.warmup)]
+    else:
+        batches = list(LengthBucketBatchSampler(lengths, BATCH_SIZE, seed=0, drop_last=True))
+    collate = PaddingCollator(pad_token_id=model.config.pad_token_id)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant == "ours-bf16")
+
+    def step(indices) -> float:
+        if variant == "reference":
+            loss = reference_loss(model, pad_to([ids[i] for i in indices], MAX_LENGTH, 0).to(device), kl_weight=1.0)
+        else:
+            batch = collate([{"input_ids": ids[i]} for i in indices])  # labels are derived from the mask
+            input_ids, mask = (to_device(batch[k], device) for k in ("input_ids", "attention_mask"))
+            with autocast:
+                loss = model(input_ids, mask, kl_weight=1.0).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        optimizer.step()
+        return loss.item()
+
+    for indices in batches[: args.warmup]:
+        step(indices)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = rss_mib()
+    tokens, losses, start = 0, [], time.perf_counter()
+    for indices in batches[args.warmup: args.warmup + args.steps]:
+        losses.append(step(indices))
+        tokens += int(lengths[indices].sum())
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:  # ru_maxrss is KiB on Linux: the process peak, less what was resident before the timed steps
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before
+    return {"variant": variant, "tokens_per_second": tokens / seconds, "seconds_per_step": seconds / args.steps,
+            "peak_memory_mib": peak, "mean_loss": statistics.fmean(losses), "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per round (default: 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of every variant (default: 2)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {VARIANTS}")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder holding ptb/ (default: DEMVAE_DATA_DIR or ../shared/data)")
+    parser.add_argument("--output", default=None,
+                        help="JSON file for the results (default: benchmarks/train_speed_<device>.json)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(run_worker(args.worker, args)))
+        return
+
+    variants = args.variants.split(",")
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
+    runs = {v: [] for v in variants}
+    for round_index in range(args.rounds):
+        for variant in variants:
+            command = [sys.executable, __file__, "--worker", variant, *sys.argv[1:]]
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode:
+                sys.exit(f"worker {variant} failed:\n{result.stderr[-3000:]}")
+            runs[variant].append(json.loads(result.stdout.strip().splitlines()[-1]))
+            print(f"round {round_index + 1}/{args.rounds} {variant}: "
+                  f"{runs[variant][-1]['tokens_per_second']:.0f} tokens/s", file=sys.stderr)
+
+    def median(variant, key):
+        return statistics.median(r[key] for r in runs[variant])
+
+    base = median("reference", "tokens_per_second") if "reference" in runs else None
+    rows = []
+    print(f"\nDGM-VAE training step, reference size (PTB, batch {BATCH_SIZE}, 1 posterior sample), "
+          f"device {args.device}, {runs[variants[0]][0]['threads']} threads, median of {args.rounds} rounds")
+    print(f"{'variant':<12}{'tokens/s':>12}{'s/step':>10}{'ratio':>8}{'peak MiB':>11}{'mean loss':>11}")
+    for variant in variants:
+        speed = median(variant, "tokens_per_second")
+        ratio = speed / base if base else float("nan")
+        row = {"variant": variant, "tokens_per_second": speed, "seconds_per_step": median(variant, "seconds_per_step"),
+               "speed_ratio_to_reference": ratio, "peak_memory_mib": median(variant, "peak_memory_mib"),
+               "mean_loss": median(variant, "mean_loss"), "runs": runs[variant]}
+        rows.append(row)
+        print(f"{variant:<12}{speed:>12.0f}{row['seconds_per_step']:>10.3f}{ratio:>8.2f}"
+              f"{row['peak_memory_mib']:>11.0f}{row['mean_loss']:>11.2f}")
+    output = Path(args.output or Path(__file__).parent / f"train_speed_{args.device}.json")
+    output.write_text(json.dumps({"device": args.device, "torch": torch.__version__, "steps": args.steps,
+                                  "rounds": args.rounds, "results": rows}, indent=2))
+    print(f"\nwrote {output}")
+
+
+if __name__ == "__main__":
+    main()
