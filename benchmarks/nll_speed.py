@@ -1,11 +1,13 @@
 """Batched importance-weighted NLL vs a one-sentence-at-a-time loop of the same model, in the same run.
 
 The loop is the reference code's way: one sentence per call, its samples in chunks of 100 (5 calls for 500
-samples). The batched way puts many (sentence, sample) rows through the decoder per call, sentences sorted by
-length. Both go through `sentence_log_likelihoods`, so only the batching differs. A reference-size model
-(DEMVAEConfig defaults: 10k vocabulary, 512-unit GRUs, 20 x 5 x 2-d latent) is randomly initialised: timing does
-not depend on the weights. The loop is slow, so it runs on the first --loop-sentences sentences of the sample
-and its time per sentence is extrapolated to the whole test set; the batched run covers --sentences (0: all).
+samples). A third row, fully unbatched (one sentence and one sample per call), shows what batching over samples
+alone is worth; it runs on a few sentences only. The batched way puts many (sentence, sample) rows through the
+decoder per call, sentences sorted by length. All go through `sentence_log_likelihoods`, so only the batching
+differs. A reference-size model (DEMVAEConfig defaults: 10k vocabulary, 512-unit GRUs, 20 x 5 x 2-d latent) is
+randomly initialised: timing does not depend on the weights. The loops are slow, so they run on the first
+--loop-sentences (--unbatched-sentences) sentences of the sample and their time per sentence is extrapolated to
+the whole test set; the batched run covers --sentences (0: all).
 
   python benchmarks/nll_speed.py                    # PTB test set, 500 samples; prints a table, writes JSON
   python benchmarks/nll_speed.py --device cuda --sentences 0
@@ -50,6 +52,8 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=60, help="random test sentences for the batched run (0: all)")
     parser.add_argument("--loop-sentences", type=int, default=12, help="of those, how many the loop runs")
     parser.add_argument("--loop-chunk", type=int, default=100, help="samples per call in the loop (reference: 100)")
+    parser.add_argument("--unbatched-sentences", type=int, default=1,
+                        help="sentences for the one-sample-per-call row (0: skip it)")
     parser.add_argument("--batch-tokens", type=int, default=16384, help="padded tokens per batched decoder call")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
@@ -64,30 +68,36 @@ def main() -> None:
     subset = random.Random(0).sample(test, args.sentences) if 0 < args.sentences < len(test) else test
     looped = subset[: args.loop_sentences]
 
-    def loop():
+    def loop(sentences, chunk):
         return torch.cat([
-            sentence_log_likelihoods(model, [s], num_samples=args.samples, max_tokens=len(s) * args.loop_chunk,
+            sentence_log_likelihoods(model, [s], num_samples=args.samples, max_tokens=len(s) * chunk,
                                      seed=i)["log_likelihood"]
-            for i, s in enumerate(looped)
+            for i, s in enumerate(sentences)
         ])
 
     sentence_log_likelihoods(model, looped[:2], num_samples=8)  # warm-up
-    loop_ll, loop_seconds = timed(loop)
+    unbatched = subset[: args.unbatched_sentences]
+    _, unbatched_seconds = timed(lambda: loop(unbatched, 1)) if unbatched else (None, 0.0)
+    loop_ll, loop_seconds = timed(lambda: loop(looped, args.loop_chunk))
     batched, batched_seconds = timed(lambda: sentence_log_likelihoods(
         model, subset, num_samples=args.samples, max_tokens=args.batch_tokens, progress=True)["log_likelihood"])
     loop_per_sentence, batched_per_sentence = loop_seconds / len(looped), batched_seconds / len(subset)
     ratio = loop_per_sentence / batched_per_sentence
-    rows = [
+    unbatched_ratio = unbatched_seconds / max(len(unbatched), 1) / batched_per_sentence
+    rows = [("one sentence, one sample", len(unbatched), unbatched_seconds,
+             unbatched_seconds / len(unbatched), unbatched_seconds / len(unbatched) * len(test))] if unbatched else []
+    rows += [
         ("one sentence at a time", len(looped), loop_seconds, loop_per_sentence, loop_per_sentence * len(test)),
         ("batched", len(subset), batched_seconds, batched_per_sentence, batched_per_sentence * len(test)),
     ]
     print(f"PTB test set: {len(test)} sentences, {args.samples} samples each, device {args.device}, "
           f"{torch.get_num_threads()} CPU threads")
-    print(f"{'method':<24}{'sentences':>10}{'seconds':>10}{'s/sentence':>12}{'full test set (s)':>19}")
+    print(f"{'method':<26}{'sentences':>10}{'seconds':>10}{'s/sentence':>12}{'full test set (s)':>19}")
     for name, count, seconds, per, full in rows:
-        print(f"{name:<24}{count:>10}{seconds:>10.1f}{per:>12.3f}{full:>19.0f}")
-    print(f"speed-up of the batched NLL: {ratio:.1f}x per sentence "
-          f"(full-test-set times extrapolated from the measured sentences)")
+        print(f"{name:<26}{count:>10}{seconds:>10.1f}{per:>12.3f}{full:>19.0f}")
+    print(f"speed-up of the batched NLL: {ratio:.1f}x per sentence over the reference-style loop "
+          f"({args.loop_chunk} samples per call)" + (f", {unbatched_ratio:.0f}x over one sample per call" if unbatched
+                                                     else "") + "; full-test-set times extrapolated")
     same = batched[: len(looped)]
     print(f"mean -log p(x) of the looped sentences: loop {-loop_ll.mean():.2f}, batched {-same.mean():.2f} nats "
           "(different random draws)")
@@ -96,7 +106,10 @@ def main() -> None:
         "test_sentences": len(test), "batched_sentences": len(subset), "loop_sentences": len(looped),
         "loop_chunk": args.loop_chunk, "batch_tokens": args.batch_tokens,
         "loop_seconds_per_sentence": loop_per_sentence, "batched_seconds_per_sentence": batched_per_sentence,
-        "speedup": ratio, "extrapolated": len(subset) < len(test) or len(looped) < len(test),
+        "speedup": ratio, "unbatched_sentences": len(unbatched),
+        "unbatched_seconds_per_sentence": unbatched_seconds / len(unbatched) if unbatched else None,
+        "speedup_over_unbatched": unbatched_ratio if unbatched else None,
+        "extrapolated": len(subset) < len(test) or len(looped) < len(test),
         "loop_mean_nll": -loop_ll.mean().item(), "batched_mean_nll_same_sentences": -same.mean().item(),
     }
     output = Path(args.output or f"benchmarks/nll_speed_{torch.device(args.device).type}.json")

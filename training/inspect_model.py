@@ -68,7 +68,7 @@ def draw_latent_space(model, posterior, path: Path, *, max_groups: int, per_comp
     groups = min(config.num_groups, max_groups)
     columns = min(groups, 3)
     rows = math.ceil(groups / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 4.2 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(max(6.0, 4.6 * columns), 4.2 * rows + 0.6), squeeze=False)
     colors = plt.get_cmap("tab10" if config.num_components <= 10 else "tab20")
     probs = posterior.component_probs
     mi = metrics.mutual_information(probs)
@@ -94,8 +94,9 @@ def draw_latent_space(model, posterior, path: Path, *, max_groups: int, per_comp
             axis.set_xlabel("z1" if config.latent_size <= 2 else "PC1")
             axis.set_ylabel("z2" if config.latent_size == 2 else ("PC2" if config.latent_size > 2 else ""))
     axes.flat[0].legend(fontsize=7, loc="best", markerscale=0.6)
-    figure.suptitle(f"Latent space: dots = samples of each component, x = posterior means of {len(probs)} real "
-                    "sentences (by most probable component)", fontsize=10)
+    figure.suptitle(f"{config.variant} model latent space: dots = samples of each component,\n"
+                    f"x = posterior means of {len(probs)} real sentences (coloured by most probable component)",
+                    fontsize=10)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
