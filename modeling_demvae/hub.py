@@ -25,10 +25,10 @@ from transformers.utils import logging as transformers_logging
 from .configuration_demvae import DEMVAEConfig
 from .modeling_demvae import DEMVAEForGeneration
 
-try:  # the Hub client's HTTP library: httpx2 in huggingface_hub 2.x, httpx before
-    from httpx2 import TransportError
+try:  # the Hub client's HTTP library: httpx2 under huggingface_hub 2.x, httpx under 1.x
+    import httpx2 as hub_http
 except ImportError:
-    from httpx import TransportError
+    import httpx as hub_http
 
 CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "demvae_card_template.md"
 LATENT_IMAGE_NAME = "latent_space.png"
@@ -318,7 +318,7 @@ def _hub_errors(repo_id: str):
         raise HubPushError(
             f"cannot push to {repo_id!r} while HF_HUB_OFFLINE=1 is set; unset it and run the push again."
         ) from error
-    except (OSError, TransportError) as error:
+    except (OSError, hub_http.TransportError) as error:
         raise HubPushError(
             f"could not reach the Hugging Face Hub to push {repo_id!r} ({type(error).__name__}: {_one_line(error)});"
             " check the network connection and run the push again."

@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx2
 import pytest
 import torch
 from conftest import tiny_config
@@ -26,7 +25,7 @@ from test_save_load import BLOCK_OUR_PACKAGE  # a meta-path finder that hides ou
 from transformers import AutoTokenizer
 
 from modeling_demvae import DEMVAEForGeneration, build_tokenizer
-from modeling_demvae.hub import push_folder, render_model_card
+from modeling_demvae.hub import hub_http, push_folder, render_model_card
 from training.cli import main as demvae
 
 # three topics, two sentences each: the labels the homogeneity of the fixture's components is measured against
@@ -299,14 +298,14 @@ def test_model_push_to_hub_carries_tokenizer_and_card(trained, logged_in, monkey
 
 
 def http_error(status: int) -> HfHubHTTPError:
-    request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
-    return HfHubHTTPError(f"{status} Client Error\nmore detail", response=httpx2.Response(status, request=request))
+    request = hub_http.Request("POST", "https://huggingface.co/api/repos/create")
+    return HfHubHTTPError(f"{status} Client Error\nmore detail", response=hub_http.Response(status, request=request))
 
 
 @pytest.mark.parametrize(
     "failure, fail_at, message",
     [
-        (httpx2.ConnectError("[Errno -2] Name or service not known"), "create_commit", "could not reach the Hugging"),
+        (hub_http.ConnectError("[Errno -2] Name or service not known"), "create_commit", "could not reach the Hugging"),
         (TimeoutError("timed out"), "create_commit", "could not reach the Hugging"),
         (http_error(401), "create_repo", "hf auth login"),
         (http_error(500), "create_commit", "the Hub refused the push"),
@@ -368,4 +367,5 @@ def test_bad_evaluation_json_says_so_in_one_line(trained, logged_in, monkeypatch
 def test_push_folder_needs_a_saved_model(tmp_path, logged_in):
     with pytest.raises(FileNotFoundError, match="no saved model"):
         push_folder(tmp_path, REPO_ID)
+
 
