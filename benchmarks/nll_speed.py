@@ -6,7 +6,7 @@ alone is worth; it runs on a few sentences only. The batched way puts many (sent
 decoder per call, sentences sorted by length. All go through `sentence_log_likelihoods`, so only the batching
 differs. A reference-size model (DEMVAEConfig defaults: 10k vocabulary, 512-unit GRUs, 20 x 5 x 2-d latent) is
 randomly initialised: timing does not depend on the weights. The loops are slow, so they run on the first
---loop-sentences (--unbatched-sentences) sentences of the sample and their time per sentence is extrapolated to
+--loop-sentences (--unbatched-sentences) sentences of the sample and their time per token is extrapolated to
 the whole test set; the batched run covers --sentences (0: all).
 
   python benchmarks/nll_speed.py                    # PTB test set, 500 samples; prints a table, writes JSON
@@ -81,34 +81,33 @@ def main() -> None:
     loop_ll, loop_seconds = timed(lambda: loop(looped, args.loop_chunk))
     batched, batched_seconds = timed(lambda: sentence_log_likelihoods(
         model, subset, num_samples=args.samples, max_tokens=args.batch_tokens, progress=True)["log_likelihood"])
-    loop_per_sentence, batched_per_sentence = loop_seconds / len(looped), batched_seconds / len(subset)
-    ratio = loop_per_sentence / batched_per_sentence
-    unbatched_ratio = unbatched_seconds / max(len(unbatched), 1) / batched_per_sentence
-    rows = [("one sentence, one sample", len(unbatched), unbatched_seconds,
-             unbatched_seconds / len(unbatched), unbatched_seconds / len(unbatched) * len(test))] if unbatched else []
-    rows += [
-        ("one sentence at a time", len(looped), loop_seconds, loop_per_sentence, loop_per_sentence * len(test)),
-        ("batched", len(subset), batched_seconds, batched_per_sentence, batched_per_sentence * len(test)),
-    ]
-    print(f"PTB test set: {len(test)} sentences, {args.samples} samples each, device {args.device}, "
-          f"{torch.get_num_threads()} CPU threads")
-    print(f"{'method':<26}{'sentences':>10}{'seconds':>10}{'s/sentence':>12}{'full test set (s)':>19}")
-    for name, count, seconds, per, full in rows:
-        print(f"{name:<26}{count:>10}{seconds:>10.1f}{per:>12.3f}{full:>19.0f}")
-    print(f"speed-up of the batched NLL: {ratio:.1f}x per sentence over the reference-style loop "
-          f"({args.loop_chunk} samples per call)" + (f", {unbatched_ratio:.0f}x over one sample per call" if unbatched
-                                                     else "") + "; full-test-set times extrapolated")
+    def tokens(sentences):  # predicted tokens: the decoder's work grows with them, not with the sentence count
+        return sum(len(s) - 1 for s in sentences)
+
+    measured = [("one sentence, one sample", unbatched, unbatched_seconds)] if unbatched else []
+    measured += [("one sentence at a time", looped, loop_seconds), ("batched", subset, batched_seconds)]
+    per_token = {name: seconds / tokens(sentences) for name, sentences, seconds in measured}
+    ratio = per_token["one sentence at a time"] / per_token["batched"]
+    unbatched_ratio = per_token["one sentence, one sample"] / per_token["batched"] if unbatched else None
+    print(f"PTB test set: {len(test)} sentences ({tokens(test)} predicted tokens), {args.samples} samples each, "
+          f"device {args.device}, {torch.get_num_threads()} CPU threads")
+    print(f"{'method':<26}{'sentences':>10}{'tokens':>8}{'seconds':>10}{'ms/token':>10}{'full test set (s)':>19}")
+    for name, sentences, seconds in measured:
+        print(f"{name:<26}{len(sentences):>10}{tokens(sentences):>8}{seconds:>10.1f}{1000 * per_token[name]:>10.2f}"
+              f"{per_token[name] * tokens(test):>19.0f}")
+    print(f"speed-up of the batched NLL per token: {ratio:.1f}x over the reference-style loop ({args.loop_chunk} "
+          "samples per call)" + (f", {unbatched_ratio:.0f}x over one sample per call" if unbatched else "")
+          + "; full-test-set times extrapolated from the measured sentences")
     same = batched[: len(looped)]
     print(f"mean -log p(x) of the looped sentences: loop {-loop_ll.mean():.2f}, batched {-same.mean():.2f} nats "
           "(different random draws)")
     result = {
         "device": args.device, "threads": torch.get_num_threads(), "samples": args.samples,
-        "test_sentences": len(test), "batched_sentences": len(subset), "loop_sentences": len(looped),
-        "loop_chunk": args.loop_chunk, "batch_tokens": args.batch_tokens,
-        "loop_seconds_per_sentence": loop_per_sentence, "batched_seconds_per_sentence": batched_per_sentence,
-        "speedup": ratio, "unbatched_sentences": len(unbatched),
-        "unbatched_seconds_per_sentence": unbatched_seconds / len(unbatched) if unbatched else None,
-        "speedup_over_unbatched": unbatched_ratio if unbatched else None,
+        "test_sentences": len(test), "test_tokens": tokens(test), "loop_chunk": args.loop_chunk,
+        "batch_tokens": args.batch_tokens,
+        "measured": {name: {"sentences": len(sentences), "tokens": tokens(sentences), "seconds": seconds}
+                     for name, sentences, seconds in measured},
+        "speedup": ratio, "speedup_over_unbatched": unbatched_ratio,
         "extrapolated": len(subset) < len(test) or len(looped) < len(test),
         "loop_mean_nll": -loop_ll.mean().item(), "batched_mean_nll_same_sentences": -same.mean().item(),
     }
