@@ -1,20 +1,30 @@
 """The `demvae` command. Each subcommand lives in its own module with `add_arguments(parser)` and `run(args)`."""
 
 import argparse
+import difflib
 import importlib
 import os
 import sys
 
 # subcommand -> module; each module's docstring's first line is its --help summary
 COMMANDS = {
+    "train": "training.train",
+    "generate": "training.generate",
     "evaluate": "training.evaluate",
     "inspect": "training.inspect_model",
     "push": "training.push",
 }
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Usage errors as one line that says where to look, instead of the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="demvae",
         description="Train, sample from, evaluate, inspect and share DEM-VAE text models.",
     )
@@ -25,13 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub = subcommands.add_parser(name, help=summary, description=module.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(sub)
-        sub.set_defaults(run=module.run)
+        sub.set_defaults(run=module.run, _parser=sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand; a user error prints one line saying what to fix (DEMVAE_DEBUG=1 shows the traceback)."""
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # reported by the subcommand, with the closest option it has
+        close = difflib.get_close_matches(unknown[0].split("=")[0], list(args._parser._option_string_actions), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        args._parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     try:
         return args.run(args) or 0
     except (ValueError, FileNotFoundError, KeyError) as error:

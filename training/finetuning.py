@@ -1,0 +1,64 @@
+"""Fine-tuning: start from a saved model on a new corpus, keeping its tokenizer (optionally with new words added)."""
+
+import json
+from collections import Counter
+
+from tokenizers import Tokenizer
+from transformers import PreTrainedTokenizerFast
+
+from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration
+
+# Settings that shape the weights: a fine-tuned model keeps its own.
+ARCHITECTURE_FIELDS = ("vocab_size", "embed_size", "encoder_hidden_size", "bidirectional_encoder",
+                       "decoder_hidden_size", "num_groups", "num_components", "latent_size", "prior_family", "variant",
+                       "concat_latent_to_inputs", "tie_word_embeddings")
+
+
+def extended_tokenizer(tokenizer: PreTrainedTokenizerFast, texts, *, max_vocab_size: int, min_frequency: int = 1):
+    """A copy of a word-level tokenizer with the most frequent unknown words of `texts` appended to its vocabulary
+    (ids after the existing ones, so every old id keeps its meaning), up to `max_vocab_size` entries in all."""
+    backend = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = backend["model"]["vocab"]
+    normalize = tokenizer.backend_tokenizer.normalizer
+    counts = Counter(word for text in texts
+                     for word in (normalize.normalize_str(text) if normalize else text).split() if word not in vocab)
+    room = max(0, max_vocab_size - len(vocab))
+    new_words = sorted((w for w, n in counts.items() if n >= min_frequency), key=lambda w: (-counts[w], w))[:room]
+    for word in new_words:
+        vocab[word] = len(vocab)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(backend)),
+        pad_token=tokenizer.pad_token, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token,
+        unk_token=tokenizer.unk_token, model_max_length=tokenizer.model_max_length,
+    )
+
+
+def load_for_finetuning(source, texts, settings: dict, *, explicit=(), extend_vocabulary: bool = False,
+                        max_vocab_size: int = 10_000, min_frequency: int = 1):
+    """The saved model and tokenizer at `source`, with the non-architecture `settings` (loss switches, annealing,
+    dropout, ...) applied. An architecture setting in `explicit` (given on the command line) that differs from the
+    saved model's is an error; from presets or defaults it is ignored."""
+    model = DEMVAEForGeneration.from_pretrained(source)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(source)
+    for name in ARCHITECTURE_FIELDS:
+        if name in explicit and name in settings and settings[name] != getattr(model.config, name):
+            raise ValueError(f"--{name.replace('_', '-')} {settings[name]} differs from the model at {source} "
+                             f"({getattr(model.config, name)}); fine-tuning keeps the architecture, drop the option.")
+    updates = {k: v for k, v in settings.items() if k not in ARCHITECTURE_FIELDS}
+    model.config = DEMVAEConfig.from_dict({**model.config.to_dict(), **updates})  # validates the new values
+    if extend_vocabulary:
+        tokenizer = extended_tokenizer(tokenizer, texts, max_vocab_size=max_vocab_size, min_frequency=min_frequency)
+        if len(tokenizer) > model.config.vocab_size:
+            grow_vocabulary(model, len(tokenizer))
+    return model, tokenizer
+
+
+def grow_vocabulary(model: DEMVAEForGeneration, size: int) -> None:
+    """Resize the decoder embedding, the tied output layer and the encoder embedding to `size` tokens (new rows
+    start at the mean of the old ones, as transformers does)."""
+    model.resize_token_embeddings(size)
+    if hasattr(model, "encoder"):
+        model.encoder.embedding = model._get_resized_embeddings(model.encoder.embedding, size)
+
+
+__all__ = ["ARCHITECTURE_FIELDS", "extended_tokenizer", "grow_vocabulary", "load_for_finetuning"]

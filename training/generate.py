@@ -1,0 +1,58 @@
+"""Generate sentences from a trained model, from one mixture component or from the whole prior.
+
+examples:
+  demvae generate demvae-output --component 3 --num-samples 5
+  demvae generate runs/ptb --component 0,4,1,2,0,3,1,1,0,2,4,4,0,1,3,2,2,0,1,4   # one index per group
+  demvae generate runs/ptb --num-samples 10 --do-sample --top-p 0.9 --seed 1
+"""
+
+import argparse
+
+import torch
+from transformers import PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
+
+from modeling_demvae import DEMVAEForGeneration
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="A folder written by `demvae train` (or save_pretrained), "
+                                                       "or a Hub model id.")
+    parser.add_argument("--component", help="The component to sample z from: an index in [0, K) for one group, or "
+                                            "G comma-separated indices; default: the whole mixture.")
+    parser.add_argument("--num-samples", type=int, default=5, help="Sentences to generate (default: 5).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the latent draws and sampling (default: 0).")
+    parser.add_argument("--do-sample", action="store_true",
+                        help="Sample words instead of greedy decoding (the paper's samples are greedy).")
+    parser.add_argument("--temperature", type=float, help="Softmax temperature when sampling.")
+    parser.add_argument("--top-k", type=int, help="Sample among the k most likely words.")
+    parser.add_argument("--top-p", type=float, help="Sample among the smallest set of words with this much mass.")
+    parser.add_argument("--num-beams", type=int, help="Beam search with this many beams.")
+    parser.add_argument("--max-new-tokens", type=int, help="Longest sentence in tokens (default: the model's "
+                                                           "max_sentence_length - 1).")
+
+
+def parse_component(text: str | None):
+    """"3" -> 3, "1,0,4" -> [1, 0, 4]; the model checks the range and the number of groups."""
+    if text is None:
+        return None
+    try:
+        indices = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--component must be an integer or comma-separated integers, got {text!r}.") from None
+    return indices[0] if len(indices) == 1 else indices
+
+
+def run(args: argparse.Namespace) -> int:
+    component = parse_component(args.component)
+    hf_logging.disable_progress_bar()  # loading bars would mix with the sentences
+    model = DEMVAEForGeneration.from_pretrained(args.model).eval()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(args.model)
+    options = {name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "num_beams", "max_new_tokens")
+               if getattr(args, name) is not None}
+    torch.manual_seed(args.seed)
+    output = model.generate(component=component, num_samples=args.num_samples,
+                            do_sample=args.do_sample, **options)
+    for sentence in tokenizer.batch_decode(output, skip_special_tokens=True):
+        print(sentence)
+    return 0

@@ -1,0 +1,223 @@
+"""Train a DEM-VAE (or one of its baselines); with no arguments, the main job on the built-in synthetic corpus.
+
+Settings are layered: built-in defaults (the main job's small model and short schedule when the corpus is the
+synthetic one, else the reference Penn Treebank model and protocol), then a preset (--config NAME or FILE, e.g.
+ptb-dgm-vae-mi from configuration/), then the options given here. The output directory receives the best model
+in the save_pretrained layout (weights, config, generation config, tokenizer) and checkpoints/ for --resume.
+
+examples:
+  demvae train                                    # the main job: DGM-VAE on the synthetic corpus, ~2 minutes
+  demvae train --dispersion-weight 0              # the same as a plain GM-VAE, to watch its modes collapse
+  demvae train --config ptb-dgm-vae-mi --output-dir runs/ptb
+  demvae train --train-file a.txt --valid-file b.txt --num-groups 1 --num-components 8
+  demvae train --init-from runs/ptb --dataset new_corpus.txt --output-dir runs/tuned
+  accelerate launch --config_file configuration/accelerate/multi_gpu.yaml -m training.cli train --config ...
+"""
+
+import argparse
+import difflib
+import json
+import os
+import re
+import time
+import types
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+from transformers.utils import logging as hf_logging
+
+from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer
+from modeling_demvae.configuration_demvae import PRIOR_FAMILIES, VARIANTS
+from modeling_demvae.data import load_corpus, text_files_corpus, tokenize_corpus
+from modeling_demvae.synthetic import synthetic_corpus
+
+from .finetuning import load_for_finetuning
+from .reporting import print_report
+from .trainer import MIXED_PRECISION, SELECTION_METRICS, DEMVAETrainer, TrainingArguments
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configuration"
+SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id")  # fixed by the tokenizer
+MODEL_FIELDS = tuple(name for name in DEMVAEConfig.__annotations__ if name not in SPECIAL_IDS)
+TRAINING_FIELDS = tuple(f.name for f in fields(TrainingArguments))
+DATA_FIELDS = ("dataset", "text_column", "data_dir", "validation_fraction", "min_frequency", "num_threads")
+PRESET_KEYS = MODEL_FIELDS + TRAINING_FIELDS + DATA_FIELDS
+
+# The main job: a model small enough to train in about two minutes on two CPU cores, on the synthetic corpus.
+MAIN_JOB = {
+    "embed_size": 64, "encoder_hidden_size": 64, "decoder_hidden_size": 64,
+    "num_groups": 1, "num_components": 8, "latent_size": 2,
+    "dispersion_weight": 0.8, "use_mutual_information": True, "dropout": 0.1,
+    "kl_annealing_midpoint": 500, "kl_annealing_slope": 0.01, "max_sentence_length": 20,
+    "batch_size": 32, "max_steps": 2000, "eval_every": 500, "eval_batch_size": 200, "logging_steps": 50,
+    "num_threads": 1,
+}
+CHOICES = {"variant": {"choices": VARIANTS}, "prior_family": {"choices": PRIOR_FAMILIES},
+           "mixed_precision": {"choices": MIXED_PRECISION}, "selection_metric": {"choices": tuple(SELECTION_METRICS)},
+           "report_to": {"choices": ("auto", "tensorboard", "none")}}
+DEFAULTS = {"dataset": "synthetic", "text_column": "text", "validation_fraction": 0.05, "min_frequency": 1,
+            "output_dir": "demvae-output"}
+
+
+def docstring_arguments(cls) -> dict[str, str]:
+    """`name: description` entries of a class docstring's Args section, as --help texts."""
+    helps, name = {}, None
+    for line in (cls.__doc__ or "").split("Args:", 1)[-1].splitlines():
+        if match := re.match(r"^\s{8}(\w+): (.*)", line):
+            name, helps[match.group(1)] = match.group(1), match.group(2).strip()
+        elif name and line.strip():
+            helps[name] += " " + line.strip()
+    return helps
+
+
+def _option_type(annotation):
+    """argparse settings for a dataclass annotation: bool -> --x/--no-x, float | int -> float, X | None -> X."""
+    if isinstance(annotation, types.UnionType):
+        members = [a for a in annotation.__args__ if a is not type(None)]
+        annotation = float if float in members else members[0]
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    return {"type": annotation}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("corpus (default: the built-in synthetic corpus with known modes)")
+    data.add_argument("--dataset", metavar="NAME_OR_PATH",
+                      help="'synthetic', 'ptb', 'daily_dialog' (from --data-dir), a folder with train/valid/test.txt, "
+                           "a .txt/.jsonl/.csv file, or a Hub dataset name.")
+    data.add_argument("--text-column", help="Column holding the sentences in jsonl/csv/Hub data (default: text).")
+    data.add_argument("--train-file", help="Training text, one sentence a line (replaces --dataset).")
+    data.add_argument("--valid-file", help="Validation text for --train-file.")
+    data.add_argument("--test-file", help="Test text for --train-file.")
+    data.add_argument("--data-dir", help="Folder holding ptb/ and daily_dialog/ (default: $DEMVAE_DATA_DIR, else "
+                                         "../shared/data beside the checkout).")
+    data.add_argument("--validation-fraction", type=float,
+                      help="Share of the training text held out for validation when the corpus has no validation "
+                           "split (default: 0.05).")
+    data.add_argument("--min-frequency", type=int, help="Fewest occurrences for a word to enter the vocabulary.")
+
+    model = parser.add_argument_group("model (any DEMVAEConfig field; --vocab-size caps the vocabulary)")
+    helps = docstring_arguments(DEMVAEConfig)
+    for name in MODEL_FIELDS:
+        model.add_argument(f"--{name.replace('_', '-')}", dest=name, help=helps.get(name, f"DEMVAEConfig.{name}."),
+                           **_option_type(DEMVAEConfig.__annotations__[name]), **CHOICES.get(name, {}))
+    model.add_argument("--init-from", metavar="MODEL",
+                       help="Fine-tune a saved model (folder or Hub id); its tokenizer is kept, unknown words map to "
+                            "<unk>. Architecture options may not change.")
+    model.add_argument("--extend-vocabulary", action="store_true",
+                       help="With --init-from: add the new corpus's words (up to --vocab-size in all) to the "
+                            "tokenizer and grow the embeddings.")
+
+    training = parser.add_argument_group("training")
+    training.add_argument("--config", metavar="PRESET",
+                          help=f"A preset name from {PRESET_DIR} (e.g. ptb-dgm-vae-mi) or a JSON file of settings; "
+                               "the options given here override it.")
+    helps = docstring_arguments(TrainingArguments)
+    for item in fields(TrainingArguments):
+        if item.name == "resume":
+            training.add_argument("--resume", action="store_true", default=None, help=helps["resume"])
+            continue
+        training.add_argument(f"--{item.name.replace('_', '-')}", dest=item.name, help=helps.get(item.name),
+                              **_option_type(item.type), **CHOICES.get(item.name, {}))
+    training.add_argument("--num-threads", type=int,
+                          help="CPU threads per process (default: $OMP_NUM_THREADS, else the cores divided among "
+                               "the local processes; the main job uses 1: its steps are too small to split).")
+    training.add_argument("--num-samples", type=int, default=3,
+                          help="Sentences printed per component after training (default: 3).")
+
+
+# ----- settings -----
+
+
+def load_preset(name: str) -> dict:
+    """A preset's settings, from a JSON file or a name in configuration/; unknown keys are an error."""
+    path = Path(name)
+    if not path.is_file():
+        path = PRESET_DIR / (name if name.endswith(".json") else f"{name}.json")
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESET_DIR.glob("*.json")) if PRESET_DIR.is_dir() else []
+        raise FileNotFoundError(f"unknown preset {name!r}: not a JSON file, and {PRESET_DIR} has "
+                                f"{', '.join(known) or 'no presets'}.")
+    try:
+        settings = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"preset {path} is not valid JSON: {error}.") from error
+    settings = {key: value for key, value in settings.items() if not key.startswith("_")}  # "_comment" keys
+    for key in settings:
+        if key not in PRESET_KEYS:
+            close = difflib.get_close_matches(key, PRESET_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "see `demvae train --help` for the settings"
+            raise ValueError(f"unknown setting {key!r} in preset {path}; {hint}")
+    return settings
+
+
+def resolve_settings(args: argparse.Namespace) -> dict:
+    """Built-in defaults < the main job (synthetic corpus only) < preset < command line."""
+    given = {key: value for key, value in vars(args).items() if key in PRESET_KEYS and value is not None}
+    preset = load_preset(args.config) if args.config else {}
+    dataset = given.get("dataset", preset.get("dataset", DEFAULTS["dataset"]))
+    main_job = MAIN_JOB if dataset == "synthetic" and not args.train_file else {}
+    return {**DEFAULTS, **main_job, **preset, **given}
+
+
+def set_threads(settings: dict) -> None:
+    """One process per core group: torch's default of all cores per process oversubscribes shared machines."""
+    if torch.cuda.is_available():
+        return
+    threads = settings.get("num_threads") or int(os.environ.get("OMP_NUM_THREADS", 0)) or max(
+        1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    torch.set_num_threads(threads)
+
+
+def load_training_corpus(args, settings):
+    """The corpus with train and validation splits (validation carved from train when the source has none)."""
+    if args.train_file:
+        corpus = text_files_corpus(args.train_file, args.valid_file, args.test_file)
+    elif settings["dataset"] == "synthetic":
+        corpus = synthetic_corpus()  # the same sentences whatever the training seed
+    else:
+        corpus = load_corpus(settings["dataset"], text_column=settings["text_column"],
+                             data_dir=settings.get("data_dir"))
+    if "validation" not in corpus:
+        fraction = settings["validation_fraction"]
+        if not 0 < fraction < 1 or len(corpus["train"]) < 2:
+            raise ValueError(f"the corpus has no validation split and {len(corpus['train'])} training sentences; "
+                             "give --valid-file or a --validation-fraction in (0, 1) and at least 2 sentences.")
+        split = corpus["train"].train_test_split(test_size=fraction, seed=settings.get("seed", 0))
+        corpus["train"], corpus["validation"] = split["train"], split["test"]
+        print(f"No validation split: holding out {len(corpus['validation'])} training sentences for validation.")
+    return corpus
+
+
+def build_model(args, settings, corpus):
+    """A fresh model and a tokenizer built from the training split, or a saved one to fine-tune."""
+    model_settings = {k: v for k, v in settings.items() if k in MODEL_FIELDS}
+    max_vocab = model_settings.pop("vocab_size", 10_000)
+    if args.init_from:
+        explicit = {k for k, v in vars(args).items() if k in MODEL_FIELDS and v is not None}
+        return load_for_finetuning(args.init_from, corpus["train"]["text"], model_settings, explicit=explicit,
+                                   extend_vocabulary=args.extend_vocabulary, max_vocab_size=max_vocab,
+                                   min_frequency=settings["min_frequency"])
+    tokenizer = build_tokenizer(corpus["train"]["text"], max_vocab_size=max_vocab,
+                                min_frequency=settings["min_frequency"],
+                                model_max_length=model_settings.get("max_sentence_length", 40))
+    config = DEMVAEConfig(vocab_size=len(tokenizer), **model_settings)
+    torch.manual_seed(settings.get("seed", 0))
+    return DEMVAEForGeneration(config), tokenizer
+
+
+def run(args: argparse.Namespace) -> int:
+    start = time.time()
+    hf_logging.disable_progress_bar()  # weight loading/saving bars; training has its own
+    settings = resolve_settings(args)
+    training_args = TrainingArguments(**{k: v for k, v in settings.items() if k in TRAINING_FIELDS})
+    set_threads(settings)
+    corpus = load_training_corpus(args, settings)
+    model, tokenizer = build_model(args, settings, corpus)
+    data = tokenize_corpus(corpus, tokenizer, max_length=model.config.max_sentence_length)
+    trainer = DEMVAETrainer(model, tokenizer, data["train"], data["validation"], training_args)
+    state = trainer.train()
+    if trainer.accelerator.is_main_process:
+        print_report(training_args.output_dir, data, state, training_args.selection_metric,
+                     num_samples=args.num_samples, seconds=time.time() - start)
+    return 0
