@@ -16,6 +16,7 @@ from modeling_demvae.metrics import (
     cluster_scores,
     collapse_diagnostics,
     combined_cluster_ids,
+    component_separation,
     component_spread,
     encode_sentences,
     label_agreement,
@@ -106,6 +107,12 @@ def test_component_spread_against_hand_count():
                                                                                      dtype=torch.float64))
     three = torch.tensor([[[0.0], [1.0], [3.0]]])  # pairs: 1, 3, 2 at unit variance
     assert component_spread(three, torch.zeros_like(three)).item() == pytest.approx(2.0)
+    # nearest neighbours: 1 (of 0), 1 (of 1), 2 (of 3) -> 4/3; two merged components of four pull it down to
+    # (0 + 0 + 4 + 4) / 4 = 2 while the mean pairwise spread stays high (0, 4, 8, 4, 8, 4 -> 14/3)
+    assert component_separation(three, torch.zeros_like(three)).item() == pytest.approx(4 / 3)
+    merged = torch.tensor([[[0.0], [0.0], [4.0], [8.0]]])
+    assert component_separation(merged, torch.zeros_like(merged)).item() == pytest.approx(2.0)
+    assert component_spread(merged, torch.zeros_like(merged)).item() == pytest.approx(14 / 3)
 
 
 def test_collapse_diagnostics_of_a_model():
@@ -120,6 +127,7 @@ def test_collapse_diagnostics_of_a_model():
     assert result["component_spread"] == pytest.approx(
         component_spread(model.prior.means, model.prior.log_variances).tolist()
     )
+    assert len(result["component_separation"]) == model.config.num_groups
     with torch.no_grad():
         expected = model(input_ids=torch.tensor([[1, 5, 6, 2]])).dispersion.item()
     single = collapse_diagnostics(model, encode_sentences(model, sentences[:1]))

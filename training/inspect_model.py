@@ -73,6 +73,7 @@ def draw_latent_space(model, posterior, path: Path, *, max_groups: int, per_comp
     probs = posterior.component_probs
     mi = metrics.mutual_information(probs)
     spread = metrics.component_spread(prior.means, prior.log_variances)
+    separation = metrics.component_separation(prior.means, prior.log_variances)
     posterior_means = posterior.mean.view(-1, config.num_groups, config.latent_size)
     with torch.no_grad():
         for group, axis in enumerate(axes.flat):
@@ -89,8 +90,9 @@ def draw_latent_space(model, posterior, path: Path, *, max_groups: int, per_comp
                 axis.scatter(*flat[k].T, s=4, alpha=0.25, color=color)
                 axis.scatter(*real[assigned == k].T, s=14, marker="x", color=color, linewidths=0.8)
                 axis.scatter(*centers[k], s=120, color=color, edgecolors="black", zorder=3, label=f"component {k}")
-            axis.set_title(f"group {group}: I(x;c)={mi[group]:.2f} nats, exp(I)={mi[group].exp():.2f}, "
-                           f"spread={spread[group]:.1f}", fontsize=9)
+            axis.set_title(f"group {group}: I(x;c)={mi[group]:.2f} nats, exp(I)={mi[group].exp():.2f},\n"
+                           f"spread={spread[group]:.2f}, nearest-neighbour separation={separation[group]:.2f}",
+                           fontsize=9)
             axis.set_xlabel("z1" if config.latent_size <= 2 else "PC1")
             axis.set_ylabel("z2" if config.latent_size == 2 else ("PC2" if config.latent_size > 2 else ""))
     axes.flat[0].legend(fontsize=7, loc="best", markerscale=0.6)
@@ -127,6 +129,7 @@ def write_report(model, tokenizer, sentences, posterior, path: Path, *, max_grou
     probs = posterior.component_probs
     mi = metrics.mutual_information(probs)
     spread = metrics.component_spread(prior.means, prior.log_variances)
+    separation = metrics.component_separation(prior.means, prior.log_variances)
     means = posterior.mean.view(-1, config.num_groups, config.latent_size)
     lines = [f"# Components of {config.variant} model ({config.num_groups} group(s) x {config.num_components} "
              f"components, d = {config.latent_size})", "",
@@ -134,7 +137,7 @@ def write_report(model, tokenizer, sentences, posterior, path: Path, *, max_grou
              "a collapsed group (I(x; c) near 0, exp(I) near 1) gives every sentence the same q(c|x).", ""]
     for group in range(min(config.num_groups, max_groups)):
         lines += [f"## Group {group}: I(x; c) = {mi[group]:.3f} nats, exp(I) = {mi[group].exp():.2f} of "
-                  f"{config.num_components}, spread = {spread[group]:.2f}", ""]
+                  f"{config.num_components}, spread = {spread[group]:.2f}, separation = {separation[group]:.2f}", ""]
         for k in range(config.num_components):
             weights = probs[:, group, k]
             codes = torch.randint(config.num_components, (examples, config.num_groups))

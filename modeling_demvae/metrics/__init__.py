@@ -10,6 +10,7 @@ from .collapse import (
     active_components,
     batch_mutual_information,
     collapse_diagnostics,
+    component_separation,
     component_spread,
     mutual_information,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "cluster_scores",
     "collapse_diagnostics",
     "combined_cluster_ids",
+    "component_separation",
     "component_spread",
     "decode_sentences",
     "encode_sentences",

@@ -41,23 +41,38 @@ def active_components(component_probs: torch.Tensor) -> torch.Tensor:
     return mutual_information(component_probs).exp()
 
 
-def component_spread(means: torch.Tensor, log_variances: torch.Tensor) -> torch.Tensor:
-    """Mean pairwise distance between a group's component means in units of their pooled standard deviation:
-    ||mu_i - mu_j|| / sqrt(mean over dimensions of (s_i^2 + s_j^2) / 2), averaged over pairs i < j. (G, K, d) ->
-    (G,); about 0 when the components sit on top of each other."""
+def standardized_distances(means: torch.Tensor, log_variances: torch.Tensor) -> torch.Tensor:
+    """||mu_i - mu_j|| / sqrt(mean over dimensions of (s_i^2 + s_j^2) / 2) for every pair of a group's components:
+    (G, K, d) -> (G, K, K), a distance in units of the pair's pooled standard deviation."""
     means, variances = means.detach().double(), log_variances.detach().double().exp()
+    pooled_std = ((variances[:, :, None] + variances[:, None]) / 2).mean(-1).sqrt()
+    return (means[:, :, None] - means[:, None]).norm(dim=-1) / pooled_std
+
+
+def component_spread(means: torch.Tensor, log_variances: torch.Tensor) -> torch.Tensor:
+    """Mean standardized distance over the pairs i < j of a group's components: (G, K, d) -> (G,); about 0 when
+    the components sit on top of each other."""
     num_components = means.shape[1]
     if num_components < 2:
-        return means.new_zeros(means.shape[0])
+        return means.new_zeros(means.shape[0], dtype=torch.float64)
     i, j = torch.triu_indices(num_components, num_components, offset=1)
-    distance = (means[:, i] - means[:, j]).norm(dim=-1)
-    pooled_std = ((variances[:, i] + variances[:, j]) / 2).mean(-1).sqrt()
-    return (distance / pooled_std).mean(-1)
+    return standardized_distances(means, log_variances)[:, i, j].mean(-1)
+
+
+def component_separation(means: torch.Tensor, log_variances: torch.Tensor) -> torch.Tensor:
+    """Mean over a group's components of the standardized distance to the nearest other component: (G,). Unlike
+    the spread, it drops when some components merge while others stay apart (partial collapse)."""
+    num_components = means.shape[1]
+    if num_components < 2:
+        return means.new_zeros(means.shape[0], dtype=torch.float64)
+    distances = standardized_distances(means, log_variances)
+    distances = distances + torch.diag(torch.full((num_components,), float("inf"), dtype=distances.dtype))
+    return distances.min(-1).values.mean(-1)
 
 
 def collapse_diagnostics(model, posterior) -> dict:
-    """Per group `mi`, `active_components` and (mixture prior) `component_spread`; the batch-estimated MI summed
-    over groups; and the mean dispersion L_d. `posterior` is from `encode_sentences` over a test set."""
+    """Per group `mi`, `active_components` and (mixture prior) `component_spread` and `component_separation`; the
+    batch-estimated MI summed over groups; and the mean dispersion L_d. `posterior` is from `encode_sentences`."""
     probs = posterior.component_probs
     if probs is None:
         raise ValueError(f"variant={model.config.variant!r} has no components to diagnose.")
@@ -72,6 +87,7 @@ def collapse_diagnostics(model, posterior) -> dict:
     if model.config.has_mixture_prior:
         prior = model.prior
         result["component_spread"] = component_spread(prior.means, prior.log_variances).tolist()
+        result["component_separation"] = component_separation(prior.means, prior.log_variances).tolist()
         with torch.no_grad():
             result["dispersion"] = prior.dispersion(probs).mean().item()
     return result
@@ -82,5 +98,7 @@ __all__ = [
     "batch_mutual_information",
     "active_components",
     "component_spread",
+    "component_separation",
+    "standardized_distances",
     "collapse_diagnostics",
 ]
