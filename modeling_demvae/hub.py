@@ -52,7 +52,8 @@ METRICS = {
     "mi": ("mutual_information", "I(x; c) on the test set (nats)"),
     "batch_mi": ("batch_mutual_information", "I(x; c) in training-size batches, summed over groups (nats)"),
     "active_components": ("active_components", "Effective components exp(I(x; c))"),
-    "component_spread": ("component_spread", "Component spread"),
+    "component_spread": ("component_spread", "Component spread (pooled std)"),
+    "component_separation": ("component_separation", "Nearest-component distance (pooled std)"),
     "dispersion": ("dispersion", "Dispersion L_d"),
 }
 SUMMED_OVER_GROUPS = ("mi",)

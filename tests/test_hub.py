@@ -369,3 +369,31 @@ def test_push_folder_needs_a_saved_model(tmp_path, logged_in):
         push_folder(tmp_path, REPO_ID)
 
 
+
+# ----- the README's fine-tuning recipe -----
+
+
+@pytest.mark.slow
+def test_fine_tune_a_pushed_model_and_push_the_result(trained, logged_in, monkeypatch, tmp_path):
+    """Push, `demvae train --init-from REPO_ID` on a new corpus (read from the Hub cache), push the result."""
+    folder, model, tokenizer = trained
+    hub = FakeHub(monkeypatch)
+    push_folder(folder, REPO_ID)
+    hub.to_cache(tmp_path / "hub")
+    corpus = tmp_path / "finance.txt"
+    corpus.write_text("stocks fell again today\nprices rose sharply today\nstocks rose today\nbonds fell today\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"), OMP_NUM_THREADS="1")
+    train = ["train", "--init-from", REPO_ID, "--train-file", str(corpus), "--valid-file", str(corpus),
+             "--output-dir", str(tmp_path / "tuned"), "--max-steps", "10", "--eval-every", "5", "--batch-size", "2"]
+    result = subprocess.run([sys.executable, "-m", "training.cli", *train], capture_output=True, text=True,
+                            env=env, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    tuned_hub = FakeHub(monkeypatch)
+    assert demvae(["push", str(tmp_path / "tuned"), "tester/demvae-tiny-finance", "--base-model", REPO_ID]) == 0
+    assert set(tuned_hub.files) == PUSHED_FILES
+    card = ModelCard(tuned_hub.files["README.md"].decode())
+    assert card.data.base_model == REPO_ID and f"fine-tuned from [`{REPO_ID}`]" in card.text
+    vocabulary = [json.loads(files["tokenizer.json"])["model"]["vocab"] for files in (hub.files, tuned_hub.files)]
+    assert vocabulary[0] == vocabulary[1]  # the pushed model's tokenizer is kept
+    assert tuned_hub.files["model.safetensors"] != hub.files["model.safetensors"]
