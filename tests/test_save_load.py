@@ -79,6 +79,7 @@ def test_trust_remote_code_without_our_package(saved, tmp_path_factory):
     script = BLOCK_OUR_PACKAGE + textwrap.dedent(
         f"""
         import json, torch
+        torch.set_num_threads({torch.get_num_threads()})  # same summation order as the parent: exact equality
         try:
             import modeling_demvae
             raise SystemExit("modeling_demvae should not be importable here")
