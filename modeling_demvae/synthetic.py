@@ -1,8 +1,9 @@
 """A synthetic corpus with known latent modes: the default corpus of `demvae train` and a test bed for mode collapse.
 
-Each sentence type (a "mode") is a small template grammar with its own opening word. The types share their content
-words (nouns, adjectives, names, verbs) and differ in their structure, so a model must read the sentence shape to
-tell them apart, and a mixture prior that collapses loses the distinction. The true mode of every sentence is kept, to score the learned
+Each sentence type (a "mode") is a small template grammar: its own frame of function words around slots filled
+from word lists that all types share (nouns, adjectives, names, verbs). Most of each sentence's words are shared
+content words, so the type is a small part of what the latent must carry, and a mixture prior that collapses
+loses it. The true mode of every sentence is kept, to score the learned
 components against it (homogeneity).
 
 Template syntax: `{NOUN}` draws a word from a shared slot, `[a|b|]` picks one alternative (the empty one drops it).
@@ -23,14 +24,14 @@ SLOTS = {
 }
 
 SENTENCE_TYPES = {
-    "question": ["where did {NAME} {VERB} the {NOUN} ?", "where is [the|my] {ADJ} {NOUN} [now|] ?"],
-    "request": ["please {VERB} the {ADJ} {NOUN} [now|today|] .", "please help {NAME} [to|] {VERB} [the|my] {NOUN} ."],
-    "story": ["yesterday {NAME} {PAST} [a|the] {ADJ} {NOUN} [near the {NOUN}|] ."],
-    "opinion": ["i [think|believe|feel] [that|] the {NOUN} is [very|quite|] {ADJ} ."],
-    "greeting": ["hello {NAME} , [how are you|nice to see you] [today|] ?"],
-    "refusal": ["no , {NAME} [will|can] not {VERB} the {NOUN} [today|now|] ."],
-    "comparison": ["the {NOUN} is [more {ADJ}|bigger|smaller] than [the|a] {NOUN} ."],
-    "scene": ["there [is|was] a {ADJ} {NOUN} [in|near|behind] the {NOUN} ."],
+    "question": ["where did {NAME} {VERB} the {NOUN} ?"],
+    "request": ["could you please {VERB} my {NOUN} for me ?"],
+    "story": ["yesterday {NAME} {PAST} a {ADJ} {NOUN} [in|near] the city ."],
+    "opinion": ["i think that the {NOUN} is [very|quite] {ADJ} ."],
+    "greeting": ["hello {NAME} , how are you doing [today|tonight] ?"],
+    "refusal": ["no , i will not {VERB} the {ADJ} {NOUN} ."],
+    "comparison": ["my {NOUN} is more {ADJ} than your {NOUN} ."],
+    "scene": ["there is a {ADJ} {NOUN} [behind|under] the {NOUN} ."],
 }
 MODE_NAMES = tuple(SENTENCE_TYPES)
 _CHOICE = re.compile(r"\[([^\[\]]*)\]")

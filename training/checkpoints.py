@@ -5,10 +5,14 @@ into place (one atomic `os.replace`); old ones are renamed away before being del
 written the same way, file by file.
 """
 
+import logging
 import os
 import re
 import shutil
 from pathlib import Path
+
+# save_state drops the tied lm_head copy from the safetensors file and says so at every save; loading re-ties it
+logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
 TEMPORARY_PREFIX = ".tmp-"

@@ -4,10 +4,10 @@ learned components match the labels the corpus carries (the synthetic modes, Dai
 from pathlib import Path
 
 import torch
-from sklearn.metrics import homogeneity_score
 from transformers import PreTrainedTokenizerFast
 
 from modeling_demvae import DEMVAEForGeneration
+from modeling_demvae.metrics.clustering import combined_cluster_ids, label_agreement
 from modeling_demvae.metrics.sentences import encode_sentences
 
 LABEL_COLUMNS = ("mode", "act", "emotion")
@@ -15,25 +15,24 @@ MAX_COMPONENTS_SHOWN = 10
 
 
 def component_codes(model, sentences) -> torch.Tensor:
-    """The argmax component of q(c|x) per sentence, combined over groups into one integer code (mixed radix K)."""
-    probs = encode_sentences(model, sentences).component_probs  # (N, G, K)
-    radix = model.config.num_components ** torch.arange(probs.shape[1])
-    return (probs.argmax(-1) * radix).sum(-1)
+    """The argmax component of q(c|x) per sentence, combined over groups into one cluster id."""
+    return combined_cluster_ids(encode_sentences(model, sentences).component_probs)
 
 
 def decode_code(code: int, num_groups: int, num_components: int):
-    """A combined code back to the component argument of `generate`: an int for one group, else a list."""
-    indices = [(code // num_components**g) % num_components for g in range(num_groups)]
+    """A combined cluster id back to the component argument of `generate`: an int for one group, else a list."""
+    indices = [(code // num_components ** (num_groups - 1 - g)) % num_components for g in range(num_groups)]
     return indices[0] if num_groups == 1 else indices
 
 
-def component_homogeneity(model, dataset, label_columns=LABEL_COLUMNS) -> dict[str, float]:
-    """Homogeneity of the argmax-component clusters against each label column of `dataset` (tokenized)."""
+def component_homogeneity(model, dataset, label_columns=LABEL_COLUMNS) -> dict[str, dict[str, float]]:
+    """Homogeneity, completeness and NMI of the argmax-component clusters against each label column of `dataset`
+    (tokenized)."""
     columns = [c for c in label_columns if c in dataset.column_names]
     if not columns or not model.config.has_discrete_latent:
         return {}
-    codes = component_codes(model, dataset["input_ids"]).tolist()
-    return {column: homogeneity_score(dataset[column], codes) for column in columns}
+    probs = encode_sentences(model, dataset["input_ids"]).component_probs
+    return label_agreement(probs, {column: dataset[column] for column in columns})
 
 
 def print_report(output_dir, data, state, selection_metric: str, *, num_samples: int = 3, seconds: float = 0.0):
@@ -44,7 +43,8 @@ def print_report(output_dir, data, state, selection_metric: str, *, num_samples:
     sign = 1 if selection_metric == "elbo" else -1
     print(f"\nBest model (validation {selection_metric} {sign * state.best_metric:.3f} at step {state.best_step}) "
           f"saved in {Path(output_dir).resolve()}; finished after {state.step} steps in {seconds:.0f} s.")
-    split = data["test"] if "test" in data else data["validation"]
+    split_name = "test" if "test" in data else "validation"
+    split = data[split_name]
     if config.has_discrete_latent and num_samples > 0:
         if config.num_groups == 1:
             shown = list(range(min(config.num_components, MAX_COMPONENTS_SHOWN)))
@@ -58,9 +58,9 @@ def print_report(output_dir, data, state, selection_metric: str, *, num_samples:
             sentences = tokenizer.batch_decode(model.generate(component=component, num_samples=num_samples),
                                                skip_special_tokens=True)
             print(f"  component {component}: " + " | ".join(sentences))
-    for column, score in component_homogeneity(model, split).items():
-        print(f"Homogeneity of the learned components against the {column} labels ({len(split)} sentences): "
-              f"{score:.3f}")
+    for column, scores in component_homogeneity(model, split).items():
+        print(f"Learned components against the {column} labels ({len(split)} {split_name} sentences): homogeneity "
+              f"{scores['homogeneity']:.3f} (completeness {scores['completeness']:.3f}, NMI {scores['nmi']:.3f})")
 
 
 __all__ = ["component_codes", "component_homogeneity", "print_report"]
