@@ -212,13 +212,17 @@ def run(args: argparse.Namespace) -> int:
     hf_logging.disable_progress_bar()  # weight loading/saving bars; training has its own
     settings = resolve_settings(args)
     training_args = TrainingArguments(**{k: v for k, v in settings.items() if k in TRAINING_FIELDS})
+    threads = torch.get_num_threads()
     set_threads(settings)
-    corpus = load_training_corpus(args, settings)
-    model, tokenizer = build_model(args, settings, corpus)
-    data = tokenize_corpus(corpus, tokenizer, max_length=model.config.max_sentence_length)
-    trainer = DEMVAETrainer(model, tokenizer, data["train"], data["validation"], training_args)
-    state = trainer.train()
-    if trainer.accelerator.is_main_process:
-        print_report(training_args.output_dir, data, state, training_args.selection_metric,
-                     num_samples=args.num_samples, seconds=time.time() - start)
+    try:
+        corpus = load_training_corpus(args, settings)
+        model, tokenizer = build_model(args, settings, corpus)
+        data = tokenize_corpus(corpus, tokenizer, max_length=model.config.max_sentence_length)
+        trainer = DEMVAETrainer(model, tokenizer, data["train"], data["validation"], training_args)
+        state = trainer.train()
+        if trainer.accelerator.is_main_process:
+            print_report(training_args.output_dir, data, state, training_args.selection_metric,
+                         num_samples=args.num_samples, seconds=time.time() - start)
+    finally:  # callers that run several commands in one process (tests, notebooks) keep their setting
+        torch.set_num_threads(threads)
     return 0
