@@ -122,3 +122,8 @@ def test_daily_dialog_one_row_per_utterance_with_labels(data_dir):
     assert corpus["validation"].filter(lambda row: row["dialogue"] == 0)["act"] == first_acts
     assert set(corpus["train"]["act"]) == {1, 2, 3, 4}
     assert set(corpus["train"]["emotion"]) == set(range(7))
+
+
+def test_unknown_hub_name_offline_is_an_error_saying_what_was_tried():
+    with pytest.raises(FileNotFoundError, match="not a file, a folder, 'ptb', 'daily_dialog' or a loadable Hub"):
+        load_corpus("someone/no-such-corpus")  # tests run with HF_HUB_OFFLINE=1: fails without a network call

@@ -166,6 +166,25 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(p).all() for p in exported.parameters())
 
 
+def test_plateau_decays_the_learning_rate_and_stops_early(tmp_path):
+    trainer, _ = tiny_trainer(tmp_path, lr_decay=0.5, lr_decay_patience=2, early_stopping_patience=5)
+    history = []
+    for elbo in (-10, -11, -12, -9, -9.5, -9.6, -9.7, -9.8, -9.9):
+        trainer.state.step += 1
+        trainer._after_validation({"elbo": elbo, "loss": -elbo})
+        history.append((trainer.optimizer.param_groups[0]["lr"], trainer.state.stopped_early))
+    lrs, stopped = zip(*history, strict=True)
+    assert lrs == (1e-3, 1e-3, 5e-4, 5e-4, 5e-4, 2.5e-4, 2.5e-4, 1.25e-4, 1.25e-4)
+    assert stopped == (False,) * 8 + (True,)
+    assert (trainer.state.best_metric, trainer.state.best_step) == (-9, 4)
+    assert json.loads((tmp_path / "training_summary.json").read_text())["step"] == 4  # the best model is on disk
+    loss_trainer, _ = tiny_trainer(tmp_path / "loss", selection_metric="loss")
+    for step, loss in enumerate((5.0, 4.0, 6.0), start=1):
+        loss_trainer.state.step = step
+        loss_trainer._after_validation({"elbo": 0.0, "loss": loss})
+    assert loss_trainer.state.best_step == 2  # the training objective is minimized
+
+
 # ----- fine-tuning -----
 
 

@@ -239,6 +239,14 @@ class DEMVAETrainer:
         sums = self.accelerator.reduce(sums, reduction="sum")
         return dict(zip(LOGGED_TERMS, (sums[:-1] / sums[-1]).tolist(), strict=True))
 
+    def _validate(self, progress) -> None:
+        metrics = self.evaluate()
+        self._after_validation(metrics)
+        self.accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=self.state.step)
+        best = " (best)" if self.state.best_step == self.state.step else ""
+        progress.write(f"step {self.state.step}: validation "
+                       + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + best)
+
     def _after_validation(self, metrics: dict[str, float]) -> None:
         """Keep the best model, decay the learning rate on a plateau, and decide on early stopping."""
         args, state = self.args, self.state
@@ -291,25 +299,20 @@ class DEMVAETrainer:
                           f"{accelerator.device}), {args.batch_size} sentences per step.")
         self._batches = self._train_batches()
         checkpoint_every = args.checkpoint_every or args.eval_every
-        progress = tqdm(total=args.max_steps, initial=state.step, desc="Training", dynamic_ncols=True,
-                        disable=not accelerator.is_local_main_process)
-        while state.step < args.max_steps and not state.stopped_early:
-            logs = self._training_step()
-            progress.update(1)
-            if state.step % args.logging_steps == 0 or state.step == args.max_steps:
-                progress.set_postfix({k: f"{logs[k]:.3g}" for k in ("loss", "nll", "zkl", "dispersion", "mi",
-                                                                       "kl_weight")})
-                accelerator.log({f"train/{k}": v for k, v in logs.items()}, step=state.step)
-            validate = state.step % args.eval_every == 0 or state.step == args.max_steps
-            if validate:
-                metrics = self.evaluate()
-                self._after_validation(metrics)
-                accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=state.step)
-                progress.write(f"step {state.step}: validation " + ", ".join(
-                    f"{k} {v:.3f}" for k, v in metrics.items()) + (" (best)" if state.best_step == state.step else ""))
-            if validate or state.step % checkpoint_every == 0:
-                save_checkpoint(accelerator, self.checkpoint_dir, state.step, keep=args.keep_checkpoints)
-        progress.close()
+        with tqdm(total=args.max_steps, initial=state.step, desc="Training", dynamic_ncols=True,
+                  disable=not accelerator.is_local_main_process) as progress:
+            while state.step < args.max_steps and not state.stopped_early:
+                logs = self._training_step()
+                progress.update(1)
+                if state.step % args.logging_steps == 0 or state.step == args.max_steps:
+                    progress.set_postfix({k: f"{logs[k]:.3g}" for k in ("loss", "nll", "zkl", "dispersion", "mi",
+                                                                           "kl_weight")})
+                    accelerator.log({f"train/{k}": v for k, v in logs.items()}, step=state.step)
+                validate = state.step % args.eval_every == 0 or state.step == args.max_steps
+                if validate:
+                    self._validate(progress)
+                if validate or state.step % checkpoint_every == 0:
+                    save_checkpoint(accelerator, self.checkpoint_dir, state.step, keep=args.keep_checkpoints)
         if state.stopped_early:
             accelerator.print(f"Early stopping at step {state.step}: no improvement in "
                               f"{state.validations_without_improvement} validations.")
