@@ -99,3 +99,11 @@ def test_train_then_generate_from_a_component(capsys, tmp_path, text_file):
     line = one_line_error(capsys, ["train", "--init-from", str(out), "--train-file", str(text_file), *TINY,
                                    "--num-groups", "4", "--output-dir", str(tmp_path / "tuned")])
     assert "--num-groups 4 differs from the model" in line
+
+
+def test_report_samples_the_most_used_codes_among_many_groups(capsys, tmp_path, text_file):
+    """5**20 possible codes (the PTB layout): the report lists the used ones without counting them all."""
+    settings = [*TINY, "--num-groups", "20", "--num-components", "5", "--latent-size", "1"]
+    assert demvae(["train", "--train-file", str(text_file), *settings, "--output-dir", str(tmp_path / "m")]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("component [")]
+    assert listed and all(line.count(",") == 19 for line in (entry.split("]")[0] for entry in listed))

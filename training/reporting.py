@@ -50,8 +50,8 @@ def print_report(output_dir, data, state, selection_metric: str, *, num_samples:
             shown = list(range(min(config.num_components, MAX_COMPONENTS_SHOWN)))
             print("Samples per component (greedy decoding from z ~ p(z|c)):")
         else:  # K**G codes: show the ones the data uses most
-            shown = torch.bincount(component_codes(model, split["input_ids"])).argsort(descending=True)
-            shown = shown[:MAX_COMPONENTS_SHOWN].tolist()
+            codes, counts = torch.unique(component_codes(model, split["input_ids"]), return_counts=True)
+            shown = codes[counts.argsort(descending=True)][:MAX_COMPONENTS_SHOWN].tolist()
             print("Samples from the most used components (one index per group; greedy decoding from z ~ p(z|c)):")
         for code in shown:
             component = decode_code(code, config.num_groups, config.num_components)
