@@ -31,8 +31,8 @@ def component_homogeneity(model, dataset, label_columns=LABEL_COLUMNS) -> dict[s
     columns = [c for c in label_columns if c in dataset.column_names]
     if not columns or not model.config.has_discrete_latent:
         return {}
-    probs = encode_sentences(model, dataset["input_ids"]).component_probs
-    return label_agreement(probs, {column: dataset[column] for column in columns})
+    probs = encode_sentences(model, dataset["input_ids"][:]).component_probs
+    return label_agreement(probs, {column: dataset[column][:] for column in columns})
 
 
 def print_report(output_dir, data, state, selection_metric: str, *, num_samples: int = 3, seconds: float = 0.0):
@@ -50,7 +50,7 @@ def print_report(output_dir, data, state, selection_metric: str, *, num_samples:
             shown = list(range(min(config.num_components, MAX_COMPONENTS_SHOWN)))
             print("Samples per component (greedy decoding from z ~ p(z|c)):")
         else:  # K**G codes: show the ones the data uses most
-            codes, counts = torch.unique(component_codes(model, split["input_ids"]), return_counts=True)
+            codes, counts = torch.unique(component_codes(model, split["input_ids"][:]), return_counts=True)
             shown = codes[counts.argsort(descending=True)][:MAX_COMPONENTS_SHOWN].tolist()
             print("Samples from the most used components (one index per group; greedy decoding from z ~ p(z|c)):")
         for code in shown:

@@ -146,13 +146,14 @@ class DEMVAETrainer:
                              f"{args.batch_size}; lower --batch-size or give more text.")
         self.config = model.config
         self.collate = PaddingCollator(pad_token_id=self.config.pad_token_id)
-        self.train_ids, self.eval_ids = train_dataset["input_ids"], eval_dataset["input_ids"]
+        # plain lists: indexing a datasets Column converts from Arrow at every access
+        self.train_ids, self.eval_ids = train_dataset["input_ids"][:], eval_dataset["input_ids"][:]
         self.sampler = LengthBucketBatchSampler(
-            train_dataset["length"], args.batch_size, seed=args.seed, drop_last=True,
+            train_dataset["length"][:], args.batch_size, seed=args.seed, drop_last=True,
             num_shards=processes, shard_index=self.accelerator.process_index,
         )
         self.eval_batches = list(LengthBucketBatchSampler(
-            eval_dataset["length"], args.eval_batch_size, shuffle=False,
+            eval_dataset["length"][:], args.eval_batch_size, shuffle=False,
             num_shards=processes, shard_index=self.accelerator.process_index,
         ))
         optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
