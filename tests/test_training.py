@@ -107,8 +107,9 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(corpus, tmp_pat
     run = ["train", "--dataset", corpus, *TINY, "--dropout", "0.3", "--max-steps", "200", "--eval-every", "50",
            "--checkpoint-every", "10", "--keep-checkpoints", "2"]
     killed = tmp_path / "killed"
+    log = open(tmp_path / "killed.log", "w")  # a file, not a pipe: progress bars would fill a pipe and block
     process = subprocess.Popen([sys.executable, "-m", "training.cli", *run, "--output-dir", str(killed)],
-                               env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               env=subprocess_env(), stdout=log, stderr=log)
     checkpoints, seen_incomplete, deadline = killed / "checkpoints", [], time.time() + 240
     while time.time() < deadline and process.poll() is None:
         seen_incomplete += incomplete_checkpoints(checkpoints)
@@ -118,7 +119,8 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(corpus, tmp_pat
             break
         time.sleep(0.002)
     process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()[-2000:]
+    log.close()
+    assert process.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-2000:]
     assert not seen_incomplete and not incomplete_checkpoints(checkpoints)
     interrupted_at = int(CHECKPOINT_PATTERN.match(list_checkpoints(checkpoints)[-1].name).group(1))
     assert 60 <= interrupted_at < 200
