@@ -6,7 +6,7 @@ ptb-dgm-vae-mi from configuration/), then the options given here. The output dir
 in the save_pretrained layout (weights, config, generation config, tokenizer) and checkpoints/ for --resume.
 
 examples:
-  demvae train                                    # the main job: DGM-VAE on the synthetic corpus, ~2 minutes
+  demvae train                                    # the main job: DGM-VAE on the synthetic corpus, 1-2 minutes
   demvae train --dispersion-weight 0              # the same as a plain GM-VAE, to watch its modes collapse
   demvae train --config ptb-dgm-vae-mi --output-dir runs/ptb
   demvae train --train-file a.txt --valid-file b.txt --num-groups 1 --num-components 8
