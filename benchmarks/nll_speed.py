@@ -15,7 +15,6 @@ the whole test set; the batched run covers --sentences (0: all).
 
 import argparse
 import json
-import os
 import random
 import time
 from pathlib import Path
@@ -23,9 +22,10 @@ from pathlib import Path
 import torch
 
 from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer
+from modeling_demvae.data import default_data_dir
 from modeling_demvae.metrics import sentence_log_likelihoods
 
-DATA_DIR = Path(os.environ.get("DEMVAE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA_DIR = default_data_dir()
 
 
 def ptb_test_sentences(max_length: int) -> list[list[int]]:

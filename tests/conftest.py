@@ -8,6 +8,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration  # noqa: E402
+from modeling_demvae.data import default_data_dir  # noqa: E402
 
 VOCAB_SIZE = 40
 
@@ -44,7 +45,7 @@ def tiny_batch():
 @pytest.fixture
 def data_dir() -> Path:
     """The shared corpora (DEMVAE_DATA_DIR, default ../shared/data beside the checkout); skip when absent."""
-    path = Path(os.environ.get("DEMVAE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    path = default_data_dir()
     if not (path / "ptb").is_dir():
         pytest.skip(f"shared corpora not found at {path} (set DEMVAE_DATA_DIR to the folder holding ptb/)")
     return path

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..data import PaddingCollator
 from ..modeling_demvae import DEMVAEPosterior
 
 
@@ -22,15 +23,9 @@ def as_id_lists(sentences: Iterable) -> list[list[int]]:
 
 
 def pad_batch(sentences: Sequence[Sequence[int]], pad_token_id: int, device=None):
-    """Right-padded (B, L) input_ids and attention_mask."""
-    length = max(len(s) for s in sentences)
-    input_ids = torch.full((len(sentences), length), pad_token_id, dtype=torch.long)
-    for row, sentence in enumerate(sentences):
-        input_ids[row, : len(sentence)] = torch.as_tensor(sentence, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for row, sentence in enumerate(sentences):
-        attention_mask[row, : len(sentence)] = 1
-    return input_ids.to(device), attention_mask.to(device)
+    """Right-padded (B, L) input_ids and attention_mask, padded as in training."""
+    batch = PaddingCollator(pad_token_id=pad_token_id)([{"input_ids": s} for s in sentences])
+    return batch["input_ids"].to(device), batch["attention_mask"].to(device)
 
 
 def length_sorted_batches(sentences: Sequence[Sequence[int]], max_tokens: int, rows_per_sentence: int = 1):
