@@ -54,7 +54,7 @@ def test_evaluate_writes_every_key_consistent_with_the_metric_functions(saved, t
     model_dir, corpus = saved
     output = tmp_path / "eval.json"
     code = main(["evaluate", str(model_dir), "--dataset", str(corpus), "--nll-samples", "7", "--rppl-samples", "40",
-                 "--output", str(output), "--seed", "3", "--no-progress"])
+                 "--rppl-max-epochs", "2", "--output", str(output), "--seed", "3", "--no-progress"])
     assert code == 0
     results = json.loads(output.read_text())
     for key in ("elbo", "nll", "ppl", "rppl", "bleu", "sacrebleu", "wkl", "homogeneity", "completeness", "nmi",
@@ -63,6 +63,7 @@ def test_evaluate_writes_every_key_consistent_with_the_metric_functions(saved, t
     assert set(results["homogeneity"]) == {"act", "emotion"}
     assert len(results["mi"]) == len(results["active_components"]) == len(results["component_spread"]) == 3
     assert results["settings"]["nll_samples"] == 7 and results["settings"]["rppl_samples"] == [40, 3]
+    assert results["rppl_epochs"] <= results["settings"]["rppl_max_epochs"] == 2
     printed = capsys.readouterr().out
     assert "homogeneity (act)" in printed and f"wrote {output}" in printed
 

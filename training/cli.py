@@ -13,6 +13,7 @@ COMMANDS = {
     "evaluate": "training.evaluate",
     "inspect": "training.inspect_model",
     "push": "training.push",
+    "reproduce": "training.reproduce",
 }
 
 

@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             f"{name} = {train:,} + {valid:,}" for name, (train, valid) in RPPL_PRESETS.items()))
     parser.add_argument("--rppl-samples", type=int, help="training samples for the rPPL language model (overrides "
                         "the preset; validation samples keep the preset's ratio)")
+    parser.add_argument("--rppl-max-epochs", type=int, default=30,
+                        help="epochs at most of the rPPL language model, which stops early on its validation "
+                             "perplexity (30)")
     parser.add_argument("--max-sentences", type=int, help="evaluate on the first N test sentences only")
     parser.add_argument("--batch-tokens", type=int, default=16384,
                         help="padded tokens per decoder call in the NLL (memory ~ this x vocabulary size floats)")
@@ -129,7 +132,8 @@ def evaluate(model, tokenizer, splits: dict, args) -> dict:
         if "rppl" in requested:
             results.update(metrics.reverse_perplexity_from_samples(
                 samples[:train_samples], samples[train_samples:], test, vocab_size=config.vocab_size,
-                pad_token_id=config.pad_token_id, seed=args.seed, device=model.device, progress=progress))
+                pad_token_id=config.pad_token_id, max_epochs=args.rppl_max_epochs, seed=args.seed,
+                device=model.device, progress=progress))
         if "wkl" in requested and wkl_possible:
             train, _ = sentences_of(splits["train"], tokenizer, max_length)
             special = (config.bos_token_id, config.eos_token_id, config.pad_token_id)
@@ -148,7 +152,7 @@ def evaluate(model, tokenizer, splits: dict, args) -> dict:
     results["settings"] = {
         "model": args.model, "dataset": args.dataset, "test_file": args.test_file, "train_file": args.train_file,
         "test_sentences": len(test), "nll_samples": args.nll_samples, "rppl_preset": args.rppl_preset,
-        "rppl_samples": [train_samples, valid_samples], "wkl_smoothing": "add-one over the union of words",
+        "rppl_samples": [train_samples, valid_samples], "rppl_max_epochs": args.rppl_max_epochs, "wkl_smoothing": "add-one over the union of words",
         "seed": args.seed, "variant": config.variant, "metrics": sorted(requested),
     }
     return results
@@ -193,7 +197,7 @@ def write_json(path: str, results: dict) -> None:
 
 
 def run(args) -> int:
-    for name in ("nll_samples", "batch_tokens"):
+    for name in ("nll_samples", "batch_tokens", "rppl_max_epochs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}.")
     if args.max_sentences is not None and args.max_sentences < 1:
