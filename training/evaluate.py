@@ -152,7 +152,8 @@ def evaluate(model, tokenizer, splits: dict, args) -> dict:
     results["settings"] = {
         "model": args.model, "dataset": args.dataset, "test_file": args.test_file, "train_file": args.train_file,
         "test_sentences": len(test), "nll_samples": args.nll_samples, "rppl_preset": args.rppl_preset,
-        "rppl_samples": [train_samples, valid_samples], "rppl_max_epochs": args.rppl_max_epochs, "wkl_smoothing": "add-one over the union of words",
+        "rppl_samples": [train_samples, valid_samples], "rppl_max_epochs": args.rppl_max_epochs,
+        "wkl_smoothing": "add-one over the union of words",
         "seed": args.seed, "variant": config.variant, "metrics": sorted(requested),
     }
     return results

@@ -26,8 +26,15 @@ def sentence_log_likelihood_given_latent(model, input_ids, attention_mask, laten
     """log p(x|latent) per row, teacher-forced, in float64: (R, L) ids and (R, D) latents -> (R,)."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask, latent=latent).logits
     targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
-    token_nll = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), targets, ignore_index=-100, reduction="none")
-    return -token_nll.double().sum(-1)
+    return -token_log_losses(logits[:, :-1], targets).double().sum(-1)
+
+
+def token_log_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-token cross-entropy of (R, L, V) logits against (R, L) targets (-100: none), in float32. The vocabulary
+    is kept the last, contiguous dimension: on a CPU, a softmax over a strided dimension costs as much again as
+    the output layer's matrix product."""
+    flat = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="none")
+    return flat.view(targets.shape)
 
 
 def log_importance_terms(model, posterior, latent, repeats: int) -> torch.Tensor:
@@ -125,4 +132,5 @@ def importance_weighted_nll(model, sentences, *, num_samples: int = 500, **kwarg
     }
 
 
-__all__ = ["sentence_log_likelihoods", "importance_weighted_nll", "sentence_log_likelihood_given_latent"]
+__all__ = ["sentence_log_likelihoods", "importance_weighted_nll", "sentence_log_likelihood_given_latent",
+           "token_log_losses"]

@@ -15,10 +15,10 @@ import copy
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .likelihood import token_log_losses
 from .sentences import as_id_lists, decode_sentences, length_sorted_batches, pad_batch
 
 RPPL_PRESETS = {"paper": (40_000, 3_000), "quick": (4_000, 400), "smoke": (300, 60)}  # (train, validation) samples
@@ -43,9 +43,7 @@ class LSTMLanguageModel(nn.Module):
     def token_nll(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Summed next-token NLL and the number of predicted tokens of a padded batch."""
         targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
-        logits = self(input_ids)[:, :-1]
-        nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="sum")
-        return nll, (targets != -100).sum()
+        return token_log_losses(self(input_ids)[:, :-1], targets).sum(), (targets != -100).sum()
 
 
 @torch.no_grad()
