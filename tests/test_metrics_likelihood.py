@@ -114,6 +114,15 @@ def test_never_underflows_even_where_exp_is_zero_in_float64():
     assert estimate["log_likelihood"][0].item() == pytest.approx(exact, abs=0.15)
 
 
+def test_perplexity_beyond_float_range_is_infinite_not_an_error():
+    model = sensitive_model("dem")
+    with torch.no_grad():
+        model.lm_head.weight.mul_(5000.0)  # over 709 nats per token: exp overflows
+    summary = importance_weighted_nll(model, [SENTENCES[1]], num_samples=2)
+    assert math.isfinite(summary["nll"]) and summary["nll"] > 709 * (len(SENTENCES[1]) - 1)
+    assert summary["ppl"] == math.inf
+
+
 def test_elbo_matches_forward_elbo_and_bounds_log_likelihood():
     model = sensitive_model("dem", num_groups=2)
     input_ids, attention_mask = tiny_batch()

@@ -117,6 +117,11 @@ def _batch_log_likelihood(model, batch, samples: int, max_tokens: int):
     return log_px.cpu(), (log_px_given_z.mean(1) - kl).cpu()
 
 
+def exp_or_inf(value: float) -> float:
+    """exp, with infinity for an untrained model's huge per-token loss instead of an OverflowError."""
+    return math.exp(value) if value < 709.0 else math.inf
+
+
 def importance_weighted_nll(model, sentences, *, num_samples: int = 500, **kwargs) -> dict[str, float]:
     """Corpus summary: `nll` (mean -log p(x) per sentence, nats), `ppl` (per-token perplexity from it, `</s>`
     counted as a token) and `elbo` (mean per sentence, the usual negative number). Keyword arguments as for
@@ -125,7 +130,7 @@ def importance_weighted_nll(model, sentences, *, num_samples: int = 500, **kwarg
     total_nll = -result["log_likelihood"].sum().item()
     return {
         "nll": total_nll / len(result["log_likelihood"]),
-        "ppl": math.exp(total_nll / result["num_tokens"].sum().item()),
+        "ppl": exp_or_inf(total_nll / result["num_tokens"].sum().item()),
         "elbo": result["elbo"].mean().item(),
         "num_sentences": len(result["log_likelihood"]),
         "nll_samples": 1 if model.config.variant == "rnnlm" else num_samples,

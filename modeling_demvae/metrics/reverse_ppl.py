@@ -12,13 +12,12 @@ vocabulary. `unseen_test_token_rate` reports how many test tokens were never gen
 """
 
 import copy
-import math
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .likelihood import token_log_losses
+from .likelihood import exp_or_inf, token_log_losses
 from .sentences import as_id_lists, decode_sentences, length_sorted_batches, pad_batch
 
 RPPL_PRESETS = {"paper": (40_000, 3_000), "quick": (4_000, 400), "smoke": (300, 60)}  # (train, validation) samples
@@ -59,7 +58,7 @@ def language_model_perplexity(lm: LSTMLanguageModel, sentences, *, max_tokens: i
         nll, tokens = lm.token_nll(input_ids, attention_mask)
         total_nll, total_tokens = total_nll + nll.double().item(), total_tokens + tokens.item()
     lm.train(was_training)
-    return math.exp(total_nll / total_tokens)
+    return exp_or_inf(total_nll / total_tokens)
 
 
 def train_language_model(
