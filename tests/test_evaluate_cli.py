@@ -105,3 +105,13 @@ def test_evaluate_errors_are_one_line(saved, tmp_path, capsys):
     assert "error: label column(s) ['topic'] not in the test data" in err and "Traceback" not in err
     assert main(["evaluate", str(model_dir), "--dataset", str(corpus), "--nll-samples", "0"]) == 2
     assert "--nll-samples must be a positive integer" in capsys.readouterr().err
+
+
+def test_a_model_that_generates_no_words_gets_an_undefined_wkl_not_an_error(saved, tmp_path, monkeypatch, capsys):
+    model_dir, corpus = saved
+    monkeypatch.setattr(metrics, "sample_sentences", lambda model, n, **kwargs: [[1, 2]] * n)  # "<s> </s>" only
+    output = tmp_path / "eval.json"
+    assert main(["evaluate", str(model_dir), "--dataset", str(corpus), "--metrics", "wkl", "--rppl-samples", "5",
+                 "--output", str(output), "--no-progress"]) == 0
+    assert json.loads(output.read_text())["wkl"] is None
+    assert "not finite" in capsys.readouterr().out

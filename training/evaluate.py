@@ -137,7 +137,11 @@ def evaluate(model, tokenizer, splits: dict, args) -> dict:
         if "wkl" in requested and wkl_possible:
             train, _ = sentences_of(splits["train"], tokenizer, max_length)
             special = (config.bos_token_id, config.eos_token_id, config.pad_token_id)
-            results["wkl"] = metrics.unigram_kl(samples[:train_samples], train, ignore=special)
+            generated = samples[:train_samples]
+            if any(len(sentence) > 2 for sentence in generated):
+                results["wkl"] = metrics.unigram_kl(generated, train, ignore=special)
+            else:  # a model that ends every sentence at once (untrained): no word distribution to compare
+                results["wkl"] = math.nan
     if config.variant != "rnnlm" and "bleu" in requested:
         results.update(metrics.reconstruction_bleu(model, test, tokenizer=tokenizer))
     if config.has_discrete_latent and requested & {"homogeneity", "collapse"}:

@@ -185,7 +185,7 @@ def train_and_evaluate(run: Run, budget: str, *, work_dir: Path, results_dir: Pa
     evaluation_minutes = (time.time() - start) / 60
     config = json.loads((model_dir / "config.json").read_text())
     pictures = results_dir / budget / run.name
-    if config["variant"] in ("dem", "semi"):  # the mixture prior's latent space
+    if config["variant"] == "dem":  # the mixture prior's latent space
         run_command(["inspect", str(model_dir), "--dataset", run.dataset, "--output-dir", str(pictures),
                      "--seed", str(run.seed)], log, env)
     summary = json.loads((model_dir / "training_summary.json").read_text())
