@@ -307,8 +307,8 @@ def write_report(path: Path, results_dir: Path) -> None:
              "information between sentences and components on the test sentences, summed over groups (0 when "
              "every group collapsed); exp I(x;c) is the effective number of components a group tells apart (1 to "
              "K); spread is the mean distance between a group's component means in pooled standard deviations; "
-             "L_d is the dispersion term. Several seeds: mean ± standard deviation. Compare models within a budget only: "
-             "with a few thousand greedy samples (the `cpu` budget) rPPL is dominated by the test words that no "
+             "L_d is the dispersion term. Several seeds: mean ± standard deviation. Compare models within a budget "
+             "only: with a few thousand greedy samples (the `cpu` budget) rPPL is dominated by the test words that no "
              "sample contains, so its absolute values are far above the paper's."]
     for budget, spec in BUDGETS.items():
         records = load_records(results_dir, budget)
