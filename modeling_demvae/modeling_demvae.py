@@ -189,8 +189,11 @@ class DEMVAEPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.GRU):
             for name, param in module.named_parameters():
                 (init.zeros_ if name.startswith("bias") else lambda p: init.uniform_(p, -r, r))(param)
-        elif isinstance(module, GaussianMixturePrior) and isinstance(module.means, nn.Parameter):
-            init.normal_(module.means, 0.0, 1.0)
+        elif isinstance(module, GaussianMixturePrior):
+            if isinstance(module.means, nn.Parameter):
+                init.normal_(module.means, 0.0, 1.0)
+            else:  # the VAE's fixed N(0, I): not in the checkpoint, so from_pretrained relies on this
+                init.zeros_(module.means)
             init.zeros_(module.log_variances)
 
 

@@ -121,3 +121,12 @@ def test_dtype_option(saved):
     assert model.dtype == torch.float64
     input_ids, mask = tiny_batch()
     assert model(input_ids.clamp_max(5), mask).loss.dtype == torch.float64
+
+
+def test_vae_prior_is_standard_normal_after_reload(tmp_path):
+    """The VAE's fixed N(0, I) is not in the checkpoint; loading must not leave it uninitialised memory."""
+    model = tiny_model(variant="vae")
+    model.save_pretrained(tmp_path)
+    loaded = DEMVAEForGeneration.from_pretrained(tmp_path)
+    assert torch.equal(loaded.prior.means, torch.zeros_like(loaded.prior.means))
+    assert torch.equal(loaded.prior.log_variances, torch.zeros_like(loaded.prior.log_variances))
