@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .evaluate import write_json
+from .train import PRESET_DIR
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SEEDED_RUNS = {"ptb-gm-vae": (0, 1, 2), "ptb-dgm-vae-mi": (0, 1, 2)}  # the comparison the paper is about
@@ -153,7 +154,7 @@ def run_settings(run: Run, budget: str) -> dict:
 
 
 def preset_path(preset: str) -> Path:
-    return REPOSITORY / "configuration" / f"{preset}.json"
+    return PRESET_DIR / f"{preset}.json"
 
 
 def train_and_evaluate(run: Run, budget: str, *, work_dir: Path, results_dir: Path, threads: int,
