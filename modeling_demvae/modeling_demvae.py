@@ -15,6 +15,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_demvae import DEMVAEConfig
+from .gru import run_gru
 from .priors import PRIOR_CLASSES, GaussianMixturePrior, checked_components
 
 IGNORE_INDEX = -100
@@ -82,7 +83,7 @@ def categorical_entropy(probs: torch.Tensor) -> torch.Tensor:
 
 def state_at(rnn: nn.GRU, inputs: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     """The GRU's output at each sentence's last real position `last` (B,): later (padded) steps never reach it."""
-    outputs, _ = rnn(inputs)
+    outputs, _ = run_gru(rnn, inputs)
     return outputs.gather(1, last.view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])).squeeze(1)
 
 
@@ -168,7 +169,7 @@ class GRUDecoder(nn.Module):
         inputs = self.dropout(self.embedding(input_ids))
         if self.concat_latent:
             inputs = torch.cat((inputs, latent.unsqueeze(1).expand(-1, inputs.shape[1], -1)), dim=-1)
-        outputs, state = self.rnn(inputs, self.initial_state(latent) if state is None else state)
+        outputs, state = run_gru(self.rnn, inputs, self.initial_state(latent) if state is None else state)
         return self.dropout(outputs), state
 
 
@@ -333,9 +334,11 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
             latent = self.posterior_latent(posterior, num_samples=samples)
         hidden, _ = self.decoder(repeat_rows(input_ids, samples), latent)
         logits = self.lm_head(hidden)
+        # position t predicts token t + 1: shifting the labels (not the logits) spares a copy of the logits
+        targets = F.pad(repeat_rows(labels, samples)[:, 1:], (0, 1), value=IGNORE_INDEX)
         token_nll = F.cross_entropy(
-            logits[:, :-1].flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32)),
-            repeat_rows(labels, samples)[:, 1:].flatten(),
+            logits.flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32)),
+            targets.flatten(),
             ignore_index=IGNORE_INDEX,
             reduction="none",
         )

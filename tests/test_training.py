@@ -22,7 +22,7 @@ from modeling_demvae.synthetic import generate_sentences, synthetic_corpus, writ
 from training.checkpoints import CHECKPOINT_PATTERN, list_checkpoints
 from training.cli import main as demvae
 from training.reporting import component_homogeneity
-from training.trainer import DEMVAETrainer, TrainingArguments, TrainingDiverged
+from training.trainer import DEMVAETrainer, TrainingArguments, TrainingDiverged, adam
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_RUN = ["--batch-size", "8", "--learning-rate", "0.01", "--num-samples", "0", "--report-to", "none",
@@ -62,6 +62,23 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
+def test_the_fused_adam_makes_the_textbook_adam_update():
+    """Three steps of the trainer's optimizer against Adam written out (bias-corrected moments, eps outside)."""
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(4, 3))
+    expected, first, second = weight.detach().clone(), torch.zeros(4, 3), torch.zeros(4, 3)
+    optimizer = adam([weight], learning_rate=0.01)
+    for step in range(1, 4):
+        gradient = torch.randn(4, 3)
+        weight.grad = gradient.clone()
+        optimizer.step()
+        first, second = 0.9 * first + 0.1 * gradient, 0.999 * second + 0.001 * gradient**2
+        corrected_first, corrected_second = first / (1 - 0.9**step), second / (1 - 0.999**step)
+        expected -= 0.01 * corrected_first / (corrected_second.sqrt() + 1e-8)
+    assert optimizer.param_groups[0]["fused"]
+    torch.testing.assert_close(weight.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_two_gloo_processes_end_with_the_weights_of_one_process(corpus, tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo, each half of every batch) = 1 process with the same batch."""
     run = ["train", "--dataset", corpus, *TINY, *DETERMINISTIC, "--max-steps", "12", "--eval-every", "6"]

@@ -117,6 +117,12 @@ class TrainingState:
             setattr(self, item.name, state[item.name])
 
 
+def adam(parameters, *, learning_rate: float) -> torch.optim.Adam:
+    """The spec's Adam, fused: one kernel per parameter instead of a pass per operation (about 3x faster on CPU,
+    where the update of the two 10k x 512 embeddings is a tenth of a step); the same update up to rounding."""
+    return torch.optim.Adam(parameters, lr=learning_rate, fused=True)
+
+
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite; the last good checkpoint and exported model are kept."""
 
@@ -156,7 +162,7 @@ class DEMVAETrainer:
             eval_dataset["length"][:], args.eval_batch_size, shuffle=False,
             num_shards=processes, shard_index=self.accelerator.process_index,
         ))
-        optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
+        optimizer = adam(model.parameters(), learning_rate=args.learning_rate)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.state = TrainingState()
         self.accelerator.register_for_checkpointing(self.state)
@@ -321,4 +327,4 @@ class DEMVAETrainer:
         return state
 
 
-__all__ = ["DEMVAETrainer", "TrainingArguments", "TrainingDiverged", "TrainingState"]
+__all__ = ["DEMVAETrainer", "TrainingArguments", "TrainingDiverged", "TrainingState", "adam"]
