@@ -1,34 +1,38 @@
-"""A single-layer GRU for CPU training whose recurrent weight gradient is one matrix product over all steps.
+"""GRUs for CPU training: the recurrent weight gradient in one product over all steps, and several GRUs in step.
 
 `nn.GRU`'s CPU backward adds the recurrent weight's gradient step by step: one (3H x B) @ (B x H) product and one
 (3H x H) accumulation per token, with only B = 30 rows to share out. Here the backward runs the recurrence for the
 state gradients alone, keeps every step's gate gradients, and takes the weight gradient in one product over all
-T x B rows, as cuDNN does. Same weights, same function: `nn.GRU` is used wherever this does not pay (GPUs, autocast,
-inference).
+T x B rows, as cuDNN does. GRUs of the same size that read different inputs (the encoder's two directions) advance
+together, one batched product per step instead of one each. Same weights, same function: `nn.GRU` runs wherever this
+does not pay (GPUs, autocast, inference).
 """
 
+from collections.abc import Sequence
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
 class _GRUScan(torch.autograd.Function):
-    """h_t = (1 - z) * n + z * h_{t-1} over precomputed input projections `gates_x` (T, B, 3H), PyTorch's gate order
-    (r, z, n) and its n = tanh(x_n + r * (W_hn h + b_hn))."""
+    """D GRUs over precomputed input projections `gates_x` (D, T, B, 3H) from states `h0` (D, B, H), with recurrent
+    weights (D, 3H, H) and biases (D, 3H), in PyTorch's gate order (r, z, n):
+    n = tanh(x_n + r * (W_hn h + b_hn)), h_t = (1 - z) * n + z * h_{t-1}. Returns every state, (T, D, B, H)."""
 
     @staticmethod
     def forward(ctx, gates_x, h0, weight_hh, bias_hh):
-        steps, hidden = gates_x.shape[0], h0.shape[-1]
-        outputs = gates_x.new_empty(steps, *h0.shape)
-        reset_update = gates_x.new_empty(steps, h0.shape[0], 2 * hidden)
+        steps, hidden = gates_x.shape[1], h0.shape[-1]
+        outputs = gates_x.new_empty(steps, *h0.shape)  # step-major: every out= below writes a contiguous block
+        reset_update = gates_x.new_empty(steps, *h0.shape[:2], 2 * hidden)
         candidate = gates_x.new_empty(steps, *h0.shape)
-        gates_h = gates_x.new_empty(steps, h0.shape[0], 3 * hidden)
-        h = h0
+        gates_h = gates_x.new_empty(steps, *h0.shape[:2], 3 * hidden)
+        h, weight_t, bias = h0, weight_hh.transpose(1, 2), bias_hh.unsqueeze(1)
         for t in range(steps):
-            torch.addmm(bias_hh, h, weight_hh.t(), out=gates_h[t])
-            torch.sigmoid(gates_x[t, :, : 2 * hidden] + gates_h[t, :, : 2 * hidden], out=reset_update[t])
-            reset, update = reset_update[t, :, :hidden], reset_update[t, :, hidden:]
-            torch.tanh(torch.addcmul(gates_x[t, :, 2 * hidden:], reset, gates_h[t, :, 2 * hidden:]), out=candidate[t])
+            torch.baddbmm(bias, h, weight_t, out=gates_h[t])
+            torch.sigmoid(gates_x[:, t, :, : 2 * hidden] + gates_h[t, ..., : 2 * hidden], out=reset_update[t])
+            reset, update = reset_update[t, ..., :hidden], reset_update[t, ..., hidden:]
+            torch.tanh(torch.addcmul(gates_x[:, t, :, 2 * hidden:], reset, gates_h[t, ..., 2 * hidden:]),
+                       out=candidate[t])
             h = torch.lerp(candidate[t], h, update, out=outputs[t])
         ctx.save_for_backward(h0, weight_hh, outputs, reset_update, candidate, gates_h)
         return outputs
@@ -36,24 +40,24 @@ class _GRUScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_outputs):
         h0, weight_hh, outputs, reset_update, candidate, gates_h = ctx.saved_tensors
-        steps, batch, hidden = outputs.shape
-        grad_gates_h = grad_outputs.new_empty(steps, batch, 3 * hidden)  # d loss / d (W_hh h + b_hh), per step
-        grad_candidate = grad_outputs.new_empty(steps, batch, hidden)  # d loss / d (x_n + r * (W_hn h + b_hn))
+        steps, directions, batch, hidden = outputs.shape
+        grad_gates_h = grad_outputs.new_empty(steps, directions, batch, 3 * hidden)  # d / d (W_hh h + b_hh)
+        grad_candidate = grad_outputs.new_empty(steps, directions, batch, hidden)  # d / d (x_n + r * (...))
         grad_h = torch.zeros_like(h0)
         for t in reversed(range(steps)):
             grad_h = grad_h + grad_outputs[t]
             h_previous = outputs[t - 1] if t else h0
-            reset, update = reset_update[t, :, :hidden], reset_update[t, :, hidden:]
+            reset, update = reset_update[t, ..., :hidden], reset_update[t, ..., hidden:]
             torch.mul(grad_h * (1 - update), 1 - candidate[t].square(), out=grad_candidate[t])
-            grad_reset = grad_candidate[t] * gates_h[t, :, 2 * hidden:] * reset * (1 - reset)
+            grad_reset = grad_candidate[t] * gates_h[t, ..., 2 * hidden:] * reset * (1 - reset)
             grad_update = grad_h * (h_previous - candidate[t]) * update * (1 - update)
             torch.cat((grad_reset, grad_update, grad_candidate[t] * reset), dim=-1, out=grad_gates_h[t])
-            grad_h = torch.addmm(grad_h * update, grad_gates_h[t], weight_hh)
-        previous = torch.cat((h0.unsqueeze(0), outputs[:-1]))
-        flat_grad = grad_gates_h.view(-1, 3 * hidden)
-        grad_weight = flat_grad.t() @ previous.view(-1, hidden)
-        grad_gates_x = torch.cat((grad_gates_h[..., : 2 * hidden], grad_candidate), dim=-1)
-        return grad_gates_x, grad_h, grad_weight, flat_grad.sum(0)
+            grad_h = torch.baddbmm(grad_h * update, grad_gates_h[t], weight_hh)
+        by_direction = grad_gates_h.transpose(0, 1).reshape(directions, -1, 3 * hidden)
+        previous = torch.cat((h0.unsqueeze(0), outputs[:-1])).transpose(0, 1).reshape(directions, -1, hidden)
+        grad_weight = by_direction.transpose(1, 2) @ previous
+        grad_gates_x = torch.cat((grad_gates_h[..., : 2 * hidden], grad_candidate), dim=-1).transpose(0, 1)
+        return grad_gates_x, grad_h, grad_weight, by_direction.sum(1)
 
 
 def scan_pays(rnn: nn.GRU, inputs: torch.Tensor) -> bool:
@@ -70,15 +74,30 @@ def scan_pays(rnn: nn.GRU, inputs: torch.Tensor) -> bool:
     )
 
 
+def run_grus(rnns: Sequence[nn.GRU], inputs: Sequence[torch.Tensor], states: Sequence[torch.Tensor] | None = None):
+    """`[rnn(x, h) for rnn, x, h in zip(rnns, inputs, states)]` for batch-first, one-layer GRUs of one size over
+    inputs of one shape (B, T, I): a list of (outputs (B, T, H), last state (1, B, H)). States default to zeros."""
+    if not all(scan_pays(rnn, x) for rnn, x in zip(rnns, inputs, strict=True)):
+        return [rnn(x, h) for rnn, x, h in zip(rnns, inputs, states or [None] * len(rnns), strict=True)]
+    stacked = torch.stack(list(inputs))  # (D, B, T, I)
+    if states is None:
+        h0 = stacked.new_zeros(len(rnns), stacked.shape[1], rnns[0].hidden_size)
+    else:
+        h0 = torch.cat(list(states))
+    weight_ih, bias_ih, weight_hh, bias_hh = (
+        torch.stack([getattr(rnn, name) for rnn in rnns])
+        for name in ("weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0")
+    )
+    time_major = stacked.transpose(1, 2).flatten(1, 2)  # (D, T * B, I)
+    gates_x = torch.baddbmm(bias_ih.unsqueeze(1), time_major, weight_ih.transpose(1, 2))
+    outputs = _GRUScan.apply(gates_x.view(*stacked.shape[:1], stacked.shape[2], stacked.shape[1], -1),
+                             h0, weight_hh, bias_hh)
+    return [(outputs[:, d].transpose(0, 1), outputs[-1:, d]) for d in range(len(rnns))]
+
+
 def run_gru(rnn: nn.GRU, inputs: torch.Tensor, state: torch.Tensor | None = None):
     """`rnn(inputs, state)` for a batch-first, one-layer GRU: (outputs (B, T, H), last state (1, B, H))."""
-    if not scan_pays(rnn, inputs):
-        return rnn(inputs, state)
-    if state is None:
-        state = inputs.new_zeros(1, inputs.shape[0], rnn.hidden_size)
-    gates_x = F.linear(inputs.transpose(0, 1), rnn.weight_ih_l0, rnn.bias_ih_l0)
-    outputs = _GRUScan.apply(gates_x, state[0], rnn.weight_hh_l0, rnn.bias_hh_l0)
-    return outputs.transpose(0, 1), outputs[-1:]
+    return run_grus([rnn], [inputs], None if state is None else [state])[0]
 
 
-__all__ = ["run_gru"]
+__all__ = ["run_gru", "run_grus"]

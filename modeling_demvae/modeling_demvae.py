@@ -15,7 +15,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_demvae import DEMVAEConfig
-from .gru import run_gru
+from .gru import run_gru, run_grus
 from .priors import PRIOR_CLASSES, GaussianMixturePrior, checked_components
 
 IGNORE_INDEX = -100
@@ -81,9 +81,9 @@ def categorical_entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * torch.log(probs.clamp_min(1e-30))).sum(-1)
 
 
-def state_at(rnn: nn.GRU, inputs: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """The GRU's output at each sentence's last real position `last` (B,): later (padded) steps never reach it."""
-    outputs, _ = run_gru(rnn, inputs)
+def state_at(outputs: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """A GRU's output (B, T, H) at each sentence's last real position `last` (B,): later (padded) steps never reach
+    it."""
     return outputs.gather(1, last.view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])).squeeze(1)
 
 
@@ -91,9 +91,9 @@ class SentenceEncoder(nn.Module):
     """Embedding + GRU read left to right and, per sentence, right to left from its last real token.
 
     Each direction's state is taken at the sentence's last real token, so padding never reaches the encoding (the
-    reference code's encoder reads it). Two plain GRU calls over the padded batch beat packed sequences: no sorting,
-    no host-device synchronisation, and length-bucketed batches carry little padding.
-    """
+    reference code's encoder reads it). Two plain GRU runs over the padded batch beat packed sequences: no sorting,
+    no host-device synchronisation, and length-bucketed batches carry little padding. In CPU training the two
+    directions advance in step (`gru.run_grus`)."""
 
     def __init__(self, config: DEMVAEConfig):
         super().__init__()
@@ -109,14 +109,14 @@ class SentenceEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         embedded = self.dropout(self.embedding(input_ids))
         last = lengths - 1
-        states = [state_at(self.forward_rnn, embedded, last)]
+        rnns, inputs = [self.forward_rnn], [embedded]
         if self.backward_rnn is not None:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device)
             inside = positions < lengths.unsqueeze(1)
             reverse = torch.where(inside, last.unsqueeze(1) - positions, positions)  # flip each sentence in place
-            reversed_embedded = embedded.gather(1, reverse.unsqueeze(-1).expand_as(embedded))
-            states.append(state_at(self.backward_rnn, reversed_embedded, last))
-        return torch.cat(states, dim=-1)
+            rnns.append(self.backward_rnn)
+            inputs.append(embedded.gather(1, reverse.unsqueeze(-1).expand_as(embedded)))
+        return torch.cat([state_at(outputs, last) for outputs, _ in run_grus(rnns, inputs)], dim=-1)
 
 
 class PosteriorHeads(nn.Module):

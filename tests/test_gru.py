@@ -1,45 +1,57 @@
-"""The CPU training GRU (`modeling_demvae.gru`) against `nn.GRU`: same outputs, same gradients for every input."""
+"""The CPU training GRUs (`modeling_demvae.gru`) against `nn.GRU`: same outputs, same gradients for every input."""
 
 import pytest
 import torch
 from torch import nn
 
-from modeling_demvae.gru import run_gru, scan_pays
+from modeling_demvae.gru import run_gru, run_grus, scan_pays
 
 
-def outputs_and_gradients(function, rnn, inputs, state, output_weights, state_weights):
-    for tensor in (inputs, state, *rnn.parameters()):
+def outputs_and_gradients(results, leaves, output_weights, state_weights):
+    """Run `results()` (a list of (outputs, last state)), backpropagate a fixed linear function of all of them, and
+    return every output, last state and gradient."""
+    for tensor in leaves:
         tensor.grad = None
-    outputs, last = function()
-    ((outputs * output_weights).sum() + (last * state_weights).sum()).backward()
-    return [outputs.detach(), last.detach()] + [t.grad.clone() for t in (inputs, state, *rnn.parameters())]
+    pairs = results()
+    loss = sum((outputs * w).sum() + (last * v).sum()
+               for (outputs, last), w, v in zip(pairs, output_weights, state_weights, strict=True))
+    loss.backward()
+    return [t.detach() for pair in pairs for t in pair] + [t.grad.clone() for t in leaves]
 
 
 @pytest.mark.parametrize("steps", [1, 7])
-def test_scan_matches_nn_gru_values_and_gradients(steps):
+@pytest.mark.parametrize("directions", [1, 2])
+@pytest.mark.parametrize("given_states", [True, False])
+def test_scan_matches_nn_gru_values_and_gradients(steps, directions, given_states):
     torch.manual_seed(0)
-    rnn = nn.GRU(6, 5, batch_first=True).double()
-    inputs = torch.randn(3, steps, 6, dtype=torch.double, requires_grad=True)
-    state = torch.randn(1, 3, 5, dtype=torch.double, requires_grad=True)
-    output_weights = torch.randn(3, steps, 5, dtype=torch.double)
-    state_weights = torch.randn(1, 3, 5, dtype=torch.double)
-    assert scan_pays(rnn, inputs)
+    rnns = [nn.GRU(6, 5, batch_first=True).double() for _ in range(directions)]
+    inputs = [torch.randn(3, steps, 6, dtype=torch.double, requires_grad=True) for _ in range(directions)]
+    states = [torch.randn(1, 3, 5, dtype=torch.double, requires_grad=True) for _ in range(directions)]
+    output_weights = [torch.randn(3, steps, 5, dtype=torch.double) for _ in range(directions)]
+    state_weights = [torch.randn(1, 3, 5, dtype=torch.double) for _ in range(directions)]
+    leaves = [*inputs, *(states if given_states else []), *(p for rnn in rnns for p in rnn.parameters())]
+    assert all(scan_pays(rnn, x) for rnn, x in zip(rnns, inputs, strict=True))
 
-    expected = outputs_and_gradients(lambda: rnn(inputs, state), rnn, inputs, state, output_weights, state_weights)
-    actual = outputs_and_gradients(lambda: run_gru(rnn, inputs, state), rnn, inputs, state, output_weights,
-                                   state_weights)
-    names = ["outputs", "last state", "d inputs", "d state", *(f"d {n}" for n, _ in rnn.named_parameters())]
-    for name, want, got in zip(names, expected, actual, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, msg=f"{name} differs from nn.GRU")
+    def reference():
+        return [rnn(x, h if given_states else None) for rnn, x, h in zip(rnns, inputs, states, strict=True)]
+
+    def scanned():
+        return run_grus(rnns, inputs, states if given_states else None)
+
+    expected = outputs_and_gradients(reference, leaves, output_weights, state_weights)
+    actual = outputs_and_gradients(scanned, leaves, output_weights, state_weights)
+    assert len(actual) == len(expected) == 2 * directions + len(leaves)
+    for index, (want, got) in enumerate(zip(expected, actual, strict=True)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, msg=f"result {index} differs from nn.GRU")
 
 
 def test_scan_is_taken_in_cpu_training_and_not_in_inference():
     rnn = nn.GRU(4, 3, batch_first=True)
     inputs = torch.randn(2, 5, 4)
-    outputs, _ = run_gru(rnn, inputs)
-    assert type(outputs.grad_fn.next_functions[0][0]).__name__ == "_GRUScanBackward"  # (B, T, H) is a transpose
+    outputs, last = run_gru(rnn, inputs)
+    assert type(outputs.grad_fn.next_functions[0][0].next_functions[0][0]).__name__ == "_GRUScanBackward"
+    assert last.shape == (1, 2, 3)  # a zero initial state when none is given
+    torch.testing.assert_close(outputs, rnn(inputs)[0])
     with torch.no_grad():
         assert not scan_pays(rnn, inputs)
         torch.testing.assert_close(run_gru(rnn, inputs)[0], rnn(inputs)[0])
-    assert run_gru(rnn, inputs)[1].shape == (1, 2, 3)  # a zero initial state when none is given
-    torch.testing.assert_close(run_gru(rnn, inputs)[0], rnn(inputs)[0])
