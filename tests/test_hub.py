@@ -39,7 +39,7 @@ REPO_ID = "tester/demvae-tiny"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 PUSHED_FILES = {
     "README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-    "tokenizer_config.json", "modeling_demvae.py", "configuration_demvae.py", "priors.py", "hub.py",
+    "tokenizer_config.json", "modeling_demvae.py", "configuration_demvae.py", "priors.py", "hub.py", "gru.py",
 }
 
 
