@@ -1,12 +1,13 @@
 """Training-step speed: our DGM-VAE step against a reimplementation of the reference step, same data, same model.
 
 Each variant runs in its own worker process (so peak memory is its own), in alternating rounds; the table reports
-the median tokens per second (real tokens: <s> ... </s>, padding not counted), the speed ratio to the reference,
-and peak memory. Variants:
+the median tokens per second (real tokens: <s> ... </s>, padding not counted), the ratio of the medians to the
+reference's, the range of each round's ratio to that round's reference run, and peak memory. Variants:
   reference   every batch padded to 40 tokens, no packing, no length bucketing, loss as in benchmarks/reference_step.py,
               Adam as the reference code runs it (a pass over the parameters per operation)
   ours        length-bucketed batches, the encoder's state read at each sentence's last real token,
-              DEMVAEForGeneration.forward's loss, the trainer's fused Adam
+              the CPU training GRU (modeling_demvae/gru.py), DEMVAEForGeneration.forward's loss, the trainer's
+              fused Adam
   ours-bf16   the same under bf16 autocast (CPUs with AVX-512 bf16, and GPUs)
 
     python benchmarks/train_speed.py                       # CPU, reference model size, PTB
@@ -151,16 +152,21 @@ def main() -> None:
     rows = []
     print(f"\nDGM-VAE training step, reference size (PTB, batch {BATCH_SIZE}, 1 posterior sample), "
           f"device {args.device}, {runs[variants[0]][0]['threads']} threads, median of {args.rounds} rounds")
-    print(f"{'variant':<12}{'tokens/s':>12}{'s/step':>10}{'ratio':>8}{'peak MiB':>11}{'mean loss':>11}")
+    print(f"{'variant':<12}{'tokens/s':>12}{'s/step':>10}{'ratio':>8}{'per round':>13}{'peak MiB':>11}"
+          f"{'mean loss':>11}")
     for variant in variants:
         speed = median(variant, "tokens_per_second")
         ratio = speed / base if base else float("nan")
+        # each round's ratio to the reference run just before it: the machine's slow drifts cancel in the pair
+        paired = [r["tokens_per_second"] / b["tokens_per_second"] for r, b in zip(runs[variant], runs["reference"])
+                  ] if base else [float("nan")]
         row = {"variant": variant, "tokens_per_second": speed, "seconds_per_step": median(variant, "seconds_per_step"),
-               "speed_ratio_to_reference": ratio, "peak_memory_mib": median(variant, "peak_memory_mib"),
-               "mean_loss": median(variant, "mean_loss"), "runs": runs[variant]}
+               "speed_ratio_to_reference": ratio, "speed_ratio_per_round": paired,
+               "peak_memory_mib": median(variant, "peak_memory_mib"), "mean_loss": median(variant, "mean_loss"),
+               "runs": runs[variant]}
         rows.append(row)
         print(f"{variant:<12}{speed:>12.0f}{row['seconds_per_step']:>10.3f}{ratio:>8.2f}"
-              f"{row['peak_memory_mib']:>11.0f}{row['mean_loss']:>11.2f}")
+              f"{f'{min(paired):.2f}-{max(paired):.2f}':>13}{row['peak_memory_mib']:>11.0f}{row['mean_loss']:>11.2f}")
     output = Path(args.output or Path(__file__).parent / f"train_speed_{args.device}.json")
     output.write_text(json.dumps({"device": args.device, "torch": torch.__version__, "steps": args.steps,
                                   "rounds": args.rounds, "results": rows}, indent=2))
