@@ -56,3 +56,22 @@ def test_prior_samples_and_reverse_perplexity_are_deterministic():
     assert 1.0 < result["rppl"] < float("inf") and 0.0 <= result["unseen_test_token_rate"] <= 1.0
     with pytest.raises(ValueError, match="num_train"):
         reverse_perplexity(model, test_sentences, num_train=0)
+
+
+def test_a_model_without_a_latent_samples_its_words_instead_of_repeating_one_greedy_sentence():
+    model = tiny_model(variant="rnnlm").eval()
+    assert model.config.decoder_latent_size == 0
+    with torch.no_grad():
+        model.lm_head.bias[5] += 3.0  # one word far more likely than the rest, everywhere
+    samples = sample_sentences(model, 2000, batch_size=1000, seed=3)
+    assert samples == sample_sentences(model, 2000, batch_size=1000, seed=3)  # seeded
+    assert len({tuple(s) for s in samples}) > 1000  # greedy decoding would give one sentence 2,000 times
+    # the first words follow the decoder's distribution after <s>, which never emits padding (an empty sentence's
+    # first word is </s>)
+    with torch.no_grad():
+        logits = model(torch.tensor([[1]]), latent=torch.zeros(1, 0)).logits[0, -1]
+    probs = logits.index_fill(0, torch.tensor([model.config.pad_token_id]), -torch.inf).softmax(-1)
+    counts = torch.bincount(torch.tensor([s[1] for s in samples]), minlength=len(probs))
+    frequencies = counts / counts.sum()
+    assert 0.25 < probs[5] < 0.5 and abs(frequencies[5] - probs[5]) < 0.04  # about 4 standard deviations
+    assert 0.5 * (frequencies - probs).abs().sum() < 0.1  # total variation; about 0.05 expected from 2,000 draws

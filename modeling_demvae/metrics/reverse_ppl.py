@@ -112,12 +112,17 @@ def train_language_model(
 @torch.no_grad()
 def sample_sentences(model, num_samples: int, *, batch_size: int = 500, seed: int = 0, progress: bool = False):
     """`num_samples` sentences from the prior (z ~ p(z), greedy decoding) as id lists with `<s>` and `</s>`;
-    the latents are drawn first, so the sentences do not depend on `batch_size`."""
+    the latents are drawn first, so the sentences do not depend on `batch_size`.
+
+    A model without a latent (the RNNLM) has a single greedy sentence, which would make its rPPL and wKL measure
+    one sentence: its words are sampled from the decoder's distribution instead (then they depend on `batch_size`).
+    """
     config = model.config
+    ancestral = {} if config.decoder_latent_size else {"do_sample": True, "top_k": 0, "top_p": 1.0, "temperature": 1.0}
     with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
         torch.manual_seed(seed)
         latent = model.sample_prior(num_samples)
-    words = decode_sentences(model, latent, batch_size=batch_size, progress=progress)
+        words = decode_sentences(model, latent, batch_size=batch_size, progress=progress, **ancestral)
     return [[config.bos_token_id, *w, config.eos_token_id] for w in words]
 
 
