@@ -88,11 +88,11 @@ def run_grus(rnns: Sequence[nn.GRU], inputs: Sequence[torch.Tensor], states: Seq
         torch.stack([getattr(rnn, name) for rnn in rnns])
         for name in ("weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0")
     )
+    directions, batch, steps, _ = stacked.shape
     time_major = stacked.transpose(1, 2).flatten(1, 2)  # (D, T * B, I)
     gates_x = torch.baddbmm(bias_ih.unsqueeze(1), time_major, weight_ih.transpose(1, 2))
-    outputs = _GRUScan.apply(gates_x.view(*stacked.shape[:1], stacked.shape[2], stacked.shape[1], -1),
-                             h0, weight_hh, bias_hh)
-    return [(outputs[:, d].transpose(0, 1), outputs[-1:, d]) for d in range(len(rnns))]
+    outputs = _GRUScan.apply(gates_x.view(directions, steps, batch, -1), h0, weight_hh, bias_hh)
+    return [(outputs[:, d].transpose(0, 1), outputs[-1:, d]) for d in range(directions)]
 
 
 def run_gru(rnn: nn.GRU, inputs: torch.Tensor, state: torch.Tensor | None = None):
