@@ -310,7 +310,9 @@ def write_report(path: Path, results_dir: Path) -> None:
              "K); spread is the mean distance between a group's component means in pooled standard deviations; "
              "L_d is the dispersion term. Several seeds: mean ± standard deviation. Compare models within a budget "
              "only: with a few thousand greedy samples (the `cpu` budget) rPPL is dominated by the test words that no "
-             "sample contains, so its absolute values are far above the paper's."]
+             "sample contains, so its absolute values are far above the paper's. The RNNLM has no latent, so its "
+             "samples are drawn word by word (greedy decoding would repeat one sentence): its rPPL and wKL measure "
+             "sampled text against the other models' greedy text and are not comparable with theirs."]
     for budget, spec in BUDGETS.items():
         records = load_records(results_dir, budget)
         if not records:
