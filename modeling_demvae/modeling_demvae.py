@@ -82,8 +82,7 @@ def categorical_entropy(probs: torch.Tensor) -> torch.Tensor:
 
 
 def state_at(outputs: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """A GRU's output (B, T, H) at each sentence's last real position `last` (B,): later (padded) steps never reach
-    it."""
+    """A GRU's outputs (B, T, H) at each sentence's last real position `last` (B,): padding never reaches them."""
     return outputs.gather(1, last.view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])).squeeze(1)
 
 

@@ -58,10 +58,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# ----- distributed and accumulated steps -----
+# ----- the optimizer -----
 
 
-@pytest.mark.slow
 def test_the_fused_adam_makes_the_textbook_adam_update():
     """Three steps of the trainer's optimizer against Adam written out (bias-corrected moments, eps outside)."""
     torch.manual_seed(0)
@@ -79,6 +78,10 @@ def test_the_fused_adam_makes_the_textbook_adam_update():
     torch.testing.assert_close(weight.detach(), expected, rtol=1e-5, atol=1e-6)
 
 
+# ----- distributed and accumulated steps -----
+
+
+@pytest.mark.slow
 def test_two_gloo_processes_end_with_the_weights_of_one_process(corpus, tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo, each half of every batch) = 1 process with the same batch."""
     run = ["train", "--dataset", corpus, *TINY, *DETERMINISTIC, "--max-steps", "12", "--eval-every", "6"]
