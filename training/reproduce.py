@@ -8,7 +8,7 @@ every metric, timings, the exact settings) goes to RESULTS_DIR/BUDGET/RUN.json a
 benchmarks/results.md is rewritten from all the records there. The set is producible in pieces: finished runs are
 skipped (unless their budget's settings changed), interrupted ones resume from their last checkpoint.
 
-Budgets: `paper` is the reference protocol (spec sections 5 and 6), for a GPU. `cpu` takes about 30 minutes a run
+Budgets: `paper` is the reference protocol (spec sections 5 and 6), for a GPU. `cpu` takes 20 to 30 minutes a run
 on one CPU core beside a second run (`--jobs 2`); `smoke` checks the whole pipeline in a minute. `--list-budgets`
 prints exactly what each changes.
 
@@ -57,8 +57,8 @@ BUDGETS = {
     "paper": Budget("the reference protocol: the presets as they are (spec section 5), NLL with 500 samples and "
                     "rPPL with 40,000 + 3,000 samples on the whole test set (spec section 6)"),
     "cpu": Budget(
-        "about 30 minutes a run on one CPU core beside a second run (`--jobs 2`: two models in 30 minutes on two "
-        "cores): a model half the reference width, one posterior sample, 2,000 "
+        "20 to 30 minutes a run on one CPU core beside a second run (`--jobs 2`: two models in 20 to 30 minutes on "
+        "two cores): a model half the reference width, one posterior sample, 2,000 "
         "steps with the KL annealing compressed to match, validation every 250 steps; "
         "evaluation on the first 1,000 test sentences with 50 importance samples, rPPL and wKL from 2,000 + 200 "
         "samples and a language model trained for at most 8 epochs",
