@@ -58,9 +58,10 @@ def rss_mib() -> float:
 
 
 def run_worker(variant: str, args) -> dict:
+    from demvae.trainer import adam
+
     from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration
     from modeling_demvae.data import LengthBucketBatchSampler, PaddingCollator
-    from training.trainer import adam
 
     torch.manual_seed(0)
     ids, vocab_size = load_ptb_ids(args.data_dir)

@@ -126,6 +126,16 @@ class DEMVAEConfig(PreTrainedConfig):
         return config_dict, kwargs
 
     @property
+    def paper_name(self) -> str:
+        """The paper's name of this model: DGM-VAE or GM-VAE (+ MI), VAE, DI-VAE, semi-VAE (+ MI) or RNNLM.
+
+        DI-VAE's batch-prior regularization is its definition (the MI switch on), so it takes no "+ MI"."""
+        mi = " + MI" if self.use_mutual_information else ""
+        if self.variant == "dem":
+            return ("DGM-VAE" if self.dispersion_weight > 0 else "GM-VAE") + mi
+        return {"vae": "VAE", "discrete": "DI-VAE", "semi": "semi-VAE" + mi, "rnnlm": "RNNLM"}[self.variant]
+
+    @property
     def has_mixture_prior(self) -> bool:
         return self.variant == "dem"
 

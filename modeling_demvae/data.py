@@ -14,17 +14,24 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, load_dataset
 
-IGNORE_INDEX = -100
+from .modeling_demvae import IGNORE_INDEX
+from .synthetic import synthetic_corpus
+
 SPLIT_NAMES = {"train": "train", "valid": "validation", "validation": "validation", "dev": "validation", "test": "test"}
-BUILTIN_CORPORA = ("ptb", "daily_dialog")
+BUILTIN_CORPORA = ("ptb", "daily_dialog")  # read from the data folder; "synthetic" is generated
+LABEL_COLUMNS = ("act", "emotion", "mode")  # label columns a corpus may carry (DailyDialog; the synthetic modes)
 TABLE_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv"}
 
 
 def default_data_dir() -> Path:
-    """Where the shared corpora live: $DEMVAE_DATA_DIR, else `shared/data` beside the checkout."""
+    """Where the corpora live: $DEMVAE_DATA_DIR; else, running from a checkout, `../shared/data` beside it; else
+    `data` in the current folder (an installed package knows no checkout)."""
     if os.environ.get("DEMVAE_DATA_DIR"):
         return Path(os.environ["DEMVAE_DATA_DIR"])
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout.parent / "shared" / "data"
+    return Path("data")
 
 
 # ----- reading sources -----
@@ -140,11 +147,14 @@ def _with_text_column(corpus: DatasetDict, text_column: str, origin: str) -> Dat
 def load_corpus(source: str, *, text_column: str = "text", data_dir=None) -> DatasetDict:
     """A corpus by name or path.
 
-    `source` is "ptb" or "daily_dialog" (read from `data_dir`, default `default_data_dir()`), a folder with
-    train/valid/test text files, a single .txt/.jsonl/.json/.csv file (the training split only), or the name of a
-    dataset on the Hugging Face Hub (needs a connection; `text_column` names the sentence column).
+    `source` is "synthetic" (the built-in corpus with known modes), "ptb" or "daily_dialog" (read from `data_dir`,
+    default `default_data_dir()`), a folder with train/valid/test text files, a single .txt/.jsonl/.json/.csv file
+    (the training split only), or the name of a dataset on the Hugging Face Hub (needs a connection;
+    `text_column` names the sentence column).
     """
     source = str(source)
+    if source == "synthetic":
+        return synthetic_corpus()  # the same sentences whatever the training seed
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     if source in BUILTIN_CORPORA:
         folder = data_dir / source
@@ -161,7 +171,7 @@ def load_corpus(source: str, *, text_column: str = "text", data_dir=None) -> Dat
         return text_files_corpus(path)
     if path.suffix.lower() in (".txt", *TABLE_SUFFIXES) or source.startswith((".", "/", "~")) or source.count("/") > 1:
         raise FileNotFoundError(f"corpus file not found: {source} (give an existing file or folder, 'ptb', "
-                                "'daily_dialog', or a Hub dataset name).")
+                                "'daily_dialog', 'synthetic', or a Hub dataset name).")
     return _hub_corpus(source, text_column)
 
 
@@ -286,6 +296,7 @@ class LengthBucketBatchSampler:
 
 __all__ = [
     "IGNORE_INDEX",
+    "LABEL_COLUMNS",
     "LengthBucketBatchSampler",
     "PaddingCollator",
     "daily_dialog_corpus",

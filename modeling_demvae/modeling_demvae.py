@@ -438,16 +438,5 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
     def _supports_default_dynamic_cache(cls) -> bool:
         return False  # the cache is the GRU state, not attention keys and values
 
-    # ----- sharing -----
-
-    def push_to_hub(self, repo_id: str, *, tokenizer=None, **options):
-        """Push to the Hub in one commit: weights, config, generation config, tokenizer (by default the one saved
-        beside the weights this model was loaded from), modeling source and a model card with samples and the
-        evaluation. `options` are those of `modeling_demvae.hub.push_model` (evaluations=, latent_image=,
-        private=, revision=, token=, ...)."""
-        from .hub import push_model  # the hub module imports this one
-
-        return push_model(self, repo_id, tokenizer=tokenizer, **options)
-
 
 __all__ = ["DEMVAEConfig", "DEMVAEForGeneration", "DEMVAEPreTrainedModel", "DEMVAEOutput", "DEMVAEPosterior"]

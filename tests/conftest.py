@@ -1,4 +1,5 @@
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration  # noqa: E402
+from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer, data  # noqa: E402
 from modeling_demvae.data import default_data_dir  # noqa: E402
 
 VOCAB_SIZE = 40
@@ -49,3 +50,50 @@ def data_dir() -> Path:
     if not (path / "ptb").is_dir():
         pytest.skip(f"shared corpora not found at {path} (set DEMVAE_DATA_DIR to the folder holding ptb/)")
     return path
+
+
+# A meta-path finder, as the first lines of a script run in a subprocess: that process cannot import our
+# packages, as on a machine where only a saved model folder and transformers are at hand.
+BLOCK_OUR_PACKAGE = textwrap.dedent(
+    """
+    import sys
+    class BlockOurPackage:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("modeling_demvae", "demvae"):
+                raise ImportError(f"{name} is blocked: this process must not see the installed package")
+    sys.meta_path.insert(0, BlockOurPackage())
+    """
+)
+
+
+WORDS = "the cat dog sat ran on a mat rug big small red".split()
+
+
+def write_dialog_corpus(folder, num_dialogues=6, seed=0):
+    """A DailyDialog-shaped corpus (train/validation/test with act and emotion labels) of random short utterances."""
+    generator = torch.Generator().manual_seed(seed)
+    for split in ("train", "validation", "test"):
+        (folder / split).mkdir(parents=True)
+        dialogues, acts, emotions = [], [], []
+        for _ in range(num_dialogues):
+            turns = []
+            for _ in range(3):
+                length = int(torch.randint(2, 6, (1,), generator=generator))
+                turns.append(" ".join(WORDS[i] for i in torch.randint(len(WORDS), (length,), generator=generator)))
+            dialogues.append(" __eou__ ".join(turns) + " __eou__")
+            acts.append(" ".join(str(int(a)) for a in torch.randint(1, 5, (3,), generator=generator)))
+            emotions.append(" ".join(str(int(e)) for e in torch.randint(0, 7, (3,), generator=generator)))
+        for name, lines in (("dialogues", dialogues), ("dialogues_act", acts), ("dialogues_emotion", emotions)):
+            (folder / split / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def save_tiny_model(folder, corpus_folder, **overrides):
+    """A tiny untrained model with a tokenizer built from the corpus, saved as `demvae train` does."""
+    corpus = data.load_corpus(str(corpus_folder))
+    tokenizer = build_tokenizer(corpus["train"]["text"])
+    torch.manual_seed(0)
+    model = DEMVAEForGeneration(tiny_config(vocab_size=len(tokenizer), **overrides))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

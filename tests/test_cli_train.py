@@ -5,11 +5,11 @@ import re
 from pathlib import Path
 
 import pytest
+from demvae.cli import main as demvae
+from demvae.train import PRESET_DIR, load_preset
+from demvae.trainer import TrainingArguments
 
 from modeling_demvae import DEMVAEConfig
-from training.cli import main as demvae
-from training.train import PRESET_DIR, load_preset
-from training.trainer import TrainingArguments
 
 TINY = ["--embed-size", "8", "--encoder-hidden-size", "8", "--decoder-hidden-size", "8", "--num-groups", "2",
         "--num-components", "3", "--max-sentence-length", "12", "--batch-size", "4", "--max-steps", "4",

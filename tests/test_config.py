@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from modeling_demvae import DEMVAEConfig
@@ -38,8 +40,14 @@ def test_tied_weights_need_matching_sizes():
     assert DEMVAEConfig(embed_size=16, decoder_hidden_size=32, tie_word_embeddings=False).decoder_hidden_size == 32
 
 
-def test_integer_weights_are_accepted_as_floats():
-    assert DEMVAEConfig(dispersion_weight=1).dispersion_weight == 1.0
+def test_integer_weights_are_stored_as_floats(tmp_path):
+    """JSON and command lines drop the ".0"; the config keeps floats, so a saved config reads the same."""
+    config = DEMVAEConfig(dispersion_weight=1, dropout=0, gumbel_temperature=2, kl_annealing_slope=1)
+    for name in ("dispersion_weight", "dropout", "gumbel_temperature", "kl_annealing_slope"):
+        assert type(getattr(config, name)) is float, name
+    config.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["dispersion_weight"] == 1.0
+    assert '"dispersion_weight": 1.0' in (tmp_path / "config.json").read_text()
 
 
 def test_round_trip(tmp_path):

@@ -3,44 +3,11 @@
 import json
 
 import pytest
-import torch
-from conftest import tiny_config
+from conftest import save_tiny_model, write_dialog_corpus
+from demvae.cli import main
 from transformers import PreTrainedTokenizerFast
 
-from modeling_demvae import DEMVAEForGeneration, build_tokenizer, data, metrics
-from training.cli import main
-
-WORDS = "the cat dog sat ran on a mat rug big small red".split()
-
-
-def write_dialog_corpus(folder, num_dialogues=6, seed=0):
-    """A DailyDialog-shaped corpus (train/validation/test with act and emotion labels) of random short utterances."""
-    generator = torch.Generator().manual_seed(seed)
-    for split in ("train", "validation", "test"):
-        (folder / split).mkdir(parents=True)
-        dialogues, acts, emotions = [], [], []
-        for _ in range(num_dialogues):
-            turns = []
-            for _ in range(3):
-                length = int(torch.randint(2, 6, (1,), generator=generator))
-                turns.append(" ".join(WORDS[i] for i in torch.randint(len(WORDS), (length,), generator=generator)))
-            dialogues.append(" __eou__ ".join(turns) + " __eou__")
-            acts.append(" ".join(str(int(a)) for a in torch.randint(1, 5, (3,), generator=generator)))
-            emotions.append(" ".join(str(int(e)) for e in torch.randint(0, 7, (3,), generator=generator)))
-        for name, lines in (("dialogues", dialogues), ("dialogues_act", acts), ("dialogues_emotion", emotions)):
-            (folder / split / f"{name}.txt").write_text("\n".join(lines) + "\n")
-    return folder
-
-
-def save_tiny_model(folder, corpus_folder, **overrides):
-    """A tiny untrained model with a tokenizer built from the corpus, saved as `demvae train` does."""
-    corpus = data.load_corpus(str(corpus_folder))
-    tokenizer = build_tokenizer(corpus["train"]["text"])
-    torch.manual_seed(0)
-    model = DEMVAEForGeneration(tiny_config(vocab_size=len(tokenizer), **overrides))
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+from modeling_demvae import DEMVAEForGeneration, data, metrics
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,21 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import BLOCK_OUR_PACKAGE, tiny_config
+from demvae.cli import main as demvae
+from demvae.hub import hub_http, push_folder, push_model, render_model_card
 from huggingface_hub import HfApi, ModelCard, constants
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 from huggingface_hub.hf_api import CommitInfo, RepoUrl
 from sklearn.metrics import homogeneity_score
-from test_save_load import BLOCK_OUR_PACKAGE  # a meta-path finder that hides our package
 from transformers import AutoTokenizer
 
 from modeling_demvae import DEMVAEForGeneration, build_tokenizer
-from modeling_demvae.hub import hub_http, push_folder, render_model_card
-from training.cli import main as demvae
 
 # three topics, two sentences each: the labels the homogeneity of the fixture's components is measured against
 SENTENCES = [
@@ -39,8 +39,9 @@ REPO_ID = "tester/demvae-tiny"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 PUSHED_FILES = {
     "README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-    "tokenizer_config.json", "modeling_demvae.py", "configuration_demvae.py", "priors.py", "hub.py", "gru.py",
+    "tokenizer_config.json", "modeling_demvae.py", "configuration_demvae.py", "priors.py", "gru.py",
 }
+MODEL_FILES = PUSHED_FILES - {"README.md", "tokenizer.json", "tokenizer_config.json"}  # what a model alone saves
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -98,6 +99,12 @@ class FakeHub:
         self.fail_with, self.fail_at = fail_with, fail_at
         for name in ("create_repo", "create_branch", "create_commit"):
             monkeypatch.setattr(HfApi, name, getattr(self, name))
+        monkeypatch.setattr(ModelCard, "load", self.load_card)  # transformers' push_to_hub reads the current card
+
+    def load_card(self, repo_id, **kwargs):
+        if "README.md" not in self.files:
+            raise EntryNotFoundError(f"{repo_id} has no README.md yet")
+        return ModelCard(self.files["README.md"].decode())
 
     def _maybe_fail(self, name):
         if self.fail_at == name and self.fail_with is not None:
@@ -283,18 +290,61 @@ def test_push_finds_the_picture_demvae_inspect_wrote(trained, logged_in, monkeyp
     assert "![Latent space](latent_space.png)" in hub.files["README.md"].decode()
 
 
-def test_model_push_to_hub_carries_tokenizer_and_card(trained, logged_in, monkeypatch, tmp_path):
+def test_push_model_carries_tokenizer_and_card(trained, logged_in, monkeypatch, tmp_path):
     folder, _, tokenizer = trained
     hub = FakeHub(monkeypatch)
     model = DEMVAEForGeneration.from_pretrained(folder)  # the tokenizer is found beside the weights
-    model.push_to_hub(REPO_ID, evaluations=[{"nll": 12.5}])
+    push_model(model, REPO_ID, evaluations=[{"nll": 12.5}])
     assert set(hub.files) == PUSHED_FILES
     card = ModelCard(hub.files["README.md"].decode())
     assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [("nll", 12.5)]
     assert json.loads(hub.files["tokenizer.json"])["model"]["vocab"] == tokenizer.get_vocab()
 
     with pytest.raises(ValueError, match="pass tokenizer="):
-        DEMVAEForGeneration(tiny_config(vocab_size=len(tokenizer))).push_to_hub(REPO_ID)
+        push_model(DEMVAEForGeneration(tiny_config(vocab_size=len(tokenizer))), REPO_ID)
+
+
+def test_model_push_to_hub_is_the_transformers_one(trained, monkeypatch):
+    """The model's own push_to_hub sends the model (weights, config, modeling source) and transformers' card."""
+    folder, _, _ = trained
+    hub = FakeHub(monkeypatch)
+    DEMVAEForGeneration.from_pretrained(folder).push_to_hub(REPO_ID, token="hf_test")
+    assert set(hub.files) == MODEL_FILES | {"README.md"}
+    assert "demvae" not in hub.files["README.md"].decode().split("---")[1]  # transformers' card, not ours
+
+
+def test_push_to_hub_from_a_remote_code_model_without_our_package(trained, tmp_path):
+    """A model loaded with trust_remote_code where our package is not installed pushes what it was loaded from."""
+    folder, _, _ = trained
+    script = BLOCK_OUR_PACKAGE + textwrap.dedent(
+        f"""
+        import json
+        from huggingface_hub import HfApi, ModelCard
+        from huggingface_hub.errors import EntryNotFoundError
+        from huggingface_hub.hf_api import CommitInfo, RepoUrl
+        from transformers import AutoModelForCausalLM
+
+        sent = []
+        def create_commit(self, repo_id, operations, **kwargs):
+            sent.extend(operation.path_in_repo for operation in operations)
+            return CommitInfo(commit_url="https://huggingface.co/tester/x/commit/0", commit_message="", commit_description="",
+                              oid="0" * 40)
+        def no_card(repo_id, **kwargs):
+            raise EntryNotFoundError("no README.md yet")
+        HfApi.create_repo = lambda self, repo_id, **kwargs: RepoUrl(f"https://huggingface.co/{{repo_id}}")
+        HfApi.create_commit = create_commit
+        ModelCard.load = no_card
+        model = AutoModelForCausalLM.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        model.push_to_hub({REPO_ID!r}, token="hf_test")
+        print(json.dumps(sorted(sent)))
+        """
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert set(json.loads(result.stdout.splitlines()[-1])) == MODEL_FILES | {"README.md"}
 
 
 def http_error(status: int) -> HfHubHTTPError:
@@ -385,7 +435,7 @@ def test_fine_tune_a_pushed_model_and_push_the_result(trained, logged_in, monkey
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"), OMP_NUM_THREADS="1")
     train = ["train", "--init-from", REPO_ID, "--train-file", str(corpus), "--valid-file", str(corpus),
              "--output-dir", str(tmp_path / "tuned"), "--max-steps", "10", "--eval-every", "5", "--batch-size", "2"]
-    result = subprocess.run([sys.executable, "-m", "training.cli", *train], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "demvae", *train], capture_output=True, text=True,
                             env=env, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -3,10 +3,9 @@
 import matplotlib.image
 import pytest
 import torch
-from test_evaluate_cli import save_tiny_model, write_dialog_corpus
-
-from training.cli import main
-from training.inspect_model import characteristic_words, project_to_2d
+from conftest import save_tiny_model, write_dialog_corpus
+from demvae.cli import main
+from demvae.inspect_model import characteristic_words, project_to_2d
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,8 @@ import json
 import statistics
 
 import pytest
-
-from training import reproduce
-from training.cli import main
+from demvae import reproduce
+from demvae.cli import main
 
 
 def record(preset: str, seed: int, **evaluation) -> dict:

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import tiny_batch, tiny_model
+from conftest import BLOCK_OUR_PACKAGE, tiny_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from modeling_demvae import DEMVAEForGeneration, build_tokenizer
@@ -60,18 +60,6 @@ def test_reload_gives_identical_outputs(saved):
     assert reloaded_tokenizer("the cat sat")["input_ids"] == tokenizer("the cat sat")["input_ids"]
 
 
-BLOCK_OUR_PACKAGE = textwrap.dedent(
-    """
-    import sys
-    class BlockOurPackage:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("modeling_demvae", "training"):
-                raise ImportError(f"{name} is blocked: this process must not see the installed package")
-    sys.meta_path.insert(0, BlockOurPackage())
-    """
-)
-
-
 def test_trust_remote_code_without_our_package(saved, tmp_path_factory):
     folder, model, tokenizer = saved
     batch = tokenizer(["the cat sat", "a dog"], return_tensors="pt", padding=True)
@@ -113,14 +101,6 @@ def test_not_our_checkpoint_is_rejected(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 1}))
     with pytest.raises(ValueError, match="holds a .gpt2. model, not a DEM-VAE one"):
         DEMVAEForGeneration.from_pretrained(tmp_path)
-
-
-def test_dtype_option(saved):
-    folder, _, _ = saved
-    model = DEMVAEForGeneration.from_pretrained(folder, dtype=torch.float64)
-    assert model.dtype == torch.float64
-    input_ids, mask = tiny_batch()
-    assert model(input_ids.clamp_max(5), mask).loss.dtype == torch.float64
 
 
 def test_vae_prior_is_standard_normal_after_reload(tmp_path):

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
+from demvae.checkpoints import CHECKPOINT_PATTERN, list_checkpoints
+from demvae.cli import main as demvae
+from demvae.reporting import component_homogeneity
+from demvae.trainer import DEMVAETrainer, TrainingArguments, TrainingDiverged, adam
 from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerFast
 
 from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer
 from modeling_demvae.data import tokenize_corpus
 from modeling_demvae.synthetic import generate_sentences, synthetic_corpus, write_synthetic_corpus
-from training.checkpoints import CHECKPOINT_PATTERN, list_checkpoints
-from training.cli import main as demvae
-from training.reporting import component_homogeneity
-from training.trainer import DEMVAETrainer, TrainingArguments, TrainingDiverged, adam
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_RUN = ["--batch-size", "8", "--learning-rate", "0.01", "--num-samples", "0", "--report-to", "none",
@@ -87,7 +87,7 @@ def test_two_gloo_processes_end_with_the_weights_of_one_process(corpus, tmp_path
     run = ["train", "--dataset", corpus, *TINY, *DETERMINISTIC, "--max-steps", "12", "--eval-every", "6"]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", str(free_port()), "-m", "training.cli"]
+              "--main_process_port", str(free_port()), "-m", "demvae"]
     result = subprocess.run([*launch, *run, "--output-dir", str(tmp_path / "two")], env=subprocess_env(),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -128,7 +128,7 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(corpus, tmp_pat
            "--checkpoint-every", "10", "--keep-checkpoints", "2"]
     killed = tmp_path / "killed"
     log = open(tmp_path / "killed.log", "w")  # a file, not a pipe: progress bars would fill a pipe and block
-    process = subprocess.Popen([sys.executable, "-m", "training.cli", *run, "--output-dir", str(killed)],
+    process = subprocess.Popen([sys.executable, "-m", "demvae", *run, "--output-dir", str(killed)],
                                env=subprocess_env(), stdout=log, stderr=log)
     checkpoints, seen_incomplete, deadline = killed / "checkpoints", [], time.time() + 240
     while time.time() < deadline and process.poll() is None:

@@ -6,14 +6,14 @@ import importlib
 import os
 import sys
 
-# subcommand -> module; each module's docstring's first line is its --help summary
+# subcommand -> module of this package; each module's docstring's first line is its --help summary
 COMMANDS = {
-    "train": "training.train",
-    "generate": "training.generate",
-    "evaluate": "training.evaluate",
-    "inspect": "training.inspect_model",
-    "push": "training.push",
-    "reproduce": "training.reproduce",
+    "train": "train",
+    "generate": "generate",
+    "evaluate": "evaluate",
+    "inspect": "inspect_model",
+    "push": "push",
+    "reproduce": "reproduce",
 }
 
 
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(f".{module_name}", __package__)
         summary = (module.__doc__ or "").strip().splitlines()[0]
         sub = subcommands.add_parser(name, help=summary, description=module.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

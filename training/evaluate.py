@@ -29,13 +29,13 @@ from pathlib import Path
 import datasets
 import torch
 import transformers
-from transformers import PreTrainedTokenizerFast
 
-from modeling_demvae import DEMVAEForGeneration, data, metrics
+from modeling_demvae import data, metrics
 from modeling_demvae.metrics.reverse_ppl import RPPL_PRESETS
 
+from .loading import load_model_and_tokenizer
+
 METRIC_NAMES = ("nll", "rppl", "bleu", "wkl", "homogeneity", "collapse")
-LABEL_COLUMNS = ("act", "emotion", "mode")  # label columns picked up automatically when the corpus has them
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-file", help="text file of test sentences, one per line (overrides --dataset's)")
     parser.add_argument("--train-file", help="text file of training sentences for wKL (overrides --dataset's)")
     parser.add_argument("--labels", nargs="*", help="label columns to score the components against (default: "
-                        f"those of {LABEL_COLUMNS} the corpus has)")
+                        f"those of {data.LABEL_COLUMNS} the corpus has)")
     parser.add_argument("--metrics", nargs="+", choices=METRIC_NAMES, default=list(METRIC_NAMES),
                         help="what to measure (default: all that apply to the model)")
     parser.add_argument("--nll-samples", type=int, default=500, help="importance samples per sentence (500)")
@@ -66,29 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def load_model_and_tokenizer(path: str, device: str = "cpu"):
-    """A trained model (eval mode) and the tokenizer saved beside it."""
-    folder = Path(path)
-    if not (folder / "config.json").is_file() and (folder.exists() or path.startswith((".", "/", "~"))):
-        raise FileNotFoundError(f"no model found at {path}: expected a folder with config.json and model weights "
-                                "(the output of `demvae train` or save_pretrained).")
-    model = DEMVAEForGeneration.from_pretrained(path).to(device).eval()
-    try:
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
-    except (OSError, ValueError, TypeError) as error:
-        raise FileNotFoundError(f"no tokenizer found beside the model at {path} ({error}).") from None
-    return model, tokenizer
-
-
 def load_splits(args) -> dict:
     """The corpus splits to evaluate on: --dataset's, with --test-file / --train-file replacing theirs."""
-    splits = {}
-    if args.dataset == "synthetic":
-        from modeling_demvae.synthetic import synthetic_corpus
-
-        splits.update(synthetic_corpus())
-    elif args.dataset:
-        splits.update(data.load_corpus(args.dataset))
+    splits = dict(data.load_corpus(args.dataset)) if args.dataset else {}
     if "test" not in splits and "validation" in splits:
         splits["test"] = splits["validation"]
     files = {"test": args.test_file, "train": getattr(args, "train_file", None)}
@@ -166,7 +146,7 @@ def evaluate(model, tokenizer, splits: dict, args) -> dict:
 def label_columns(columns, requested) -> list[str]:
     """The label columns to score: the requested ones (all must exist), else the known ones the data has."""
     if requested is None:
-        return [c for c in LABEL_COLUMNS if c in columns]
+        return [c for c in data.LABEL_COLUMNS if c in columns]
     missing = [c for c in requested if c not in columns]
     if missing:
         raise ValueError(f"label column(s) {missing} not in the test data; it has {list(columns)}.")
@@ -212,7 +192,7 @@ def run(args) -> int:
         transformers.utils.logging.disable_progress_bar()
     splits = load_splits(args)
     label_columns(splits["test"].column_names, args.labels)  # fail before the slow part
-    model, tokenizer = load_model_and_tokenizer(args.model, args.device)
+    model, tokenizer = load_model_and_tokenizer(args.model, device=args.device)
     results = evaluate(model, tokenizer, splits, args)
     print(format_table(results))
     write_json(args.output, results)

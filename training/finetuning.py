@@ -8,6 +8,8 @@ from transformers import PreTrainedTokenizerFast
 
 from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration
 
+from .loading import load_model_and_tokenizer
+
 # Settings that shape the weights: a fine-tuned model keeps its own.
 ARCHITECTURE_FIELDS = ("vocab_size", "embed_size", "encoder_hidden_size", "bidirectional_encoder",
                        "decoder_hidden_size", "num_groups", "num_components", "latent_size", "prior_family", "variant",
@@ -38,8 +40,7 @@ def load_for_finetuning(source, texts, settings: dict, *, explicit=(), extend_vo
     """The saved model and tokenizer at `source`, with the non-architecture `settings` (loss switches, annealing,
     dropout, ...) applied. An architecture setting in `explicit` (given on the command line) that differs from the
     saved model's is an error; from presets or defaults it is ignored."""
-    model = DEMVAEForGeneration.from_pretrained(source)
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(source)
+    model, tokenizer = load_model_and_tokenizer(source)
     for name in ARCHITECTURE_FIELDS:
         if name in explicit and name in settings and settings[name] != getattr(model.config, name):
             raise ValueError(f"--{name.replace('_', '-')} {settings[name]} differs from the model at {source} "

@@ -9,10 +9,8 @@ examples:
 import argparse
 
 import torch
-from transformers import PreTrainedTokenizerFast
-from transformers.utils import logging as hf_logging
 
-from modeling_demvae import DEMVAEForGeneration
+from .loading import load_model_and_tokenizer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,9 +43,7 @@ def parse_component(text: str | None):
 
 def run(args: argparse.Namespace) -> int:
     component = parse_component(args.component)
-    hf_logging.disable_progress_bar()  # loading bars would mix with the sentences
-    model = DEMVAEForGeneration.from_pretrained(args.model).eval()
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(args.model)
+    model, tokenizer = load_model_and_tokenizer(args.model)
     options = {name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "num_beams", "max_new_tokens")
                if getattr(args, name) is not None}
     torch.manual_seed(args.seed)

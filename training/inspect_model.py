@@ -25,7 +25,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from modeling_demvae import metrics  # noqa: E402
-from training.evaluate import load_model_and_tokenizer, load_splits, sentences_of  # noqa: E402
+
+from .evaluate import load_splits, sentences_of  # noqa: E402
+from .loading import load_model_and_tokenizer  # noqa: E402
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -164,7 +166,7 @@ def run(args) -> int:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}.")
     splits = load_splits(args)
-    model, tokenizer = load_model_and_tokenizer(args.model, args.device)
+    model, tokenizer = load_model_and_tokenizer(args.model, device=args.device)
     if not model.config.has_mixture_prior:
         raise ValueError(f"inspect pictures mixture components; this model has variant={model.config.variant!r} "
                          "(needs 'dem').")

@@ -14,7 +14,7 @@ example:
 
 import sys
 
-from modeling_demvae.hub import HubPushError, load_evaluation, push_folder
+from .hub import HubPushError, load_evaluation, push_folder
 
 
 def add_arguments(parser) -> None:

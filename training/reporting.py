@@ -4,13 +4,14 @@ learned components match the labels the corpus carries (the synthetic modes, Dai
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedTokenizerFast
 
-from modeling_demvae import DEMVAEForGeneration
+from modeling_demvae.data import LABEL_COLUMNS
 from modeling_demvae.metrics.clustering import combined_cluster_ids, label_agreement
 from modeling_demvae.metrics.sentences import encode_sentences
 
-LABEL_COLUMNS = ("mode", "act", "emotion")
+from .loading import load_model_and_tokenizer
+from .trainer import SELECTION_METRICS
+
 MAX_COMPONENTS_SHOWN = 10
 
 
@@ -37,11 +38,10 @@ def component_homogeneity(model, dataset, label_columns=LABEL_COLUMNS) -> dict[s
 
 def print_report(output_dir, data, state, selection_metric: str, *, num_samples: int = 3, seconds: float = 0.0):
     """Summary, samples per component and homogeneity for the best model saved in `output_dir`."""
-    model = DEMVAEForGeneration.from_pretrained(output_dir).eval()
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(output_dir)
+    model, tokenizer = load_model_and_tokenizer(output_dir)
     config = model.config
-    sign = 1 if selection_metric == "elbo" else -1
-    print(f"\nBest model (validation {selection_metric} {sign * state.best_metric:.3f} at step {state.best_step}) "
+    best = SELECTION_METRICS[selection_metric] * state.best_metric  # the stored value is signed to be maximized
+    print(f"\nBest model (validation {selection_metric} {best:.3f} at step {state.best_step}) "
           f"saved in {Path(output_dir).resolve()}; finished after {state.step} steps in {seconds:.0f} s.")
     split_name = "test" if "test" in data else "validation"
     split = data[split_name]

@@ -28,10 +28,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .evaluate import write_json
-from .train import PRESET_DIR
+from modeling_demvae import DEMVAEConfig
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+from .evaluate import write_json
+from .loading import RUN_SUMMARY
+from .train import MODEL_FIELDS, PRESET_DIR
+
 SEEDED_RUNS = {"ptb-gm-vae": (0, 1, 2), "ptb-dgm-vae-mi": (0, 1, 2)}  # the comparison the paper is about
 TABLES = {
     "ptb": ("Penn Treebank", ["ptb-vae", "ptb-di-vae", "ptb-semi-vae", "ptb-semi-vae-mi", "ptb-gm-vae",
@@ -40,8 +42,6 @@ TABLES = {
                                     "dailydialog-dgm-vae", "dailydialog-dgm-vae-mi"]),
 }
 DATASETS = {"ptb": "ptb", "dailydialog": "daily_dialog"}
-MODEL_NAMES = {"vae": "VAE", "di-vae": "DI-VAE", "semi-vae": "semi-VAE", "gm-vae": "GM-VAE", "dgm-vae": "DGM-VAE",
-               "rnnlm": "RNNLM"}
 
 
 @dataclass(frozen=True)
@@ -116,10 +116,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="runs trained side by side, the CPU cores shared among them (default: 1)")
     parser.add_argument("--work-dir", default="runs/reproduce",
                         help="where the models and checkpoints go (default: runs/reproduce, not committed)")
-    parser.add_argument("--results-dir", default=str(REPOSITORY / "benchmarks" / "reproduction"),
-                        help="where each run's record JSON and pictures go (default: benchmarks/reproduction)")
-    parser.add_argument("--report", default=str(REPOSITORY / "benchmarks" / "results.md"),
-                        help="the markdown tables (default: benchmarks/results.md)")
+    parser.add_argument("--results-dir", default="benchmarks/reproduction",
+                        help="where each run's record JSON and pictures go (default: benchmarks/reproduction in the "
+                             "current folder)")
+    parser.add_argument("--report", default="benchmarks/results.md",
+                        help="the markdown tables (default: benchmarks/results.md in the current folder)")
     parser.add_argument("--data-dir", help="folder holding ptb/ and daily_dialog/ (default: $DEMVAE_DATA_DIR, "
                                            "else ../shared/data beside the checkout)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the tables from the records; train nothing")
@@ -134,8 +135,8 @@ def run_command(arguments: list[str], log: Path, env: dict) -> None:
     with log.open("a", encoding="utf-8") as handle:
         handle.write(f"\n$ demvae {' '.join(arguments)}\n")
         handle.flush()
-        code = subprocess.call([sys.executable, "-m", "training.cli", *arguments], stdout=handle,
-                               stderr=subprocess.STDOUT, env=env, cwd=REPOSITORY)
+        code = subprocess.call([sys.executable, "-m", "demvae", *arguments], stdout=handle,
+                               stderr=subprocess.STDOUT, env=env)
     if code != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
         raise RuntimeError(f"`demvae {arguments[0]}` failed (exit {code}); the end of {log}:\n" + "\n".join(tail))
@@ -189,7 +190,7 @@ def train_and_evaluate(run: Run, budget: str, *, work_dir: Path, results_dir: Pa
     if config["variant"] == "dem":  # the mixture prior's latent space
         run_command(["inspect", str(model_dir), "--dataset", run.dataset, "--output-dir", str(pictures),
                      "--seed", str(run.seed)], log, env)
-    summary = json.loads((model_dir / "training_summary.json").read_text())
+    summary = json.loads((model_dir / RUN_SUMMARY).read_text())
     record = {
         "run": run.name, "table": run.table, "preset": run.preset, "seed": run.seed, "budget": budget,
         "training": {"best_step": summary["step"], "validation": summary["validation"],
@@ -255,11 +256,9 @@ def summarise(values: list[float], decimals: int) -> str:
 
 
 def model_name(preset: str) -> str:
-    """'ptb-dgm-vae-mi' -> 'DGM-VAE + MI'."""
-    variant = preset.split("-", 1)[1]
-    with_mi = variant.endswith("-mi")
-    variant = variant.removesuffix("-mi")
-    return MODEL_NAMES.get(variant, variant) + (" + MI" if with_mi else "")
+    """The paper's name of a preset's model, e.g. 'ptb-dgm-vae-mi' -> 'DGM-VAE + MI'."""
+    settings = json.loads(preset_path(preset).read_text())
+    return DEMVAEConfig(**{key: value for key, value in settings.items() if key in MODEL_FIELDS}).paper_name
 
 
 def load_records(results_dir: Path, budget: str) -> list[dict]:
@@ -301,9 +300,9 @@ def format_claims(records: list[dict]) -> list[str]:
 def write_report(path: Path, results_dir: Path) -> None:
     """benchmarks/results.md from every record in the results folder, one section per budget."""
     lines = ["# Reproduction of the paper's comparison", "",
-             "Written by `demvae reproduce` (`training/reproduce.py`) from the records in "
-             f"`{display_path(results_dir)}/BUDGET/`; latent-space pictures and component reports beside them. "
-             "Rerun a missing or stale model with the same command: finished runs are skipped.", "",
+             "Written by `demvae reproduce` (`training/reproduce.py`, installed as `demvae.reproduce`) from the "
+             f"records in `{display_path(results_dir)}/BUDGET/`; latent-space pictures and component reports beside "
+             "them. Rerun a missing or stale model with the same command: finished runs are skipped.", "",
              "Lower is better for rPPL, wKL and NLL (nats per sentence); BLEU is 0-100. I(x;c) is the mutual "
              "information between sentences and components on the test sentences, summed over groups (0 when "
              "every group collapsed); exp I(x;c) is the effective number of components a group tells apart (1 to "
@@ -337,8 +336,9 @@ def write_report(path: Path, results_dir: Path) -> None:
 
 
 def display_path(path: Path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(REPOSITORY)) if path.is_relative_to(REPOSITORY) else str(path)
+    """A path as the reader of the report sees it: relative to the current folder when inside it."""
+    path, here = Path(path).resolve(), Path.cwd().resolve()
+    return str(path.relative_to(here)) if path.is_relative_to(here) else str(path)
 
 
 # ----- the command -----

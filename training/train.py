@@ -11,7 +11,7 @@ examples:
   demvae train --config ptb-dgm-vae-mi --output-dir runs/ptb
   demvae train --train-file a.txt --valid-file b.txt --num-groups 1 --num-components 8
   demvae train --init-from runs/ptb --dataset new_corpus.txt --output-dir runs/tuned
-  accelerate launch --config_file configuration/accelerate/multi_gpu.yaml -m training.cli train --config ...
+  accelerate launch --multi_gpu --num_processes 2 -m demvae train --config ptb-dgm-vae-mi
 """
 
 import argparse
@@ -22,6 +22,7 @@ import re
 import time
 import types
 from dataclasses import fields
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -30,13 +31,12 @@ from transformers.utils import logging as hf_logging
 from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer
 from modeling_demvae.configuration_demvae import PRIOR_FAMILIES, VARIANTS
 from modeling_demvae.data import load_corpus, text_files_corpus, tokenize_corpus
-from modeling_demvae.synthetic import synthetic_corpus
 
 from .finetuning import load_for_finetuning
 from .reporting import print_report
 from .trainer import MIXED_PRECISION, SELECTION_METRICS, DEMVAETrainer, TrainingArguments
 
-PRESET_DIR = Path(__file__).resolve().parents[1] / "configuration"
+PRESET_DIR = Path(str(resources.files("demvae.configuration")))  # the repository's configuration/, installed
 SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id")  # fixed by the tokenizer
 MODEL_FIELDS = tuple(name for name in DEMVAEConfig.__annotations__ if name not in SPECIAL_IDS)
 TRAINING_FIELDS = tuple(f.name for f in fields(TrainingArguments))
@@ -174,8 +174,6 @@ def load_training_corpus(args, settings):
     """The corpus with train and validation splits (validation carved from train when the source has none)."""
     if args.train_file:
         corpus = text_files_corpus(args.train_file, args.valid_file, args.test_file)
-    elif settings["dataset"] == "synthetic":
-        corpus = synthetic_corpus()  # the same sentences whatever the training seed
     else:
         corpus = load_corpus(settings["dataset"], text_column=settings["text_column"],
                              data_dir=settings.get("data_dir"))

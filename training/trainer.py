@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from modeling_demvae.data import LengthBucketBatchSampler, PaddingCollator
 
 from .checkpoints import export_atomically, latest_checkpoint, remove_leftovers, save_checkpoint
+from .loading import RUN_SUMMARY
 
 LOGGED_TERMS = ("loss", "nll", "zkl", "dispersion", "agg_ckl", "mi", "elbo")
 SELECTION_METRICS = {"elbo": +1, "loss": -1}  # validation ELBO is maximized, the training objective minimized
@@ -279,7 +280,7 @@ class DEMVAETrainer:
             def save(folder: Path):
                 model.save_pretrained(folder)
                 self.tokenizer.save_pretrained(folder)
-                (folder / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+                (folder / RUN_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
 
             export_atomically(save, self.output_dir)
         self.accelerator.wait_for_everyone()

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..modeling_demvae import IGNORE_INDEX
 from ..priors import gaussian_log_density
 from .sentences import as_id_lists, length_sorted_batches, pad_batch
 
@@ -25,15 +26,19 @@ from .sentences import as_id_lists, length_sorted_batches, pad_batch
 def sentence_log_likelihood_given_latent(model, input_ids, attention_mask, latent) -> torch.Tensor:
     """log p(x|latent) per row, teacher-forced, in float64: (R, L) ids and (R, D) latents -> (R,)."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask, latent=latent).logits
-    targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
-    return -token_log_losses(logits[:, :-1], targets).double().sum(-1)
+    return -token_log_losses(logits[:, :-1], next_token_targets(input_ids, attention_mask)).double().sum(-1)
+
+
+def next_token_targets(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The token each position predicts, (R, L - 1), IGNORE_INDEX where that is padding."""
+    return input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, IGNORE_INDEX)
 
 
 def token_log_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-token cross-entropy of (R, L, V) logits against (R, L) targets (-100: none), in float32. The vocabulary
-    is kept the last, contiguous dimension: on a CPU, a softmax over a strided dimension costs as much again as
-    the output layer's matrix product."""
-    flat = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="none")
+    """Per-token cross-entropy of (R, L, V) logits against (R, L) targets (IGNORE_INDEX: none), in float32. The
+    vocabulary is kept the last, contiguous dimension: on a CPU, a softmax over a strided dimension costs as much
+    again as the output layer's matrix product."""
+    flat = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none")
     return flat.view(targets.shape)
 
 

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .likelihood import exp_or_inf, token_log_losses
+from ..modeling_demvae import IGNORE_INDEX
+from .likelihood import exp_or_inf, next_token_targets, token_log_losses
 from .sentences import as_id_lists, decode_sentences, length_sorted_batches, pad_batch
 
 RPPL_PRESETS = {"paper": (40_000, 3_000), "quick": (4_000, 400), "smoke": (300, 60)}  # (train, validation) samples
@@ -41,8 +42,8 @@ class LSTMLanguageModel(nn.Module):
 
     def token_nll(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Summed next-token NLL and the number of predicted tokens of a padded batch."""
-        targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
-        return token_log_losses(self(input_ids)[:, :-1], targets).sum(), (targets != -100).sum()
+        targets = next_token_targets(input_ids, attention_mask)
+        return token_log_losses(self(input_ids)[:, :-1], targets).sum(), (targets != IGNORE_INDEX).sum()
 
 
 @torch.no_grad()

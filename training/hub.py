@@ -9,30 +9,31 @@ disk and leaves no half-written revision on the Hub.
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 
 import torch
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
 from huggingface_hub.utils import validate_repo_id
-from transformers import AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
-from .configuration_demvae import DEMVAEConfig
-from .modeling_demvae import DEMVAEForGeneration
+from modeling_demvae import DEMVAEConfig
+
+from .loading import RUN_SUMMARY, load_model_and_tokenizer, load_tokenizer, one_line
 
 try:  # the Hub client's HTTP library: httpx2 under huggingface_hub 2.x, httpx under 1.x
     import httpx2 as hub_http
 except ImportError:
     import httpx as hub_http
 
-CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "demvae_card_template.md"
+CARD_TEMPLATE = Path(str(resources.files("demvae.model_cards") / "demvae_card_template.md"))
 LATENT_IMAGE_NAME = "latent_space.png"
-TRAINING_SUMMARY = "training_summary.json"  # written beside the exported model by `demvae train`
 INSPECTION_IMAGE = Path("inspection") / LATENT_IMAGE_NAME  # where `demvae inspect MODEL` puts its picture
 TASK = "text-generation"
 
@@ -70,16 +71,6 @@ VARIANT_DESCRIPTIONS = {
 
 class HubPushError(RuntimeError):
     """A push the Hub refused or could not receive; the message is one line saying what to do."""
-
-
-def variant_name(config: DEMVAEConfig) -> str:
-    """The paper's name for a configuration: DGM-VAE, GM-VAE (+MI), VAE, DI-VAE, semi-VAE or RNNLM."""
-    mi = "+MI" if config.use_mutual_information else ""
-    if config.variant == "dem":
-        return ("DGM-VAE" if config.dispersion_weight > 0 else "GM-VAE") + mi
-    if config.variant in ("discrete", "semi"):
-        return {"discrete": "DI-VAE", "semi": "semi-VAE"}[config.variant] + mi
-    return {"vae": "VAE", "rnnlm": "RNNLM"}[config.variant]
 
 
 def checked_repo_id(repo_id: str) -> str:
@@ -253,7 +244,7 @@ def render_model_card(
     if not Path(template_path).is_file():
         raise FileNotFoundError(f"model card template not found: {template_path} (install the demvae package).")
     config, evaluations = model.config, list(evaluations)
-    name = variant_name(config)
+    name = config.paper_name
     model_name = repo_id.split("/")[-1]
     results = [result for evaluation in evaluations for result in eval_results(evaluation)]
     card_data = ModelCardData(
@@ -262,7 +253,7 @@ def render_model_card(
         license=license,
         datasets=datasets or None,
         base_model=base_model,
-        tags=["demvae", "text-generation", name.lower().replace("+", "-"), "custom_code",
+        tags=["demvae", "text-generation", re.sub(r"[^a-z0-9]+", "-", name.lower()), "custom_code",
               *([] if config.variant == "rnnlm" else ["variational-autoencoder"]), *tags],
         model_name=model_name if results else None,  # the model-index's name, nothing without one
         eval_results=results or None,
@@ -297,11 +288,6 @@ def render_model_card(
 # ----- the push -----
 
 
-def _one_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
-
-
 @contextmanager
 def _hub_errors(repo_id: str):
     """Turn the Hub client's errors into a HubPushError that says what to do, in one line."""
@@ -314,14 +300,14 @@ def _hub_errors(repo_id: str):
                 f"the Hub refused to let this token write to {repo_id!r} (HTTP {status}): log in with "
                 "`hf auth login` or set HF_TOKEN to a token with write access to that namespace."
             ) from error
-        raise HubPushError(f"the Hub refused the push to {repo_id!r}: {_one_line(error)}") from error
+        raise HubPushError(f"the Hub refused the push to {repo_id!r}: {one_line(error)}") from error
     except OfflineModeIsEnabled as error:
         raise HubPushError(
             f"cannot push to {repo_id!r} while HF_HUB_OFFLINE=1 is set; unset it and run the push again."
         ) from error
     except (OSError, hub_http.TransportError) as error:
         raise HubPushError(
-            f"could not reach the Hugging Face Hub to push {repo_id!r} ({type(error).__name__}: {_one_line(error)});"
+            f"could not reach the Hugging Face Hub to push {repo_id!r} ({type(error).__name__}: {one_line(error)});"
             " check the network connection and run the push again."
         ) from error
 
@@ -392,27 +378,25 @@ def push_model(
                 api.create_branch(repo_id, branch=revision, token=token, exist_ok=True)
             return api.create_commit(
                 repo_id, operations=operations, token=token, revision=revision, create_pr=create_pr,
-                commit_message=commit_message or f"Upload {variant_name(model.config)} with demvae",
+                commit_message=commit_message or f"Upload {model.config.paper_name} with demvae",
                 commit_description=commit_description,
             )
 
 
 def _saved_tokenizer(model):
     """The tokenizer saved beside the model's source folder or Hub repo, else a ValueError saying what to pass."""
+    hint = "pass tokenizer=... (the one it was trained with)."
+    if not model.name_or_path:
+        raise ValueError(f"no tokenizer to push with this model (it was not loaded from a folder or the Hub); {hint}")
     try:
-        if not model.name_or_path:
-            raise OSError("the model was not loaded from a folder or the Hub")
-        return AutoTokenizer.from_pretrained(model.name_or_path)
-    except (OSError, ValueError) as error:
-        raise ValueError(
-            f"no tokenizer to push with this model ({_one_line(error)}); pass tokenizer=... "
-            "(the one it was trained with)."
-        ) from None
+        return load_tokenizer(model.name_or_path)
+    except ValueError as error:
+        raise ValueError(f"{error.args[0].removesuffix('.')}; {hint}") from None
 
 
 def recorded_training_settings(folder: Path) -> dict:
     """The training arguments, steps and best validation numbers `demvae train` recorded beside the model."""
-    path = folder / TRAINING_SUMMARY
+    path = folder / RUN_SUMMARY
     if not path.is_file():
         return {}
     summary = json.loads(path.read_text(encoding="utf-8"))
@@ -439,9 +423,8 @@ def push_folder(folder: str | os.PathLike, repo_id: str, **options):
     options.setdefault("training_settings", recorded_training_settings(folder))
     if options.get("latent_image") is None and (folder / INSPECTION_IMAGE).is_file():
         options["latent_image"] = folder / INSPECTION_IMAGE
-    with _quiet_progress_bars():
-        model = DEMVAEForGeneration.from_pretrained(folder)
-    return push_model(model, repo_id, tokenizer=AutoTokenizer.from_pretrained(folder), **options)
+    model, tokenizer = load_model_and_tokenizer(folder)
+    return push_model(model, repo_id, tokenizer=tokenizer, **options)
 
 
 __all__ = [
@@ -453,5 +436,4 @@ __all__ = [
     "push_model",
     "render_model_card",
     "usage_snippets",
-    "variant_name",
 ]
