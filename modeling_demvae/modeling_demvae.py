@@ -252,32 +252,66 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         check_nonempty_rows(lengths)
         return self.posterior(self.encoder(input_ids, lengths))
 
-    def posterior_latent(self, posterior: DEMVAEPosterior, *, num_samples: int = 1, sample: bool = True):
+    def posterior_noise_shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
+        """Shapes of the noise `forward` draws for `batch_size` sentences (S = num_posterior_samples): "gaussian"
+        (B, S, G*d) for z and "gumbel" (B, S, G, K) for the discrete codes, each only where the variant has it."""
+        config, samples, shapes = self.config, self.config.num_posterior_samples, {}
+        if config.has_continuous_latent:
+            shapes["gaussian"] = (batch_size, samples, config.continuous_size)
+        if config.variant in ("discrete", "semi"):
+            shapes["gumbel"] = (batch_size, samples, config.num_groups, config.num_components)
+        return shapes
+
+    def posterior_noise(self, batch_size: int, *, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Standard normal and standard Gumbel noise for `forward(posterior_noise=...)`, drawn from `generator`.
+
+        One row per sentence: the noise of a whole batch can be drawn once and sliced among processes and
+        micro-batches, so that each sentence's latent does not depend on how the batch is split."""
+        shapes, noise = self.posterior_noise_shapes(batch_size), {}
+        if "gaussian" in shapes:
+            noise["gaussian"] = torch.randn(shapes["gaussian"], generator=generator, device=self.device)
+        if "gumbel" in shapes:  # minus the log of an Exp(1) draw is Gumbel(0, 1)
+            noise["gumbel"] = -torch.empty(shapes["gumbel"], device=self.device).exponential_(generator=generator).log()
+        return noise
+
+    def posterior_latent(self, posterior: DEMVAEPosterior, *, num_samples: int = 1, sample: bool = True,
+                         noise: dict[str, torch.Tensor] | None = None):
         """Decoder latents from q(z, c|x): (B * num_samples, D), samples of one sentence adjacent.
 
         `sample=False` gives the posterior mode (the mean of z, the argmax code), as used for reconstruction.
+        `noise` (see `posterior_noise`) replaces fresh draws: z = mean + std * gaussian, and the codes are
+        softmax((logits + gumbel) / tau) in training and the Gumbel-max sample argmax(logits + gumbel) otherwise.
         """
         parts = []
         if posterior.mean is not None:
             mean = repeat_rows(posterior.mean, num_samples)
             if sample:
                 std = (0.5 * repeat_rows(posterior.logvar, num_samples)).exp()
-                mean = mean + std * torch.randn_like(std)
+                gaussian = torch.randn_like(std) if noise is None else noise["gaussian"].flatten(0, 1).to(std.dtype)
+                mean = mean + std * gaussian
             parts.append(mean)
         if self.config.variant in ("discrete", "semi"):
             logits = repeat_rows(posterior.component_logits, num_samples)
+            gumbel = None if noise is None else noise["gumbel"].flatten(0, 1).to(logits.dtype)
             if not sample:
                 codes = F.one_hot(logits.argmax(-1), self.config.num_components).to(logits.dtype)
-            elif self.training:
-                codes = F.gumbel_softmax(logits, tau=self.config.gumbel_temperature, hard=False)
+            elif self.training:  # the Gumbel-softmax relaxation, drawn as F.gumbel_softmax draws it
+                if gumbel is None:
+                    gumbel = -torch.empty_like(logits).exponential_().log()
+                codes = ((logits + gumbel) / self.config.gumbel_temperature).softmax(-1)
             else:
-                codes = F.one_hot(torch.distributions.Categorical(logits=logits).sample(), logits.shape[-1])
-                codes = codes.to(logits.dtype)
+                index = torch.distributions.Categorical(logits=logits).sample() if gumbel is None else (
+                    (logits + gumbel).argmax(-1))
+                codes = F.one_hot(index, logits.shape[-1]).to(logits.dtype)
             parts.append(codes.flatten(1))
         return torch.cat(parts, dim=-1)
 
-    def latent_terms(self, posterior: DEMVAEPosterior, batch_size: int) -> dict[str, torch.Tensor]:
-        """Per-sentence zkl, dispersion and KL(q(c|x) || U) (B,), and the batch's agg_ckl and mi (scalars)."""
+    def latent_terms(self, posterior: DEMVAEPosterior, batch_size: int,
+                     aggregate_component_probs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per-sentence zkl, dispersion and KL(q(c|x) || U) (B,), and the batch's agg_ckl and mi (scalars).
+
+        With `aggregate_component_probs` (see `forward`), q_bar is that of the larger batch this one is a slice of.
+        """
         probs = posterior.component_probs
         zero = torch.zeros(batch_size, device=self.device)
         terms = {"zkl": zero, "dispersion": zero, "ckl": zero, "agg_ckl": zero.sum(), "mi": zero.sum()}
@@ -289,6 +323,8 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         if probs is not None:
             log_k = math.log(self.config.num_components)
             aggregate = probs.mean(0)
+            if aggregate_component_probs is not None:  # the larger batch's value, this slice's gradient
+                aggregate = aggregate_component_probs.detach() + (aggregate - aggregate.detach())
             terms["ckl"] = (log_k - categorical_entropy(probs)).sum(-1)
             terms["agg_ckl"] = (log_k - categorical_entropy(aggregate)).sum()
             terms["mi"] = (categorical_entropy(aggregate) - categorical_entropy(probs).mean(0)).sum()
@@ -305,12 +341,21 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         cache: torch.Tensor | None = None,
         use_cache: bool | None = None,
         kl_weight: float | None = None,
+        posterior_noise: dict[str, torch.Tensor] | None = None,
+        aggregate_component_probs: torch.Tensor | None = None,
         **kwargs,
     ) -> DEMVAEOutput:
         r"""
         Without `latent`: encode `input_ids`, sample z from q(z|x), reconstruct, and return the loss and every term.
         Reconstruction targets are `labels` (shifted inside; -100 is ignored) or, without labels, the unpadded input.
         `kl_weight` is the annealing weight w_t of the KL terms (default 1: no annealing).
+        `posterior_noise` (see `posterior_noise`) replaces the fresh draws of z and of the codes.
+        `aggregate_component_probs` (G, K) is q_bar(c), the mean of q(c|x) over a larger batch of which this one is an
+        equal slice, the slices' losses averaged (processes, accumulation micro-batches). agg_ckl and mi, and the
+        gradient, are then the larger batch's, exactly: q_bar enters as `aggregate + (m - m.detach())`, m the
+        slice's mean of q(c|x), whose value is the global q_bar and whose gradient is m's. A term F(q_bar) thus has
+        the gradient F'(q_bar) dm (the surrogate sum_i <dF/dq_i, q_i> at the global q_bar), and the slices' mean of
+        dm is dq_bar: F'(q_bar) dq_bar, the larger batch's gradient by the chain rule.
 
         With `latent` (B, D): decode only, from `cache` (the GRU state) when given; this is what `generate` calls.
         """
@@ -320,6 +365,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
             shape = None if input_ids is None else tuple(input_ids.shape)
             raise ValueError(f"input_ids must be a non-empty (batch, length) tensor, got shape {shape}.")
         config, batch, samples = self.config, input_ids.shape[0], self.config.num_posterior_samples
+        self._check_batch_inputs(batch, posterior_noise, aggregate_component_probs)
         lengths = lengths_from(input_ids, attention_mask, config.pad_token_id)
         if labels is None:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device)
@@ -330,7 +376,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
             latent = torch.zeros(batch * samples, 0, device=input_ids.device, dtype=self.dtype)
         else:
             posterior = self.encode(input_ids, attention_mask)
-            latent = self.posterior_latent(posterior, num_samples=samples)
+            latent = self.posterior_latent(posterior, num_samples=samples, noise=posterior_noise)
         hidden, _ = self.decoder(repeat_rows(input_ids, samples), latent)
         logits = self.lm_head(hidden)
         # position t predicts token t + 1: shifting the labels (not the logits) spares a copy of the logits
@@ -343,7 +389,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         )
         nll = token_nll.view(batch, samples, -1).sum(-1).mean(1)
 
-        terms = self.latent_terms(posterior, batch)
+        terms = self.latent_terms(posterior, batch, aggregate_component_probs)
         weight = 1.0 if kl_weight is None else float(kl_weight)  # a Python number: no host-to-device copy
         regularizer = (
             terms["agg_ckl"]
@@ -368,6 +414,21 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
             posterior_mean=posterior.mean,
             posterior_logvar=posterior.logvar,
         )
+
+    def _check_batch_inputs(self, batch_size: int, posterior_noise, aggregate_component_probs) -> None:
+        if posterior_noise is not None:
+            expected = self.posterior_noise_shapes(batch_size)
+            given = {name: tuple(value.shape) for name, value in posterior_noise.items()}
+            if given != expected:
+                raise ValueError(f"posterior_noise must hold {expected} for this batch of {batch_size} "
+                                 f"(see posterior_noise()), got {given}.")
+        if aggregate_component_probs is not None:
+            expected = (self.config.num_groups, self.config.num_components)
+            if not self.config.has_discrete_latent:
+                raise ValueError(f"variant={self.config.variant!r} has no q(c|x); drop aggregate_component_probs.")
+            if tuple(aggregate_component_probs.shape) != expected:
+                raise ValueError(f"aggregate_component_probs must have shape {expected} (groups, components), got "
+                                 f"{tuple(aggregate_component_probs.shape)}.")
 
     def _decode(self, input_ids, latent, cache, use_cache) -> DEMVAEOutput:
         hidden, state = self.decoder(input_ids, latent.to(self.dtype), cache)

@@ -7,15 +7,19 @@ stopping after `early_stopping_patience` of them. Checkpoints hold everything th
 optimizer, random states, data position), so a resumed run ends where an uninterrupted one would.
 
 `batch_size` is the number of sentences per optimizer step, whatever the hardware: it is split evenly over the
-processes and the gradient-accumulation micro-batches. Note that the batch statistics of the loss (agg_ckl and
-mi, through the batch mean of q(c|x)) are then taken over each micro-batch.
+processes and the gradient-accumulation micro-batches, and the step is the same whatever the split. The batch
+statistic of the loss (q_bar(c), the batch mean of q(c|x) in agg_ckl and mi) is taken over the whole batch by an
+encoder-only pass without gradients, and each sentence's sampling noise is its row of the whole batch's noise,
+drawn on every process from a generator seeded by the seed and the step. Dropout masks are the one thing that
+depends on the split.
 """
 
 import json
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import is_tensorboard_available, set_seed
@@ -29,6 +33,7 @@ from .loading import RUN_SUMMARY
 LOGGED_TERMS = ("loss", "nll", "zkl", "dispersion", "agg_ckl", "mi", "elbo")
 SELECTION_METRICS = {"elbo": +1, "loss": -1}  # validation ELBO is maximized, the training objective minimized
 MIXED_PRECISION = ("no", "bf16", "fp16")
+NOISE, DROPOUT, VALIDATION_NOISE = range(3)  # the random streams seeded by (seed, stream, position)
 
 
 @dataclass
@@ -49,9 +54,10 @@ class TrainingArguments:
         early_stopping_patience: Stop after this many validations without improvement (0: never).
         selection_metric: Validation metric that picks the best model: elbo (maximized) or loss (the training
             objective at full KL weight, minimized; the reference DailyDialog runs).
-        gradient_accumulation_steps: Micro-batches per optimizer step on each process.
+        gradient_accumulation_steps: Micro-batches per optimizer step on each process (the same step as one
+            batch, to rounding, with dropout 0).
         mixed_precision: no, bf16 or fp16 autocast (fp16 with loss scaling).
-        seed: Seed of the weights, the data order and the sampling noise.
+        seed: Seed of the weights, the data order, the sampling noise and the dropout masks.
         eval_batch_size: Sentences per validation batch.
         logging_steps: Steps between progress-bar and tracker updates.
         report_to: auto (TensorBoard when installed), tensorboard or none.
@@ -83,6 +89,8 @@ class TrainingArguments:
                      "logging_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}.")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be a positive integer, got {self.checkpoint_every}.")
         if self.learning_rate <= 0 or self.max_grad_norm <= 0 or not 0 < self.lr_decay <= 1:
@@ -122,6 +130,11 @@ def adam(parameters, *, learning_rate: float) -> torch.optim.Adam:
     """The spec's Adam, fused: one kernel per parameter instead of a pass per operation (about 3x faster on CPU,
     where the update of the two 10k x 512 embeddings is a tenth of a step); the same update up to rounding."""
     return torch.optim.Adam(parameters, lr=learning_rate, fused=True)
+
+
+def stream_seed(*keys: int) -> int:
+    """A seed mixed from non-negative integers (the run's seed, a stream, a step): nearby keys, unrelated streams."""
+    return int(np.random.SeedSequence(keys).generate_state(1, np.uint64)[0])
 
 
 class TrainingDiverged(ValueError):
@@ -194,14 +207,17 @@ class DEMVAETrainer:
         self.model.train()
         kl_weight = self.config.kl_weight(self.state.step)
         parts = self._micro_batches(next(self._batches))
+        noise = self._posterior_noise(parts)
+        aggregate = self._aggregate_component_probs(parts)
         totals = torch.zeros(len(LOGGED_TERMS), device=self.accelerator.device)
         for index, part in enumerate(parts):
             last = index == len(parts) - 1
-            with nullcontext() if last else self.accelerator.no_sync(self.model):
-                output = self.model(**part, kl_weight=kl_weight)
+            with nullcontext() if last else self.accelerator.no_sync(self.model), self._dropout_stream(index):
+                output = self.model(**part, kl_weight=kl_weight, posterior_noise=noise[index],
+                                    aggregate_component_probs=aggregate)
                 self.accelerator.backward(output.loss / len(parts))
             totals += torch.stack([getattr(output, term).detach().float() for term in LOGGED_TERMS]) / len(parts)
-        totals = self.accelerator.reduce(totals, reduction="mean")
+        totals = self.accelerator.reduce(totals, reduction="mean")  # equal slices: the whole batch's values
         if not torch.isfinite(totals[0]):
             self._diverged(dict(zip(LOGGED_TERMS, totals.tolist(), strict=True)))
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
@@ -213,6 +229,43 @@ class DEMVAETrainer:
         self.state.batch_in_epoch += 1
         return {**dict(zip(LOGGED_TERMS, totals.tolist(), strict=True)), "kl_weight": kl_weight,
                 "grad_norm": float(grad_norm), "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def _posterior_noise(self, parts: list[dict]) -> list[dict[str, torch.Tensor]]:
+        """Each micro-batch's rows of the whole batch's noise, which every process draws from one generator seeded
+        by the seed and the step: a sentence's latent does not depend on the processes and micro-batches."""
+        generator = torch.Generator(self.accelerator.device)
+        generator.manual_seed(stream_seed(self.args.seed, NOISE, self.state.step))
+        noise = self.accelerator.unwrap_model(self.model).posterior_noise(self.args.batch_size, generator=generator)
+        start = self.accelerator.process_index * self.args.batch_size // self.accelerator.num_processes
+        slices = []
+        for part in parts:
+            stop = start + len(part["input_ids"])
+            slices.append({name: value[start:stop] for name, value in noise.items()})
+            start = stop
+        return slices
+
+    def _aggregate_component_probs(self, parts: list[dict]) -> torch.Tensor | None:
+        """q_bar(c) of the whole batch, all processes and micro-batches, from an encoder-only pass without gradients
+        (each micro-batch with the dropout masks its training forward will draw); None when this one micro-batch is
+        the whole batch, whose forward takes its own mean, or when the variant has no q(c|x)."""
+        if not self.config.has_discrete_latent or self.accelerator.num_processes * len(parts) == 1:
+            return None
+        model, probs = self.accelerator.unwrap_model(self.model), []
+        with torch.no_grad(), self.accelerator.autocast():
+            for index, part in enumerate(parts):
+                with self._dropout_stream(index):
+                    probs.append(model.encode(part["input_ids"], part["attention_mask"]).component_probs.float())
+        return self.accelerator.gather(torch.cat(probs)).mean(0)
+
+    @contextmanager
+    def _dropout_stream(self, index: int):
+        """The global random stream of micro-batch `index` of this step and process, seeded afresh, so that the
+        pass for q_bar and the training forward draw the same encoder dropout masks."""
+        devices = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(stream_seed(self.args.seed, DROPOUT, self.state.step, self.accelerator.process_index,
+                                          index))
+            yield
 
     def _diverged(self, values: dict[str, float]) -> None:
         shown = ", ".join(f"{name}={value:.4g}" for name, value in values.items())
@@ -227,22 +280,23 @@ class DEMVAETrainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Sentence-weighted means of the loss terms over the validation set, at full KL weight, on a fixed random
-        stream (so the same weights always score the same, and training's random stream is untouched)."""
+        """Sentence-weighted means of the loss terms over the validation set, at full KL weight. Each batch's noise
+        is seeded by the seed and the batch's first sentence, so the same weights always score the same, on any
+        number of processes, and the global random stream is untouched."""
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
         sums = torch.zeros(len(LOGGED_TERMS) + 1, device=self.accelerator.device)
-        devices = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.args.seed)
-            for indices in self.eval_batches:
-                batch = self.collate([{"input_ids": self.eval_ids[i]} for i in indices])
-                batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
-                with self.accelerator.autocast():
-                    output = model(**batch, kl_weight=1.0)
-                terms = torch.stack([getattr(output, term).float() for term in LOGGED_TERMS])
-                sums += torch.cat((terms * len(indices), terms.new_ones(1) * len(indices)))
+        generator = torch.Generator(self.accelerator.device)
+        for indices in self.eval_batches:
+            batch = self.collate([{"input_ids": self.eval_ids[i]} for i in indices])
+            batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
+            generator.manual_seed(stream_seed(self.args.seed, VALIDATION_NOISE, indices[0]))
+            noise = model.posterior_noise(len(indices), generator=generator)
+            with self.accelerator.autocast():
+                output = model(**batch, kl_weight=1.0, posterior_noise=noise)
+            terms = torch.stack([getattr(output, term).float() for term in LOGGED_TERMS])
+            sums += torch.cat((terms * len(indices), terms.new_ones(1) * len(indices)))
         model.train(was_training)
         sums = self.accelerator.reduce(sums, reduction="sum")
         return dict(zip(LOGGED_TERMS, (sums[:-1] / sums[-1]).tolist(), strict=True))
