@@ -327,8 +327,8 @@ def test_push_to_hub_from_a_remote_code_model_without_our_package(trained, tmp_p
         sent = []
         def create_commit(self, repo_id, operations, **kwargs):
             sent.extend(operation.path_in_repo for operation in operations)
-            return CommitInfo(commit_url="https://huggingface.co/tester/x/commit/0", commit_message="", commit_description="",
-                              oid="0" * 40)
+            return CommitInfo(commit_url="https://huggingface.co/tester/x/commit/0", commit_message="",
+                              commit_description="", oid="0" * 40)
         def no_card(repo_id, **kwargs):
             raise EntryNotFoundError("no README.md yet")
         HfApi.create_repo = lambda self, repo_id, **kwargs: RepoUrl(f"https://huggingface.co/{{repo_id}}")
