@@ -14,7 +14,9 @@ data_dir=${DEMVAE_DATA_DIR:-$repo/../shared/data}
 work=$(mktemp -d "${TMPDIR:-/tmp}/demvae-wheel-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-python -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$work/dist" "$repo" >/dev/null
+# this Python's setuptools when it reads pyproject.toml's license (>= 68), else pip fetches one
+isolation=$(python -c 'from importlib.metadata import version; print("--no-build-isolation" if int(version("setuptools").split(".")[0]) >= 68 else "")' 2>/dev/null || true)
+python -m pip wheel --quiet --no-deps $isolation --wheel-dir "$work/dist" "$repo" >/dev/null
 wheel=$(ls "$work"/dist/demvae-*.whl)
 python - "$wheel" <<'PY'
 import sys, zipfile
