@@ -85,6 +85,9 @@ class DEMVAEConfig(PreTrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"DEMVAEConfig.{name} must be a positive integer, got {value!r}.")
+        for name in FLOAT_FIELDS:  # NaN passes every comparison below
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"DEMVAEConfig.{name} must be a finite number, got {getattr(self, name)}.")
         if self.max_sentence_length < 2:
             raise ValueError(
                 f"DEMVAEConfig.max_sentence_length must be at least 2 (<s> and </s>), got {self.max_sentence_length}."

@@ -17,6 +17,7 @@ import pickle
 import random
 import re
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,7 +259,9 @@ def read_checkpoint(path, process_index: int = 0) -> Checkpoint:
         with safe_open(checked[name], "pt") as weights:
             weights.keys()
         name = OPTIMIZER_FILE
-        optimizer = torch.load(checked[name], map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # about the pickle protocol of a file that is refused anyway
+            warnings.simplefilter("ignore")
+            optimizer = torch.load(checked[name], map_location="cpu", weights_only=True)
         name = random_states_name(process_index)
         with safe_open(checked[name], "pt") as handle:
             random_tensors = {key: handle.get_tensor(key) for key in handle.keys()}

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as interruption:  # Ctrl-C; `train` first finishes the step and writes a checkpoint
         if os.environ.get("DEMVAE_DEBUG"):
             raise
-        print(f"demvae {args.command}: {interruption or 'interrupted'}", file=sys.stderr)
+        print(f"demvae {args.command}: {str(interruption) or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -80,10 +80,14 @@ def _shape_mismatch(folder: Path) -> str | None:
 
 def load_tokenizer(source) -> PreTrainedTokenizerFast:
     """The word-level tokenizer saved with a model (folder or Hub id)."""
+    if Path(source).is_dir() and not (Path(source) / "tokenizer.json").is_file():
+        raise ValueError(f"no tokenizer.json beside the model at {source}; save the tokenizer it was trained "
+                         "with there (tokenizer.save_pretrained).")
     try:
         return PreTrainedTokenizerFast.from_pretrained(str(source))
     except LOAD_ERRORS as error:
-        raise ValueError(f"no usable tokenizer beside the model at {source} ({one_line(error)}).") from None
+        reason = f"an entry {error.args[0]!r} is missing" if isinstance(error, KeyError) else one_line(error)
+        raise ValueError(f"no usable tokenizer beside the model at {source} ({reason}).") from None
 
 
 def load_model_and_tokenizer(source, *, device=None) -> tuple[DEMVAEForGeneration, PreTrainedTokenizerFast]:

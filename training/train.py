@@ -256,6 +256,8 @@ def run(args: argparse.Namespace) -> int:
     settings = resolve_settings(args)
     training_args = TrainingArguments(**{k: v for k, v in settings.items() if k in TRAINING_FIELDS})
     check_data_settings(settings)
+    if not args.init_from:  # the model's settings, before the corpus is read (fine-tuning checks them on its model)
+        DEMVAEConfig(**{k: v for k, v in settings.items() if k in MODEL_FIELDS})
     check_output_dir(training_args.output_dir, resume=training_args.resume, overwrite=training_args.overwrite)
     threads = torch.get_num_threads()
     set_threads(settings)
