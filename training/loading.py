@@ -62,6 +62,13 @@ def _checked_folder(source: str) -> Path | None:
         if not isinstance(content, dict):
             raise ValueError(f"cannot load the model at {source}: {name} holds a JSON {type(content).__name__}, "
                              "not an object of settings.")
+    if (folder / "model.safetensors").is_file():
+        try:  # the header lists every tensor's bytes: a truncated or foreign file fails here
+            with safe_open(folder / "model.safetensors", "pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"cannot load the model at {source}: model.safetensors is damaged or truncated "
+                             f"({one_line(error)}).") from None
     return folder
 
 
