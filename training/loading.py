@@ -20,8 +20,8 @@ RUN_SUMMARY = "training_summary.json"  # written beside the exported model by `d
 LOAD_ERRORS = (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError, StrictDataclassError)
 JSON_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "tokenizer.json")
 # a saved model's own files: what save_pretrained, the tokenizer and `demvae train` write, and the modeling source
-MODEL_FILE_PATTERNS = (*JSON_FILES, "*.safetensors", "*.safetensors.index.json", "tokenizer*.json",
-                       "special_tokens_map.json", "added_tokens.json", RUN_SUMMARY,
+MODEL_FILE_PATTERNS = ("config.json", "generation_config.json", "tokenizer*.json", "special_tokens_map.json",
+                       "added_tokens.json", "*.safetensors", "*.safetensors.index.json", RUN_SUMMARY,
                        *(path.name for path in Path(modeling_demvae.__file__).parent.glob("*.py")))
 
 

@@ -64,7 +64,7 @@ def setting_differences(saved: dict, current: dict) -> list[str]:
     """"name old -> new" for every setting that differs (model and training fields by their own names)."""
     old, new = dict(_flatten(saved)), dict(_flatten(current))
     shown = []
-    for key in sorted(old.keys() | new.keys(), key=list({**old, **new}).index):
+    for key in dict.fromkeys([*old, *new]):
         if old.get(key, "(none)") != new.get(key, "(none)"):
             name = key.split(".", 1)[1] if key.startswith(("model.", "training.")) else key
             values = [str(v)[:12] + "..." if key.endswith("sha256") else repr(v) for v in (old.get(key), new.get(key))]
@@ -79,7 +79,7 @@ def ctrl_c_between_steps(request_stop):
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.getsignal(signal.SIGINT)
+    previous = signal.getsignal(signal.SIGINT) or signal.default_int_handler  # None: set outside Python
 
     def handler(signum, frame):
         request_stop()

@@ -385,8 +385,6 @@ class DEMVAETrainer:
             export_atomically(save, self.output_dir)
         self.accelerator.wait_for_everyone()
 
-    # ----- the loop -----
-
     # ----- checkpoints, resuming and interruptions -----
 
     def _what_ran(self) -> dict:
@@ -436,9 +434,9 @@ class DEMVAETrainer:
         if accelerator.is_main_process:
             for line in skipped:
                 print(f"warning: skipped and removed damaged checkpoint {line}.", file=sys.stderr)
-            for path in list_checkpoints(self.checkpoint_dir):
-                if path.name > checkpoint.path.name:
-                    remove_atomically(path)
+            checkpoints = list_checkpoints(self.checkpoint_dir)
+            for path in checkpoints[checkpoints.index(checkpoint.path) + 1:]:
+                remove_atomically(path)
             if note:
                 print(f"warning: {note}.", file=sys.stderr)
         accelerator.print(f"Resumed from {checkpoint.path} (step {self.state.step}"
