@@ -102,6 +102,8 @@ class DEMVAEConfig(PreTrainedConfig):
             raise ValueError(f"DEMVAEConfig.dropout must lie in [0, 1), got {self.dropout}.")
         if self.gumbel_temperature <= 0:
             raise ValueError(f"DEMVAEConfig.gumbel_temperature must be positive, got {self.gumbel_temperature}.")
+        if self.initializer_range < 0:
+            raise ValueError(f"DEMVAEConfig.initializer_range must be non-negative, got {self.initializer_range}.")
         if self.kl_annealing_slope <= 0:
             raise ValueError(f"DEMVAEConfig.kl_annealing_slope must be positive, got {self.kl_annealing_slope}.")
         if self.tie_word_embeddings and self.decoder_hidden_size != self.embed_size:

@@ -160,6 +160,7 @@ CASES = [
      "is a folder; give a file path"),
     ("evaluate-nll-samples-0", ["evaluate", "{model}", "--nll-samples", "0"], "--nll-samples: must be a positive"),
     ("evaluate-max-sentences-negative", ["evaluate", "{model}", "--max-sentences", "-3"], "--max-sentences: must be"),
+    ("evaluate-no-such-device", ["evaluate", "{model}", "--device", "banana"], "--device: not a torch device"),
     ("evaluate-weights-truncated", ["evaluate", "{weights_truncated}", "--dataset", "{corpus}", "--output",
                                     "{tmp}/e.json"], "cannot load the model at .*weights_truncated"),
     ("evaluate-malformed-corpus", ["evaluate", "{model}", "--dataset", "{malformed_jsonl}", "--output",
@@ -168,6 +169,7 @@ CASES = [
     ("inspect-output-is-a-file", ["inspect", "{model}", "--dataset", "{corpus}", "--output-dir", "{a_file}"],
      "is a file, not a folder"),
     ("inspect-max-groups-0", ["inspect", "{model}", "--max-groups", "0"], "--max-groups: must be a positive integer"),
+    ("inspect-gpu-that-is-not-there", ["inspect", "{model}", "--device", "cuda:7"], "--device: 'cuda:7': this machine"),
     ("inspect-config-a-list", ["inspect", "{config_a_list}", "--dataset", "{corpus}", "--output-dir", "{tmp}/i"],
      "config.json holds a JSON list"),
     # push: the folder is checked before the Hub is asked

@@ -8,6 +8,8 @@ import math
 import tempfile
 from pathlib import Path
 
+import torch
+
 from .loading import model_files
 
 
@@ -52,6 +54,18 @@ def number(kind=int, **bounds):
     return parse
 
 
+def device(text: str) -> str:
+    """An argparse `type=` for --device: a torch device name, and a GPU this machine has."""
+    try:
+        parsed = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r} (e.g. cpu, cuda, cuda:1)") from None
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if parsed.type == "cuda" and (parsed.index or 0) >= gpus:
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {gpus} CUDA GPU(s); use cpu")
+    return text
+
+
 def checked_output_folder(path, option: str) -> Path:
     """A folder the command may write into: an existing writable folder, or one that can be made there."""
     path = Path(path)
@@ -84,4 +98,4 @@ def checked_output_file(path, option: str) -> Path:
     return path
 
 
-__all__ = ["check_number", "checked_output_file", "checked_output_folder", "number"]
+__all__ = ["check_number", "checked_output_file", "checked_output_folder", "device", "number"]

@@ -33,7 +33,7 @@ import transformers
 from modeling_demvae import data, metrics
 from modeling_demvae.metrics.reverse_ppl import RPPL_PRESETS
 
-from .checks import checked_output_file, number
+from .checks import checked_output_file, device, number
 from .loading import load_model_and_tokenizer
 
 POSITIVE = number(int, minimum=1)
@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-sentences", type=POSITIVE, help="evaluate on the first N test sentences only")
     parser.add_argument("--batch-tokens", type=POSITIVE, default=16384,
                         help="padded tokens per decoder call in the NLL (memory ~ this x vocabulary size floats)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", default="evaluation.json",
                         help="JSON file to write (default evaluation.json); never one of the model's own files")
     parser.add_argument("--seed", type=number(int, minimum=0), default=0)

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from modeling_demvae import metrics  # noqa: E402
 
-from .checks import checked_output_file, checked_output_folder, number  # noqa: E402
+from .checks import checked_output_file, checked_output_folder, device, number  # noqa: E402
 from .evaluate import load_splits, sentences_of  # noqa: E402
 from .loading import load_model_and_tokenizer  # noqa: E402
 
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--examples", type=POSITIVE, default=5, help="sampled and closest sentences per component (5)")
     parser.add_argument("--top-words", type=POSITIVE, default=10, help="characteristic words per component (10)")
     parser.add_argument("--seed", type=number(int, minimum=0), default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def project_to_2d(points: torch.Tensor, basis_points: torch.Tensor) -> torch.Tensor:
