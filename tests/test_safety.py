@@ -345,6 +345,7 @@ def test_ctrl_c_checkpoints_exits_130_and_resume_ends_on_the_same_weights(finish
     assert signal.getsignal(signal.SIGINT) is handler  # restored
     monkeypatch.undo()
     assert demvae(train_args(corpus, output, "--resume")) == 0
+    assert "step-00000005 (step 5)." in printed(capsys)[0]  # resumed, not started over
     assert same_weights(checkpoint_weights(output), checkpoint_weights(finished_run))
 
 
