@@ -181,14 +181,18 @@ def _hub_corpus(name: str, text_column: str) -> DatasetDict:
 def tokenize_corpus(dataset, tokenizer, *, max_length: int = 40):
     """Add "input_ids" (`<s> ... </s>`, cut to `max_length` tokens with `</s>` kept last) and "length" columns.
 
+    The sentence markers are added here, not by the tokenizer (which adds only `<s>`, as prompts need; tokenizers
+    saved by older versions also add `</s>`), so every tokenizer gives the same training sentences.
     Works on a Dataset or a DatasetDict; the other columns (the text, labels) are kept.
     """
     if max_length < 2:
         raise ValueError(f"max_length must be at least 2 (<s> and </s>), got {max_length}.")
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
 
     def encode(batch):
-        ids = tokenizer(batch["text"], truncation=True, max_length=max_length, return_attention_mask=False)
-        return {"input_ids": ids["input_ids"], "length": [len(x) for x in ids["input_ids"]]}
+        words = tokenizer(batch["text"], add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        ids = [[bos, *sentence[: max_length - 2], eos] for sentence in words]
+        return {"input_ids": ids, "length": [len(x) for x in ids]}
 
     return dataset.map(encode, batched=True, desc="Tokenizing")
 
