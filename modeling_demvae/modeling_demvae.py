@@ -290,7 +290,8 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         if self.config.variant == "rnnlm":
             raise ValueError("variant='rnnlm' has no latent variable to encode.")
         check_input_ids(input_ids)
-        packed, lengths, _ = real_tokens_first(input_ids, mask_from(input_ids, attention_mask, self.config.pad_token_id))
+        mask = mask_from(input_ids, attention_mask, self.config.pad_token_id)
+        packed, lengths, _ = real_tokens_first(input_ids, mask)
         return self._posterior(packed, lengths)
 
     def _posterior(self, packed_ids: torch.Tensor, lengths: torch.Tensor) -> DEMVAEPosterior:
@@ -469,6 +470,10 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         row, shared by that row's return sequences and beams. Every `GenerationConfig` option applies (greedy by
         default; `do_sample`, `top_k`, `top_p`, `num_beams`, `max_new_tokens`, ...).
         """
+        if "generate_kwargs" in kwargs:  # text-generation pipelines pass their documented dict as one keyword
+            named = {"component": component, "num_samples": num_samples, "latent": latent}
+            named = {key: value for key, value in named.items() if value is not None}
+            return self.generate(inputs, **named, **(kwargs.pop("generate_kwargs") or {}), **kwargs)
         if inputs is not None and kwargs.get("input_ids") is not None:
             raise ValueError("pass the prompt as inputs or as input_ids=, not both.")
         prompt = kwargs.pop("input_ids", None) if inputs is None else inputs

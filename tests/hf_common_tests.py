@@ -41,7 +41,8 @@ def _download_sdist(version: str, folder: Path) -> Path:
 
 
 def _extract_common_tests(archive: Path, version: str, target: Path) -> None:
-    """tests/test_modeling_common.py of the sdist, as `target`/transformers_sdist_tests/, with the missing mixins as stubs."""
+    """tests/test_modeling_common.py of the sdist as the package `target`/transformers_sdist_tests, with the
+    missing mixins as empty classes."""
     member = f"transformers-{version}/tests/test_modeling_common.py"
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
     try:
