@@ -40,6 +40,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 PUSHED_FILES = {
     "README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
     "tokenizer_config.json", "modeling_demvae.py", "configuration_demvae.py", "priors.py", "gru.py",
+    "tokenization_demvae.py",
 }
 MODEL_FILES = PUSHED_FILES - {"README.md", "tokenizer.json", "tokenizer_config.json"}  # what a model alone saves
 

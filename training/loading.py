@@ -7,10 +7,9 @@ instead of a traceback from deep inside transformers.
 from pathlib import Path
 
 from safetensors import SafetensorError
-from transformers import PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
-from modeling_demvae import DEMVAEForGeneration
+from modeling_demvae import DEMVAEForGeneration, DEMVAETokenizer
 
 RUN_SUMMARY = "training_summary.json"  # written beside the exported model by `demvae train`
 LOAD_ERRORS = (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError)
@@ -32,15 +31,15 @@ def _checked_folder(source: str) -> None:
                                 "(the output of `demvae train` or save_pretrained).")
 
 
-def load_tokenizer(source) -> PreTrainedTokenizerFast:
+def load_tokenizer(source) -> DEMVAETokenizer:
     """The word-level tokenizer saved with a model (folder or Hub id)."""
     try:
-        return PreTrainedTokenizerFast.from_pretrained(str(source))
+        return DEMVAETokenizer.from_pretrained(str(source))  # folders saved before the class existed too
     except LOAD_ERRORS as error:
         raise ValueError(f"no usable tokenizer beside the model at {source} ({one_line(error)}).") from None
 
 
-def load_model_and_tokenizer(source, *, device=None) -> tuple[DEMVAEForGeneration, PreTrainedTokenizerFast]:
+def load_model_and_tokenizer(source, *, device=None) -> tuple[DEMVAEForGeneration, DEMVAETokenizer]:
     """A saved model in eval mode (on `device` when given) and its tokenizer; ValueError or FileNotFoundError with
     one line naming `source` and the problem."""
     source = str(source)
