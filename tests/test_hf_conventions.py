@@ -6,8 +6,7 @@ import torch
 from conftest import tiny_batch, tiny_model
 from transformers import pipeline
 
-from modeling_demvae import DEMVAEForGeneration, build_tokenizer
-from modeling_demvae import modeling_demvae as modeling
+from modeling_demvae import DEMVAEForGeneration, build_tokenizer, networks
 
 TEXTS = ["the company said it expects profit to rise", "the dog sat on the mat", "prices fell again today"]
 
@@ -200,8 +199,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(use_reentrant, monkeypa
     model = tiny_model(dropout=0.3).train()
     calls = []
     for name in ("run_grus", "run_gru"):
-        run = getattr(modeling, name)
-        monkeypatch.setattr(modeling, name, lambda *args, run=run, name=name: calls.append(name) or run(*args))
+        run = getattr(networks, name)
+        monkeypatch.setattr(networks, name, lambda *args, run=run, name=name: calls.append(name) or run(*args))
     input_ids, mask = tiny_batch()
 
     def gradients():
