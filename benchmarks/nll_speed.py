@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer
-from modeling_demvae.data import default_data_dir
+from modeling_demvae.data import default_data_dir, sentence_ids
 from modeling_demvae.metrics import sentence_log_likelihoods
 
 DATA_DIR = default_data_dir()
@@ -33,7 +33,7 @@ def ptb_test_sentences(max_length: int) -> list[list[int]]:
     train, test = ([line for line in (DATA_DIR / "ptb" / f"ptb.{split}.txt").read_text().splitlines() if line.strip()]
                    for split in ("train", "test"))
     tokenizer = build_tokenizer(train, max_vocab_size=10_000)
-    return tokenizer(test, truncation=True, max_length=max_length)["input_ids"]
+    return sentence_ids(tokenizer, test, max_length=max_length)
 
 
 def timed(function):

@@ -36,12 +36,12 @@ BATCH_SIZE, MAX_LENGTH, CLIP = 30, 40, 0.5
 
 def load_ptb_ids(data_dir: str | None) -> tuple[list[list[int]], int]:
     from modeling_demvae import build_tokenizer
-    from modeling_demvae.data import default_data_dir, read_sentences
+    from modeling_demvae.data import default_data_dir, read_sentences, sentence_ids
 
     path = Path(data_dir) if data_dir else default_data_dir()
     sentences = read_sentences(path / "ptb" / "ptb.train.txt")
     tokenizer = build_tokenizer(sentences, max_vocab_size=10_000)
-    ids = tokenizer(sentences, truncation=True, max_length=MAX_LENGTH, return_attention_mask=False)["input_ids"]
+    ids = sentence_ids(tokenizer, sentences, max_length=MAX_LENGTH)
     return ids, len(tokenizer)
 
 

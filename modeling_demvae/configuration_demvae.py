@@ -38,6 +38,8 @@ class DEMVAEConfig(PreTrainedConfig):
         dropout: Dropout on embeddings and decoder outputs.
         concat_latent_to_inputs: Whether the latent is concatenated to every decoder input embedding.
         num_posterior_samples: Samples of z per sentence averaged in the reconstruction term.
+        deterministic_eval: Whether a model in eval mode reconstructs from the posterior mean of z (and the argmax
+            codes) instead of a sample, so that two forward passes agree; training always samples.
         gumbel_temperature: Gumbel-softmax temperature for discrete codes in training.
         max_sentence_length: Longest sentence in tokens, `<s>` and `</s>` included; the default generation length.
     """
@@ -62,6 +64,7 @@ class DEMVAEConfig(PreTrainedConfig):
     dropout: float | int = 0.3
     concat_latent_to_inputs: bool = True
     num_posterior_samples: int = 1
+    deterministic_eval: bool = False
     gumbel_temperature: float | int = 1.0
     max_sentence_length: int = 40
     initializer_range: float | int = 0.1

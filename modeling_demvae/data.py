@@ -275,17 +275,26 @@ def _hub_corpus(name: str, text_column: str) -> DatasetDict:
 # ----- tokenizing and batching -----
 
 
+def sentence_ids(tokenizer, texts: Sequence[str], *, max_length: int = 40) -> list[list[int]]:
+    """Each text as `<s> ... </s>`, cut to `max_length` tokens with `</s>` kept last.
+
+    The sentence markers are added here, not by the tokenizer (which adds only `<s>`, as prompts need; tokenizers
+    saved by older versions also add `</s>`), so every tokenizer gives the same training sentences."""
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2 (<s> and </s>), got {max_length}.")
+    words = tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    return [[tokenizer.bos_token_id, *sentence[: max_length - 2], tokenizer.eos_token_id] for sentence in words]
+
+
 def tokenize_corpus(dataset, tokenizer, *, max_length: int = 40):
-    """Add "input_ids" (`<s> ... </s>`, cut to `max_length` tokens with `</s>` kept last) and "length" columns.
+    """Add "input_ids" (`sentence_ids`: `<s> ... </s>`, at most `max_length` tokens) and "length" columns.
 
     Works on a Dataset or a DatasetDict; the other columns (the text, labels) are kept.
     """
-    if max_length < 2:
-        raise ValueError(f"max_length must be at least 2 (<s> and </s>), got {max_length}.")
 
     def encode(batch):
-        ids = tokenizer(batch["text"], truncation=True, max_length=max_length, return_attention_mask=False)
-        return {"input_ids": ids["input_ids"], "length": [len(x) for x in ids["input_ids"]]}
+        ids = sentence_ids(tokenizer, batch["text"], max_length=max_length)
+        return {"input_ids": ids, "length": [len(x) for x in ids]}
 
     return dataset.map(encode, batched=True, desc="Tokenizing")
 
@@ -390,6 +399,7 @@ __all__ = [
     "default_data_dir",
     "load_corpus",
     "read_sentences",
+    "sentence_ids",
     "text_files_corpus",
     "tokenize_corpus",
 ]

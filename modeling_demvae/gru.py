@@ -61,9 +61,11 @@ class _GRUScan(torch.autograd.Function):
 
 
 def scan_pays(rnn: nn.GRU, inputs: torch.Tensor) -> bool:
-    """Training on a CPU in the parameters' own precision: where the batched weight gradient is faster."""
+    """Training on a CPU in the parameters' own precision, eagerly: where the batched weight gradient is faster.
+    torch.compile and torch.export trace `nn.GRU` instead."""
     return (
         inputs.device.type == "cpu"
+        and not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
         and torch.is_grad_enabled()
         and rnn.weight_hh_l0.requires_grad
         and not torch.is_autocast_enabled("cpu")

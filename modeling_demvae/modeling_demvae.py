@@ -4,6 +4,7 @@ x --GRU encoder--> q(z|x), q(c|x) --z--> GRU decoder --> p(x|z), with p(z) a mix
 G groups. The baselines of the paper (VAE, DI-VAE, semi-VAE, RNNLM) share the same backbone and are config variants.
 """
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -12,23 +13,22 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_demvae import DEMVAEConfig
-from .gru import run_gru, run_grus
+from .networks import (
+    DEMVAEPosterior,
+    GRUDecoder,
+    PosteriorHeads,
+    SentenceEncoder,
+    check_input_ids,
+    check_nonempty_rows,
+    mask_from,
+    real_tokens_first,
+)
 from .priors import PRIOR_CLASSES, GaussianMixturePrior, checked_components
 
 IGNORE_INDEX = -100
-
-
-@dataclass
-class DEMVAEPosterior(ModelOutput):
-    """q(z, c | x) = q(z|x) q(c|x): Gaussian parameters (B, G*d) and component probabilities (B, G, K)."""
-
-    mean: torch.Tensor | None = None
-    logvar: torch.Tensor | None = None
-    component_logits: torch.Tensor | None = None
-    component_probs: torch.Tensor | None = None
 
 
 @dataclass
@@ -55,23 +55,6 @@ class DEMVAEOutput(ModelOutput):
     cache: torch.Tensor | None = None
 
 
-def lengths_from(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pad_token_id: int | None):
-    """Real token count per sentence, from the attention mask or, failing that, from the pad id."""
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids) if pad_token_id is None else input_ids.ne(pad_token_id)
-    return attention_mask.long().sum(-1)
-
-
-def check_nonempty_rows(lengths: torch.Tensor) -> None:
-    """Every sentence needs a token. On an accelerator the check is asynchronous, so it never stalls the step."""
-    message = "every sentence needs at least one token; found an empty row in the batch."
-    if lengths.device.type == "cpu":
-        if (lengths < 1).any():
-            raise ValueError(message)
-    else:
-        torch._assert_async((lengths > 0).all(), message)
-
-
 def repeat_rows(x: torch.Tensor, times: int) -> torch.Tensor:
     """Each row `times` times in a row (samples of one sentence adjacent); no copy when `times` is 1."""
     return x if times == 1 else x.repeat_interleave(times, 0)
@@ -81,102 +64,12 @@ def categorical_entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * torch.log(probs.clamp_min(1e-30))).sum(-1)
 
 
-def state_at(outputs: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """A GRU's outputs (B, T, H) at each sentence's last real position `last` (B,): padding never reaches them."""
-    return outputs.gather(1, last.view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])).squeeze(1)
-
-
-class SentenceEncoder(nn.Module):
-    """Embedding + GRU read left to right and, per sentence, right to left from its last real token.
-
-    Each direction's state is taken at the sentence's last real token, so padding never reaches the encoding (the
-    reference code's encoder reads it). Two plain GRU runs over the padded batch beat packed sequences: no sorting,
-    no host-device synchronisation, and length-bucketed batches carry little padding. In CPU training the two
-    directions advance in step (`gru.run_grus`)."""
-
-    def __init__(self, config: DEMVAEConfig):
-        super().__init__()
-        self.embedding = nn.Embedding(config.vocab_size, config.embed_size, padding_idx=config.pad_token_id)
-        self.dropout = nn.Dropout(config.dropout)
-        self.forward_rnn = nn.GRU(config.embed_size, config.encoder_hidden_size, batch_first=True)
-        self.backward_rnn = (
-            nn.GRU(config.embed_size, config.encoder_hidden_size, batch_first=True)
-            if config.bidirectional_encoder
-            else None
-        )
-
-    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        embedded = self.dropout(self.embedding(input_ids))
-        last = lengths - 1
-        rnns, inputs = [self.forward_rnn], [embedded]
-        if self.backward_rnn is not None:
-            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-            inside = positions < lengths.unsqueeze(1)
-            reverse = torch.where(inside, last.unsqueeze(1) - positions, positions)  # flip each sentence in place
-            rnns.append(self.backward_rnn)
-            inputs.append(embedded.gather(1, reverse.unsqueeze(-1).expand_as(embedded)))
-        return torch.cat([state_at(outputs, last) for outputs, _ in run_grus(rnns, inputs)], dim=-1)
-
-
-class PosteriorHeads(nn.Module):
-    """The three heads on the encoder state: q(z|x) mean and log-variance, and q(c|x) logits."""
-
-    def __init__(self, config: DEMVAEConfig, encoder_size: int):
-        super().__init__()
-        self.num_groups, self.num_components = config.num_groups, config.num_components
-        if config.has_continuous_latent:
-            self.mean = nn.Linear(encoder_size, config.continuous_size)
-            self.logvar = nn.Linear(encoder_size, config.continuous_size)
-        if config.has_discrete_latent:
-            self.component_logits = nn.Sequential(
-                nn.Linear(encoder_size, encoder_size),
-                nn.ReLU(),
-                nn.Linear(encoder_size, config.num_groups * config.num_components),
-            )
-
-    def forward(self, encoded: torch.Tensor) -> DEMVAEPosterior:
-        posterior = DEMVAEPosterior()
-        if hasattr(self, "mean"):
-            posterior.mean, posterior.logvar = self.mean(encoded), self.logvar(encoded)
-        if hasattr(self, "component_logits"):
-            logits = self.component_logits(encoded).view(-1, self.num_groups, self.num_components)
-            posterior.component_logits, posterior.component_probs = logits, logits.softmax(-1)
-        return posterior
-
-
-class GRUDecoder(nn.Module):
-    """GRU language model conditioned on a latent: h_0 = W z, and z concatenated to every input embedding."""
-
-    def __init__(self, config: DEMVAEConfig):
-        super().__init__()
-        latent_size = config.decoder_latent_size
-        self.concat_latent = config.concat_latent_to_inputs and latent_size > 0
-        self.embedding = nn.Embedding(config.vocab_size, config.embed_size, padding_idx=config.pad_token_id)
-        self.dropout = nn.Dropout(config.dropout)
-        self.latent_to_hidden = nn.Linear(latent_size, config.decoder_hidden_size, bias=False) if latent_size else None
-        input_size = config.embed_size + (latent_size if self.concat_latent else 0)
-        self.rnn = nn.GRU(input_size, config.decoder_hidden_size, batch_first=True)
-
-    def initial_state(self, latent: torch.Tensor) -> torch.Tensor:
-        if self.latent_to_hidden is None:
-            return latent.new_zeros(1, latent.shape[0], self.rnn.hidden_size)
-        return self.latent_to_hidden(latent).unsqueeze(0)
-
-    def forward(self, input_ids, latent, state=None):
-        """Run the GRU from `state` (or the latent's initial state). It is causal, so right padding only produces
-        outputs past each sentence's end, which the loss ignores."""
-        inputs = self.dropout(self.embedding(input_ids))
-        if self.concat_latent:
-            inputs = torch.cat((inputs, latent.unsqueeze(1).expand(-1, inputs.shape[1], -1)), dim=-1)
-        outputs, state = run_gru(self.rnn, inputs, self.initial_state(latent) if state is None else state)
-        return self.dropout(outputs), state
-
-
 class DEMVAEPreTrainedModel(PreTrainedModel):
     config: DEMVAEConfig
     config_class = DEMVAEConfig
     base_model_prefix = "demvae"
     main_input_name = "input_ids"
+    supports_gradient_checkpointing = True  # per GRU layer: the encoder's pair and the decoder's
     _is_stateful = True  # the GRU state cannot be rewound, so no assisted generation
 
     def _init_weights(self, module):
@@ -239,18 +132,32 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value):
         self.lm_head = value
 
+    def _resize_token_embeddings(self, new_num_tokens, pad_to_multiple_of=None, mean_resizing=True):
+        """The encoder reads the same vocabulary as the decoder: its embedding is resized with the decoder's and the
+        tied output layer, so every embedding the vocabulary indexes grows or shrinks together."""
+        embeddings = super()._resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        if hasattr(self, "encoder"):
+            old = self.encoder.embedding
+            self.encoder.embedding = self._get_resized_embeddings(old, embeddings.num_embeddings,
+                                                                  mean_resizing=mean_resizing)
+            self.encoder.embedding.requires_grad_(old.weight.requires_grad)
+        return embeddings
+
     # ----- inference network -----
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> DEMVAEPosterior:
-        """Posterior parameters q(z|x) and component probabilities q(c|x) for a batch of sentences."""
+        """Posterior parameters q(z|x) and component probabilities q(c|x) for a batch of sentences, padded on either
+        side."""
         if self.config.variant == "rnnlm":
             raise ValueError("variant='rnnlm' has no latent variable to encode.")
-        if input_ids.dim() != 2 or input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
-            shape = tuple(input_ids.shape)
-            raise ValueError(f"input_ids must be a non-empty (batch, length) tensor, got shape {shape}.")
-        lengths = lengths_from(input_ids, attention_mask, self.config.pad_token_id)
+        check_input_ids(input_ids)
+        mask = mask_from(input_ids, attention_mask, self.config.pad_token_id)
+        packed, lengths, _ = real_tokens_first(input_ids, mask)
+        return self._posterior(packed, lengths)
+
+    def _posterior(self, packed_ids: torch.Tensor, lengths: torch.Tensor) -> DEMVAEPosterior:
         check_nonempty_rows(lengths)
-        return self.posterior(self.encoder(input_ids, lengths))
+        return self.posterior(self.encoder(self.encoder.embed(packed_ids), lengths))
 
     def posterior_noise_shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
         """Shapes of the noise `forward` draws for `batch_size` sentences (S = num_posterior_samples): "gaussian"
@@ -332,6 +239,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
 
     # ----- forward -----
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -347,8 +255,10 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
     ) -> DEMVAEOutput:
         r"""
         Without `latent`: encode `input_ids`, sample z from q(z|x), reconstruct, and return the loss and every term.
-        Reconstruction targets are `labels` (shifted inside; -100 is ignored) or, without labels, the unpadded input.
-        `kl_weight` is the annealing weight w_t of the KL terms (default 1: no annealing).
+        Sentences may be padded on either side (`attention_mask`, else the pad id, says which tokens are real).
+        Reconstruction targets are `labels` (aligned with `input_ids`, shifted inside; -100 is ignored) or, without
+        labels, the real tokens. `kl_weight` is the annealing weight w_t of the KL terms (default 1: no annealing).
+        In eval mode with `config.deterministic_eval`, z is the posterior mean (the argmax codes), not a sample.
         `posterior_noise` (see `posterior_noise`) replaces the fresh draws of z and of the codes.
         `aggregate_component_probs` (G, K) is q_bar(c), the mean of q(c|x) over a larger batch of which this one is an
         equal slice, the slices' losses averaged (processes, accumulation micro-batches). agg_ckl and mi, and the
@@ -358,32 +268,37 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         dm is dq_bar: F'(q_bar) dq_bar, the larger batch's gradient by the chain rule.
 
         With `latent` (B, D): decode only, from `cache` (the GRU state) when given; this is what `generate` calls.
+        `attention_mask` then covers the cached and the new tokens; padded positions leave the state as it is.
+
+        `return_dict=False` (or `config.return_dict=False`) returns a tuple of the output's non-None fields.
         """
         if latent is not None:
-            return self._decode(input_ids, latent, cache, use_cache)
-        if input_ids is None or input_ids.dim() != 2 or input_ids.numel() == 0:
-            shape = None if input_ids is None else tuple(input_ids.shape)
-            raise ValueError(f"input_ids must be a non-empty (batch, length) tensor, got shape {shape}.")
+            return self._decode(input_ids, latent, cache, use_cache, attention_mask)
+        check_input_ids(input_ids)
         config, batch, samples = self.config, input_ids.shape[0], self.config.num_posterior_samples
         self._check_batch_inputs(batch, posterior_noise, aggregate_component_probs)
-        lengths = lengths_from(input_ids, attention_mask, config.pad_token_id)
-        if labels is None:
-            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-            labels = input_ids.masked_fill(positions >= lengths.unsqueeze(1), IGNORE_INDEX)
+        packed, lengths, order = real_tokens_first(input_ids, mask_from(input_ids, attention_mask, config.pad_token_id))
+        # position t predicts token t + 1 of the sentence: shifting the labels (not the logits) spares a copy of the
+        # logits; targets are built in the sentence's own order, then put back at the input's positions
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        sentence_labels = packed if labels is None else labels.gather(1, order)
+        targets = F.pad(sentence_labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+        targets = targets.masked_fill(positions >= lengths.unsqueeze(1) - 1, IGNORE_INDEX)
+        to_input_positions = order.argsort(1)
 
         if config.variant == "rnnlm":
             posterior = DEMVAEPosterior()
             latent = torch.zeros(batch * samples, 0, device=input_ids.device, dtype=self.dtype)
         else:
-            posterior = self.encode(input_ids, attention_mask)
-            latent = self.posterior_latent(posterior, num_samples=samples, noise=posterior_noise)
-        hidden, _ = self.decoder(repeat_rows(input_ids, samples), latent)
-        logits = self.lm_head(hidden)
-        # position t predicts token t + 1: shifting the labels (not the logits) spares a copy of the logits
-        targets = F.pad(repeat_rows(labels, samples)[:, 1:], (0, 1), value=IGNORE_INDEX)
+            posterior = self._posterior(packed, lengths)
+            sample = self.training or not config.deterministic_eval
+            latent = self.posterior_latent(posterior, num_samples=samples, sample=sample, noise=posterior_noise)
+        hidden, _ = self.decoder(self.decoder.embed(repeat_rows(packed, samples)), latent)
+        index = repeat_rows(to_input_positions, samples)
+        logits = self.lm_head(hidden.gather(1, index.unsqueeze(-1).expand_as(hidden)))
         token_nll = F.cross_entropy(
             logits.flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32)),
-            targets.flatten(),
+            repeat_rows(targets, samples).gather(1, index).flatten(),
             ignore_index=IGNORE_INDEX,
             reduction="none",
         )
@@ -430,8 +345,12 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
                 raise ValueError(f"aggregate_component_probs must have shape {expected} (groups, components), got "
                                  f"{tuple(aggregate_component_probs.shape)}.")
 
-    def _decode(self, input_ids, latent, cache, use_cache) -> DEMVAEOutput:
-        hidden, state = self.decoder(input_ids, latent.to(self.dtype), cache)
+    def _decode(self, input_ids, latent, cache, use_cache, attention_mask) -> DEMVAEOutput:
+        """Decode `input_ids` (the new tokens) from `cache`; the mask's last columns say which of them are real."""
+        mask = attention_mask[:, -input_ids.shape[1]:] if attention_mask is not None else None
+        packed, lengths, order = real_tokens_first(input_ids, mask_from(input_ids, mask, None))
+        hidden, state = self.decoder(self.decoder.embed(packed), latent.to(self.dtype), cache, lengths)
+        hidden = hidden.gather(1, order.argsort(1).unsqueeze(-1).expand_as(hidden))
         use_cache = self.config.use_cache if use_cache is None else use_cache
         return DEMVAEOutput(logits=self.lm_head(hidden), latent=latent, cache=state if use_cache else None)
 
@@ -464,32 +383,60 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
 
     @torch.no_grad()
     def generate(self, inputs=None, *, component=None, num_samples: int | None = None, latent=None, **kwargs):
-        """Sentences decoded from latents: given ones, or `num_samples` drawn from `component` (or the mixture).
+        """Sentences decoded from latents: given ones, or drawn from `component` (or the whole mixture).
 
-        Every `GenerationConfig` option applies (greedy by default; `do_sample`, `top_k`, `top_p`, `num_beams`,
-        `max_new_tokens`, ...). `inputs` is an optional prompt; by default each sentence starts with `<s>`.
+        A prompt (`inputs` or `input_ids=`, left-padded with its `attention_mask` when rows differ in length) is
+        continued; without one each sentence starts with `<s>`. Drawn latents: one per prompt row, or
+        `num_samples` (a one-row prompt, or none, is repeated for each); under `num_return_sequences=n` each row
+        gets n latents of its own, its n sequences adjacent, in any decoding mode. Given latents: one per prompt
+        row, shared by that row's return sequences and beams. Every `GenerationConfig` option applies (greedy by
+        default; `do_sample`, `top_k`, `top_p`, `num_beams`, `max_new_tokens`, ...).
         """
-        if latent is None:
-            latent = self.sample_prior(1 if num_samples is None else num_samples, component)
-        elif component is not None:
-            raise ValueError("pass either latent= or component=, not both.")
-        elif num_samples is not None and num_samples != latent.shape[0]:
-            raise ValueError(f"num_samples={num_samples} but latent has {latent.shape[0]} rows.")
-        if latent.dim() != 2 or latent.shape[1] != self.config.decoder_latent_size:
-            raise ValueError(
-                f"latent must have shape (n, {self.config.decoder_latent_size}), got {tuple(latent.shape)}."
-            )
-        latent = latent.to(self.device, self.dtype)
-        if inputs is None:
-            inputs = torch.full((latent.shape[0], 1), self.config.bos_token_id, device=self.device)
-        kwargs.setdefault("attention_mask", torch.ones_like(inputs))
-        return super().generate(inputs, latent=latent, **kwargs)
+        if "generate_kwargs" in kwargs:  # text-generation pipelines pass their documented dict as one keyword
+            named = {"component": component, "num_samples": num_samples, "latent": latent}
+            named = {key: value for key, value in named.items() if value is not None}
+            return self.generate(inputs, **named, **(kwargs.pop("generate_kwargs") or {}), **kwargs)
+        if inputs is not None and kwargs.get("input_ids") is not None:
+            raise ValueError("pass the prompt as inputs or as input_ids=, not both.")
+        prompt = kwargs.pop("input_ids", None) if inputs is None else inputs
+        prompt_mask = kwargs.pop("attention_mask", None)
+        if prompt is not None:
+            check_input_ids(prompt, name="the prompt (input_ids)")
+        if latent is not None:
+            if component is not None:
+                raise ValueError("pass either latent= or component=, not both.")
+            if num_samples is not None and num_samples != latent.shape[0]:
+                raise ValueError(f"num_samples={num_samples} but latent has {latent.shape[0]} rows.")
+            if latent.dim() != 2 or latent.shape[1] != self.config.decoder_latent_size:
+                raise ValueError(
+                    f"latent must have shape (n, {self.config.decoder_latent_size}), got {tuple(latent.shape)}."
+                )
+            rows, draws = latent.shape[0], 1
+        else:
+            rows = num_samples if num_samples is not None else 1 if prompt is None else prompt.shape[0]
+            draws = self._latents_per_sequence(kwargs)
+            latent = self.sample_prior(rows * draws, component)
+        if prompt is None:
+            prompt = torch.full((rows, 1), self.config.bos_token_id, device=self.device)
+        elif prompt.shape[0] not in (1, rows):
+            raise ValueError(f"the prompt has {prompt.shape[0]} rows but {rows} sentences are asked for; give one "
+                             "prompt row per sentence (or one for all), and num_return_sequences= for several each.")
+        repeat = rows * draws // prompt.shape[0]
+        if prompt_mask is not None:
+            kwargs["attention_mask"] = repeat_rows(prompt_mask, repeat)
+        return super().generate(repeat_rows(prompt, repeat), latent=latent.to(self.device, self.dtype), **kwargs)
 
-    def prepare_inputs_for_generation(self, input_ids, cache=None, latent=None, use_cache=None, **kwargs):
-        """One new token per step on top of the kept GRU state; the whole prefix only when there is no state."""
-        if cache is not None:
-            input_ids = input_ids[:, -1:]
-        return {"input_ids": input_ids, "latent": latent, "cache": cache, "use_cache": use_cache}
+    def _latents_per_sequence(self, kwargs: dict) -> int:
+        """The `num_return_sequences` asked for: each of them will decode a latent of its own, so the generation
+        options are set to one sequence per latent."""
+        config = kwargs.get("generation_config") or self.generation_config
+        draws = kwargs.pop("num_return_sequences", None) or config.num_return_sequences or 1
+        if draws > 1 and kwargs.get("generation_config") is not None:
+            kwargs["generation_config"] = copy.deepcopy(config)
+            kwargs["generation_config"].num_return_sequences = 1
+        elif draws > 1:
+            kwargs["num_return_sequences"] = 1
+        return draws
 
     @staticmethod
     def _reorder_cache(cache: torch.Tensor, beam_idx: torch.Tensor) -> torch.Tensor:

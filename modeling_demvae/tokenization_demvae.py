@@ -1,13 +1,29 @@
-"""Word-level tokenizer: the paper's vocabulary is the most frequent training words, whitespace-separated."""
+"""Word-level tokenizer: the paper's vocabulary is the most frequent training words, whitespace-separated.
+
+Encoding adds `<s>` only, as a prompt needs (a sentence's `</s>` is added by the data pipeline,
+`data.tokenize_corpus`), and batches are padded on the left, as batched generation needs.
+"""
 
 from collections import Counter
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # ids 0, 1, 2, 3: the DEMVAEConfig defaults
+
+
+class DEMVAETokenizer(PreTrainedTokenizerFast):
+    """A word-level tokenizer whose decoded words are joined with spaces. Text that continues a sentence (ids that
+    do not start at `<s>`, such as a prompt's generated continuation) starts with a space, so that a prompt and its
+    decoded continuation joined as text-generation pipelines join them read as words."""
+
+    def _decode(self, token_ids, skip_special_tokens=False, **kwargs):
+        text = super()._decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
+        ids = [token_ids] if isinstance(token_ids, int) else token_ids
+        first = next((i for i in ids if i != self.pad_token_id), self.bos_token_id)
+        return " " + text if text and first != self.bos_token_id else text
 
 
 def build_tokenizer(
@@ -17,12 +33,13 @@ def build_tokenizer(
     min_frequency: int = 1,
     lowercase: bool = True,
     model_max_length: int = 40,
-) -> PreTrainedTokenizerFast:
+) -> DEMVAETokenizer:
     """Build a word-level tokenizer from training texts.
 
     The vocabulary holds the four special tokens and the most frequent words (ties broken alphabetically, so
     the same corpus always gives the same ids), at most `max_vocab_size` entries in all, each seen at least
-    `min_frequency` times. Encoding adds `<s>` and `</s>`; unknown words become `<unk>`.
+    `min_frequency` times. Encoding adds `<s>` (a sentence's `</s>` is text like any word: "... </s>"); unknown
+    words become `<unk>`; batches are padded on the left.
     """
     if max_vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(f"max_vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {max_vocab_size}.")
@@ -42,17 +59,17 @@ def build_tokenizer(
     if normalizer:
         backend.normalizer = normalizer
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A {EOS}", special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])]
-    )
-    return PreTrainedTokenizerFast(
+    return DEMVAETokenizer(
         tokenizer_object=backend,
         pad_token=PAD,
         bos_token=BOS,
         eos_token=EOS,
         unk_token=UNK,
+        add_bos_token=True,  # the post-processor that tokenizer.json keeps: `<s> $A`
+        add_eos_token=False,
+        padding_side="left",
         model_max_length=model_max_length,
     )
 
 
-__all__ = ["build_tokenizer", "SPECIAL_TOKENS"]
+__all__ = ["DEMVAETokenizer", "build_tokenizer", "SPECIAL_TOKENS"]

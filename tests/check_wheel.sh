@@ -16,7 +16,9 @@ trap 'rm -rf "$work"' EXIT
 
 # this Python's setuptools when it reads pyproject.toml's license (>= 68), else pip fetches one
 isolation=$(python -c 'from importlib.metadata import version; print("--no-build-isolation" if int(version("setuptools").split(".")[0]) >= 68 else "")' 2>/dev/null || true)
-python -m pip wheel --quiet --no-deps $isolation --wheel-dir "$work/dist" "$repo" >/dev/null
+# from a copy of the tracked sources: an in-tree build would reuse a stale build/ folder
+mkdir "$work/source" && git -C "$repo" ls-files -z | (cd "$repo" && xargs -0 cp --parents -t "$work/source")
+python -m pip wheel --quiet --no-deps $isolation --wheel-dir "$work/dist" "$work/source" >/dev/null
 wheel=$(ls "$work"/dist/demvae-*.whl)
 python - "$wheel" <<'PY'
 import sys, zipfile

@@ -24,9 +24,12 @@ def build_isolation() -> list[str]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("dist")
+    """The wheel, built from a copy of the sources (an in-tree build would reuse a stale build/ folder)."""
+    source, folder = tmp_path_factory.mktemp("source") / "demvae", tmp_path_factory.mktemp("dist")
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "runs", "benchmarks", "*.egg-info", "__pycache__", ".*_cache"))
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", *build_isolation(),
-                             "--wheel-dir", str(folder), str(REPO)], capture_output=True, text=True, timeout=600)
+                             "--wheel-dir", str(folder), str(source)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return next(folder.glob("demvae-*.whl"))
 

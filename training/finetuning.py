@@ -6,7 +6,7 @@ from collections import Counter
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
-from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration
+from modeling_demvae import DEMVAEConfig, DEMVAETokenizer
 
 from .loading import load_model_and_tokenizer
 
@@ -28,10 +28,11 @@ def extended_tokenizer(tokenizer: PreTrainedTokenizerFast, texts, *, max_vocab_s
     new_words = sorted((w for w, n in counts.items() if n >= min_frequency), key=lambda w: (-counts[w], w))[:room]
     for word in new_words:
         vocab[word] = len(vocab)
-    return PreTrainedTokenizerFast(
+    return DEMVAETokenizer(
         tokenizer_object=Tokenizer.from_str(json.dumps(backend)),
         pad_token=tokenizer.pad_token, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token,
         unk_token=tokenizer.unk_token, model_max_length=tokenizer.model_max_length,
+        padding_side=tokenizer.padding_side,
     )
 
 
@@ -50,16 +51,8 @@ def load_for_finetuning(source, texts, settings: dict, *, explicit=(), extend_vo
     if extend_vocabulary:
         tokenizer = extended_tokenizer(tokenizer, texts, max_vocab_size=max_vocab_size, min_frequency=min_frequency)
         if len(tokenizer) > model.config.vocab_size:
-            grow_vocabulary(model, len(tokenizer))
+            model.resize_token_embeddings(len(tokenizer))  # every embedding: new rows at the old rows' mean
     return model, tokenizer
 
 
-def grow_vocabulary(model: DEMVAEForGeneration, size: int) -> None:
-    """Resize the decoder embedding, the tied output layer and the encoder embedding to `size` tokens (new rows
-    start at the mean of the old ones, as transformers does)."""
-    model.resize_token_embeddings(size)
-    if hasattr(model, "encoder"):
-        model.encoder.embedding = model._get_resized_embeddings(model.encoder.embedding, size)
-
-
-__all__ = ["ARCHITECTURE_FIELDS", "extended_tokenizer", "grow_vocabulary", "load_for_finetuning"]
+__all__ = ["ARCHITECTURE_FIELDS", "extended_tokenizer", "load_for_finetuning"]

@@ -10,11 +10,10 @@ from pathlib import Path
 import torch
 from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
-from transformers import PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
 import modeling_demvae
-from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration
+from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, DEMVAETokenizer
 
 RUN_SUMMARY = "training_summary.json"  # written beside the exported model by `demvae train`
 LOAD_ERRORS = (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError, StrictDataclassError)
@@ -85,19 +84,19 @@ def _shape_mismatch(folder: Path) -> str | None:
     return None
 
 
-def load_tokenizer(source) -> PreTrainedTokenizerFast:
+def load_tokenizer(source) -> DEMVAETokenizer:
     """The word-level tokenizer saved with a model (folder or Hub id)."""
     if Path(source).is_dir() and not (Path(source) / "tokenizer.json").is_file():
         raise ValueError(f"no tokenizer.json beside the model at {source}; save the tokenizer it was trained "
                          "with there (tokenizer.save_pretrained).")
     try:
-        return PreTrainedTokenizerFast.from_pretrained(str(source))
+        return DEMVAETokenizer.from_pretrained(str(source))  # folders saved before the class existed too
     except LOAD_ERRORS as error:
         reason = f"an entry {error.args[0]!r} is missing" if isinstance(error, KeyError) else one_line(error)
         raise ValueError(f"no usable tokenizer beside the model at {source} ({reason}).") from None
 
 
-def load_model_and_tokenizer(source, *, device=None) -> tuple[DEMVAEForGeneration, PreTrainedTokenizerFast]:
+def load_model_and_tokenizer(source, *, device=None) -> tuple[DEMVAEForGeneration, DEMVAETokenizer]:
     """A saved model in eval mode (on `device` when given) and its tokenizer; ValueError or FileNotFoundError with
     one line naming `source` and the problem."""
     source = str(source)

@@ -1,0 +1,174 @@
+"""The networks of DEM-VAE: a GRU sentence encoder, the heads of q(z|x) and q(c|x), and a GRU decoder conditioned on
+the latent, with the padding helpers they share. Sentences may be padded on either side: each network moves a
+sentence's real tokens to the front first, so padding never reaches a state that is used.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
+
+from .configuration_demvae import DEMVAEConfig
+from .gru import run_gru, run_grus
+
+
+@dataclass
+class DEMVAEPosterior(ModelOutput):
+    """q(z, c | x) = q(z|x) q(c|x): Gaussian parameters (B, G*d) and component probabilities (B, G, K)."""
+
+    mean: torch.Tensor | None = None
+    logvar: torch.Tensor | None = None
+    component_logits: torch.Tensor | None = None
+    component_probs: torch.Tensor | None = None
+
+
+def mask_from(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pad_token_id: int | None):
+    """Which tokens are real: the attention mask or, failing that, the tokens that are not the pad id."""
+    if attention_mask is not None:
+        return attention_mask.bool()
+    return torch.ones_like(input_ids, dtype=torch.bool) if pad_token_id is None else input_ids.ne(pad_token_id)
+
+
+def real_tokens_first(input_ids: torch.Tensor, mask: torch.Tensor):
+    """Each row's real tokens moved to its front, in order: any padding (left, right) becomes right padding.
+
+    Returns the reordered ids, the lengths (B,) and the order (B, T), whose `argsort(1)` puts positions back. A stable
+    sort on the mask, with no branch on the data, so that compiled and exported graphs take this path too."""
+    order = torch.argsort(mask.logical_not().to(torch.uint8), dim=1, stable=True)
+    return input_ids.gather(1, order), mask.long().sum(-1), order
+
+
+def check_nonempty_rows(lengths: torch.Tensor) -> None:
+    """Every sentence needs a token. Eager on a CPU: a ValueError. On an accelerator, and while torch.compile or
+    torch.export traces the model (where a branch on the data cannot be), an assertion op: asynchronous, so it
+    never stalls the step, and part of the graph."""
+    message = "every sentence needs at least one token; found an empty row in the batch."
+    tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    if lengths.device.type == "cpu" and not tracing:
+        if (lengths < 1).any():
+            raise ValueError(message)
+    else:
+        torch._assert_async((lengths > 0).all(), message)
+
+
+def check_input_ids(input_ids: torch.Tensor | None, name: str = "input_ids") -> None:
+    if input_ids is None or input_ids.dim() != 2 or input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        shape = None if input_ids is None else tuple(input_ids.shape)
+        raise ValueError(f"{name} must be a non-empty (batch, length) tensor, got shape {shape}.")
+
+
+def state_at(outputs: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """A GRU's outputs (B, T, H) at each sentence's last real position `last` (B,): padding never reaches them."""
+    return outputs.gather(1, last.view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])).squeeze(1)
+
+
+class SentenceEncoder(GradientCheckpointingLayer):
+    """Embedding + GRU read left to right and, per sentence, right to left from its last real token.
+
+    Sentences come right-padded (`real_tokens_first`). Each direction's state is taken at the sentence's last real
+    token, so padding never reaches the encoding (the reference code's encoder reads it). Two plain GRU runs over the
+    padded batch beat packed sequences: no host-device synchronisation, and length-bucketed batches carry little
+    padding. In CPU training the two directions advance in step (`gru.run_grus`). Under gradient checkpointing the
+    GRUs' activations are recomputed in the backward pass; the embedding stays outside, so the checkpointed input
+    carries a gradient."""
+
+    def __init__(self, config: DEMVAEConfig):
+        super().__init__()
+        self.embedding = nn.Embedding(config.vocab_size, config.embed_size, padding_idx=config.pad_token_id)
+        self.dropout = nn.Dropout(config.dropout)
+        self.forward_rnn = nn.GRU(config.embed_size, config.encoder_hidden_size, batch_first=True)
+        self.backward_rnn = (
+            nn.GRU(config.embed_size, config.encoder_hidden_size, batch_first=True)
+            if config.bidirectional_encoder
+            else None
+        )
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.embedding(input_ids))
+
+    def forward(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        last = lengths - 1
+        rnns, inputs = [self.forward_rnn], [embedded]
+        if self.backward_rnn is not None:
+            positions = torch.arange(embedded.shape[1], device=embedded.device)
+            inside = positions < lengths.unsqueeze(1)
+            reverse = torch.where(inside, last.unsqueeze(1) - positions, positions)  # flip each sentence in place
+            rnns.append(self.backward_rnn)
+            inputs.append(embedded.gather(1, reverse.unsqueeze(-1).expand_as(embedded)))
+        return torch.cat([state_at(outputs, last) for outputs, _ in run_grus(rnns, inputs)], dim=-1)
+
+
+class PosteriorHeads(nn.Module):
+    """The three heads on the encoder state: q(z|x) mean and log-variance, and q(c|x) logits."""
+
+    def __init__(self, config: DEMVAEConfig, encoder_size: int):
+        super().__init__()
+        self.num_groups, self.num_components = config.num_groups, config.num_components
+        if config.has_continuous_latent:
+            self.mean = nn.Linear(encoder_size, config.continuous_size)
+            self.logvar = nn.Linear(encoder_size, config.continuous_size)
+        if config.has_discrete_latent:
+            self.component_logits = nn.Sequential(
+                nn.Linear(encoder_size, encoder_size),
+                nn.ReLU(),
+                nn.Linear(encoder_size, config.num_groups * config.num_components),
+            )
+
+    def forward(self, encoded: torch.Tensor) -> DEMVAEPosterior:
+        posterior = DEMVAEPosterior()
+        if hasattr(self, "mean"):
+            posterior.mean, posterior.logvar = self.mean(encoded), self.logvar(encoded)
+        if hasattr(self, "component_logits"):
+            logits = self.component_logits(encoded).view(-1, self.num_groups, self.num_components)
+            posterior.component_logits, posterior.component_probs = logits, logits.softmax(-1)
+        return posterior
+
+
+class GRUDecoder(GradientCheckpointingLayer):
+    """GRU language model conditioned on a latent: h_0 = W z, and z concatenated to every input embedding.
+
+    Under gradient checkpointing the GRU's activations are recomputed in the backward pass (see `SentenceEncoder`)."""
+
+    def __init__(self, config: DEMVAEConfig):
+        super().__init__()
+        latent_size = config.decoder_latent_size
+        self.concat_latent = config.concat_latent_to_inputs and latent_size > 0
+        self.embedding = nn.Embedding(config.vocab_size, config.embed_size, padding_idx=config.pad_token_id)
+        self.dropout = nn.Dropout(config.dropout)
+        self.latent_to_hidden = nn.Linear(latent_size, config.decoder_hidden_size, bias=False) if latent_size else None
+        input_size = config.embed_size + (latent_size if self.concat_latent else 0)
+        self.rnn = nn.GRU(input_size, config.decoder_hidden_size, batch_first=True)
+
+    def initial_state(self, latent: torch.Tensor) -> torch.Tensor:
+        if self.latent_to_hidden is None:
+            return latent.new_zeros(1, latent.shape[0], self.rnn.hidden_size)
+        return self.latent_to_hidden(latent).unsqueeze(0)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.embedding(input_ids))
+
+    def forward(self, embedded, latent, state=None, lengths=None):
+        """Run the GRU over right-padded inputs from `state` (or the latent's initial state). It is causal, so right
+        padding only produces outputs past each sentence's end, which the loss ignores. The state returned is the
+        one after each sentence's last real token when `lengths` are given, else after the last position."""
+        if self.concat_latent:
+            embedded = torch.cat((embedded, latent.unsqueeze(1).expand(-1, embedded.shape[1], -1)), dim=-1)
+        outputs, state = run_gru(self.rnn, embedded, self.initial_state(latent) if state is None else state)
+        if lengths is not None:
+            state = state_at(outputs, lengths - 1).unsqueeze(0)
+        return self.dropout(outputs), state
+
+
+__all__ = [
+    "DEMVAEPosterior",
+    "GRUDecoder",
+    "PosteriorHeads",
+    "SentenceEncoder",
+    "check_input_ids",
+    "check_nonempty_rows",
+    "mask_from",
+    "real_tokens_first",
+    "state_at",
+]

@@ -1,0 +1,70 @@
+"""DEM-VAE under transformers' own `ModelTesterMixin` (from the sdist of the installed transformers, see
+`hf_common_tests`). A GRU model has no attention and returns no hidden states; the tests that need them are skipped
+below, each with the reason."""
+
+import unittest
+
+import pytest
+import torch
+
+pytest.importorskip("parameterized", reason="the common tests need `parameterized` (pip install -e '.[dev]')")
+
+from hf_common_tests import common_tests_module  # noqa: E402
+
+from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration  # noqa: E402
+
+try:
+    common = common_tests_module()
+except Exception as error:  # no network, no sdist for this version: say so instead of failing
+    pytest.skip(f"transformers' common tests are unavailable: {error}", allow_module_level=True)
+
+
+class DEMVAEModelTester:
+    """A tiny DEM-VAE and a right-padded batch, in the shape the common tests expect."""
+
+    def __init__(self, parent, batch_size=3, seq_length=7, vocab_size=99, is_training=True):
+        self.parent, self.batch_size, self.seq_length = parent, batch_size, seq_length
+        self.vocab_size, self.is_training = vocab_size, is_training
+
+    def get_config(self) -> DEMVAEConfig:
+        return DEMVAEConfig(
+            vocab_size=self.vocab_size, embed_size=16, encoder_hidden_size=12, decoder_hidden_size=16,
+            num_groups=2, num_components=3, latent_size=2, max_sentence_length=self.seq_length + 3,
+            deterministic_eval=True,  # eval forwards decode the posterior mean: two forwards can be compared
+        )
+
+    def prepare_config_and_inputs_for_common(self):
+        input_ids = common.ids_tensor([self.batch_size, self.seq_length], self.vocab_size - 4) + 4  # no specials
+        lengths = torch.arange(self.batch_size) % (self.seq_length - 1) + 2
+        lengths[0] = self.seq_length
+        attention_mask = (torch.arange(self.seq_length) < lengths.unsqueeze(1)).long()
+        input_ids = input_ids.masked_fill(attention_mask == 0, 0)
+        input_ids[:, 0] = 1
+        return self.get_config(), {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+class DEMVAEModelTest(common.ModelTesterMixin, unittest.TestCase):
+    all_model_classes = (DEMVAEForGeneration,)
+    has_attentions = False  # a GRU model: no attention weights to return
+    # the test reads the model's age from a copyright line our files do not have; _init_weights covers every weight
+    test_can_init_all_missing_weights_before_2023 = True
+
+    def setUp(self):
+        self.model_tester = DEMVAEModelTester(self)
+
+    # A model without attention and hidden states
+    @unittest.skip("a GRU model returns no hidden states (output_hidden_states is not a DEM-VAE option)")
+    def test_hidden_states_output(self):
+        pass
+
+    @unittest.skip("a GRU model returns no hidden states or attentions to retain gradients on")
+    def test_retain_grad_hidden_states_attentions(self):
+        pass
+
+    @unittest.skip("DEM-VAE has no base model under a head: the encoder, prior and decoder together are the model")
+    def test_model_base_model_prefix(self):
+        pass
+
+    @unittest.skip("GenerationTesterMixin is not in the sdist; generation is tested in test_generation.py")
+    def test_generation_tester_mixin_inheritance(self):
+        pass
