@@ -144,6 +144,21 @@ def reverse_perplexity_from_samples(train_samples, valid_samples, test_sentences
     }
 
 
+def reverse_perplexity_ceiling(train_sentences, valid_sentences, test_sentences, *, num_train: int = 40_000,
+                               num_valid: int = 3_000, vocab_size: int, seed: int = 0, **lm_kwargs) -> dict:
+    """The rPPL perfect samples would reach: the same language model trained on `num_train` random real training
+    sentences (all when fewer), stopped on `num_valid` random real validation sentences, scored on the test set.
+    A model's distance from it says how far its samples are from the data, whatever the language model."""
+    if num_train < 1 or num_valid < 1:
+        raise ValueError(f"num_train and num_valid must be positive, got {num_train} and {num_valid}.")
+    generator = torch.Generator().manual_seed(seed)
+    train, valid = (
+        [sentences[i] for i in torch.randperm(len(sentences), generator=generator)[:count].tolist()]
+        for sentences, count in ((as_id_lists(train_sentences), num_train), (as_id_lists(valid_sentences), num_valid))
+    )
+    return reverse_perplexity_from_samples(train, valid, test_sentences, vocab_size=vocab_size, seed=seed, **lm_kwargs)
+
+
 def reverse_perplexity(model, test_sentences, *, num_train: int = 40_000, num_valid: int = 3_000, seed: int = 0,
                        progress: bool = False, **lm_kwargs) -> dict:
     """Sample `num_train + num_valid` sentences from the model's prior and return their rPPL on the test set."""
@@ -163,5 +178,6 @@ __all__ = [
     "train_language_model",
     "sample_sentences",
     "reverse_perplexity_from_samples",
+    "reverse_perplexity_ceiling",
     "reverse_perplexity",
 ]
