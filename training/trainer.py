@@ -3,8 +3,9 @@
 Adam, global gradient-norm clipping and KL annealing at every step; every `eval_every` steps (the spec's
 "epoch") a validation pass on a fixed random stream, the best model exported with `save_pretrained`, the
 learning rate multiplied by `lr_decay` after `lr_decay_patience` validations without improvement, and early
-stopping after `early_stopping_patience` of them. Checkpoints hold everything the trajectory depends on (weights,
-optimizer, random states, data position), so a resumed run ends where an uninterrupted one would.
+stopping after `early_stopping_patience` of them; learning-curve points in between (`learning_curve_every`) only
+log. Checkpoints hold everything the trajectory depends on (weights, optimizer, random states, data position), so
+a resumed run ends where an uninterrupted one would.
 
 `batch_size` is the number of sentences per optimizer step, whatever the hardware: it is split evenly over the
 processes and the gradient-accumulation micro-batches, and the step is the same whatever the split. The batch
@@ -15,6 +16,7 @@ depends on the split.
 """
 
 import json
+import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -22,18 +24,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import is_tensorboard_available, set_seed
+from accelerate.utils import gather_object, is_tensorboard_available, set_seed
 from tqdm.auto import tqdm
 
 from modeling_demvae.data import LengthBucketBatchSampler, PaddingCollator
+from modeling_demvae.metrics.collapse import mutual_information
 
-from .checkpoints import export_atomically, latest_checkpoint, remove_leftovers, save_checkpoint
+from .checkpoints import TEMPORARY_PREFIX, export_atomically, latest_checkpoint, remove_leftovers, save_checkpoint
 from .loading import RUN_SUMMARY
 
 LOGGED_TERMS = ("loss", "nll", "zkl", "dispersion", "agg_ckl", "mi", "elbo")
 SELECTION_METRICS = {"elbo": +1, "loss": -1}  # validation ELBO is maximized, the training objective minimized
 MIXED_PRECISION = ("no", "bf16", "fp16")
 NOISE, DROPOUT, VALIDATION_NOISE = range(3)  # the random streams seeded by (seed, stream, position)
+LEARNING_CURVE = "learning_curve.jsonl"  # one JSON line per point, in output_dir
 
 
 @dataclass
@@ -47,6 +51,10 @@ class TrainingArguments:
         max_grad_norm: Clip the global gradient norm to this value.
         max_steps: Optimizer steps at most (the reference: 50 "epochs" of 2,000 steps).
         eval_every: Steps between validations (the reference "epoch").
+        learning_curve_every: Steps between the points of a learning curve: validations that only log (the terms and
+            I(x; c) per group, to output_dir/learning_curve.jsonl) and leave model selection, decay, stopping and the
+            trajectory alone (default: none).
+        learning_curve_until: Last step of the learning curve (default: the whole run).
         checkpoint_every: Steps between checkpoints (default: at every validation).
         keep_checkpoints: How many of the newest checkpoints to keep.
         lr_decay: Factor applied to the learning rate after lr_decay_patience validations without improvement.
@@ -70,6 +78,8 @@ class TrainingArguments:
     max_grad_norm: float = 0.5
     max_steps: int = 100_000
     eval_every: int = 2_000
+    learning_curve_every: int | None = None
+    learning_curve_until: int | None = None
     checkpoint_every: int | None = None
     keep_checkpoints: int = 2
     lr_decay: float = 0.8
@@ -91,8 +101,9 @@ class TrainingArguments:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}.")
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be a positive integer, got {self.checkpoint_every}.")
+        for name in ("checkpoint_every", "learning_curve_every", "learning_curve_until"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
         if self.learning_rate <= 0 or self.max_grad_norm <= 0 or not 0 < self.lr_decay <= 1:
             raise ValueError("learning_rate and max_grad_norm must be positive and lr_decay in (0, 1], got "
                              f"{self.learning_rate}, {self.max_grad_norm} and {self.lr_decay}.")
@@ -135,6 +146,14 @@ def adam(parameters, *, learning_rate: float) -> torch.optim.Adam:
 def stream_seed(*keys: int) -> int:
     """A seed mixed from non-negative integers (the run's seed, a stream, a step): nearby keys, unrelated streams."""
     return int(np.random.SeedSequence(keys).generate_state(1, np.uint64)[0])
+
+
+def curve_step(line: str) -> float:
+    """The step of a learning-curve line; infinite for a line cut short by a crash, so that it is dropped."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return float("inf")
 
 
 class TrainingDiverged(ValueError):
@@ -278,16 +297,21 @@ class DEMVAETrainer:
 
     # ----- validation -----
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Sentence-weighted means of the loss terms over the validation set, at full KL weight. Each batch's noise
         is seeded by the seed and the batch's first sentence, so the same weights always score the same, on any
         number of processes, and the global random stream is untouched."""
+        return self._validation_pass()[0]
+
+    @torch.no_grad()
+    def _validation_pass(self) -> tuple[dict[str, float], torch.Tensor | None]:
+        """`evaluate`'s terms, and q(c|x) of every validation sentence (None when the variant has no components)."""
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
         sums = torch.zeros(len(LOGGED_TERMS) + 1, device=self.accelerator.device)
         generator = torch.Generator(self.accelerator.device)
+        component_probs = []
         for indices in self.eval_batches:
             batch = self.collate([{"input_ids": self.eval_ids[i]} for i in indices])
             batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
@@ -297,17 +321,59 @@ class DEMVAETrainer:
                 output = model(**batch, kl_weight=1.0, posterior_noise=noise)
             terms = torch.stack([getattr(output, term).float() for term in LOGGED_TERMS])
             sums += torch.cat((terms * len(indices), terms.new_ones(1) * len(indices)))
+            if output.component_probs is not None:
+                component_probs.append(output.component_probs.float().cpu())
         model.train(was_training)
         sums = self.accelerator.reduce(sums, reduction="sum")
-        return dict(zip(LOGGED_TERMS, (sums[:-1] / sums[-1]).tolist(), strict=True))
+        metrics = dict(zip(LOGGED_TERMS, (sums[:-1] / sums[-1]).tolist(), strict=True))
+        if not component_probs:
+            return metrics, None
+        return metrics, torch.cat([probs for part in gather_object([component_probs]) for probs in part])
 
-    def _validate(self, progress) -> None:
-        metrics = self.evaluate()
+    def _validate(self, progress, *, select: bool = True, curve: bool = False) -> None:
+        """A validation: with `select`, the reference's (model selection, decay, stopping); with `curve`, a point
+        of the learning curve."""
+        metrics, component_probs = self._validation_pass()
+        if curve:
+            self._log_curve_point(metrics, component_probs, progress)
+        if not select:
+            return
         self._after_validation(metrics)
         self.accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=self.state.step)
         best = " (best)" if self.state.best_step == self.state.step else ""
         progress.write(f"step {self.state.step}: validation "
                        + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + best)
+
+    # ----- the learning curve -----
+
+    def _curve_due(self) -> bool:
+        every, until = self.args.learning_curve_every, self.args.learning_curve_until
+        return every is not None and self.state.step % every == 0 and (until is None or self.state.step <= until)
+
+    def _log_curve_point(self, metrics: dict[str, float], component_probs: torch.Tensor | None, progress) -> None:
+        """Append the validation terms and I(x; c) per group (on the validation q(c|x)) to learning_curve.jsonl."""
+        point = {"step": self.state.step, **metrics}
+        if component_probs is not None:
+            point["mutual_information"] = mutual_information(component_probs).tolist()
+        if self.accelerator.is_main_process:
+            with (self.output_dir / LEARNING_CURVE).open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(point) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            shown = f", I(x;c) {sum(point['mutual_information']):.3f}" if component_probs is not None else ""
+            progress.write(f"step {self.state.step}: learning curve "
+                           + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + shown)
+
+    def _trim_learning_curve(self) -> None:
+        """Keep the curve's points up to the step the run starts from: those after it (logged after the last
+        checkpoint of an interrupted run, or by an earlier run in this folder) will be logged again."""
+        path = self.output_dir / LEARNING_CURVE
+        if not self.accelerator.is_main_process or not path.is_file():
+            return
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines() if curve_step(line) <= self.state.step]
+        temporary = path.with_name(TEMPORARY_PREFIX + path.name)
+        temporary.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(temporary, path)
 
     def _after_validation(self, metrics: dict[str, float]) -> None:
         """Keep the best model, decay the learning rate on a plateau, and decide on early stopping."""
@@ -359,6 +425,7 @@ class DEMVAETrainer:
                                                       if isinstance(v, int | float | str | bool)})
         accelerator.print(f"Training on {accelerator.num_processes} process(es) ({accelerator.distributed_type}, "
                           f"{accelerator.device}), {args.batch_size} sentences per step.")
+        self._trim_learning_curve()
         self._batches = self._train_batches()
         checkpoint_every = args.checkpoint_every or args.eval_every
         with tqdm(total=args.max_steps, initial=state.step, desc="Training", dynamic_ncols=True,
@@ -371,8 +438,9 @@ class DEMVAETrainer:
                                                                            "kl_weight")})
                     accelerator.log({f"train/{k}": v for k, v in logs.items()}, step=state.step)
                 validate = state.step % args.eval_every == 0 or state.step == args.max_steps
-                if validate:
-                    self._validate(progress)
+                curve = self._curve_due()
+                if validate or curve:
+                    self._validate(progress, select=validate, curve=curve)
                 if validate or state.step % checkpoint_every == 0:
                     save_checkpoint(accelerator, self.checkpoint_dir, state.step, keep=args.keep_checkpoints)
         if state.stopped_early:
@@ -382,4 +450,4 @@ class DEMVAETrainer:
         return state
 
 
-__all__ = ["DEMVAETrainer", "TrainingArguments", "TrainingDiverged", "TrainingState", "adam"]
+__all__ = ["LEARNING_CURVE", "DEMVAETrainer", "TrainingArguments", "TrainingDiverged", "TrainingState", "adam"]
