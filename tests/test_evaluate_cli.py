@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from conftest import save_tiny_model, write_dialog_corpus
 from demvae.cli import main
 from transformers import PreTrainedTokenizerFast
@@ -147,3 +148,33 @@ def test_an_interrupted_evaluation_resumes_with_the_numbers_of_an_uninterrupted_
                        for start in range(0, len(test), 5)]
     assert whole["nll"] == pytest.approx(-sum(ll.sum().item() for ll in log_likelihoods) / len(test))
     assert whole["num_sentences"] == len(test) == 18
+
+
+def test_an_evaluation_interrupted_in_the_language_model_continues_from_its_last_epoch(saved, tmp_path,
+                                                                                       monkeypatch):
+    from modeling_demvae.metrics import reverse_ppl
+
+    model_dir, corpus = saved
+    run = ["evaluate", str(model_dir), "--dataset", str(corpus), "--metrics", "rppl", "--rppl-samples", "40",
+           "--rppl-max-epochs", "3", "--no-progress"]
+    assert main([*run, "--output", str(tmp_path / "whole.json")]) == 0
+    calls, interrupt_at, direct = [], [2], reverse_ppl.language_model_perplexity
+
+    def counted(*args, **kwargs):  # the validation after each epoch, then the test set
+        calls.append(1)
+        if len(calls) in interrupt_at:
+            raise KeyboardInterrupt
+        return direct(*args, **kwargs)
+
+    monkeypatch.setattr(reverse_ppl, "language_model_perplexity", counted)
+    output = tmp_path / "resumed.json"
+    with pytest.raises(KeyboardInterrupt):
+        main([*run, "--output", str(output)])
+    checkpoint = tmp_path / "resumed.json.partial.rppl.pt"
+    assert len(torch.load(checkpoint, weights_only=True)["history"]) == 1
+    calls.clear(), interrupt_at.clear()
+    assert main([*run, "--output", str(output), "--resume"]) == 0
+    assert len(calls) == 3  # epochs 2 and 3, then the test set
+    assert not checkpoint.exists()
+    resumed, whole = (json.loads((tmp_path / name).read_text()) for name in ("resumed.json", "whole.json"))
+    assert resumed == whole and whole["rppl_epochs"] == 3

@@ -105,3 +105,17 @@ def test_real_sentences_reach_a_lower_reverse_perplexity_than_samples_of_one_sen
     one_sentence = reverse_perplexity_from_samples([language[0]] * 100, [language[0]] * 8, language[:4], **options)
     assert ceiling["rppl_train_samples"] == 100 and ceiling["rppl_valid_samples"] == 8
     assert ceiling["rppl"] < 3.0 < one_sentence["rppl"]
+
+
+def test_an_interrupted_language_model_training_continues_to_the_uninterrupted_model(tmp_path):
+    language = [[1, 5, 6, 7, 2], [1, 5, 8, 2], [1, 9, 6, 7, 2], [1, 9, 8, 6, 2]] * 20
+    options = dict(vocab_size=12, hidden_size=16, batch_size=8, learning_rate=0.01, seed=2)  # dropout 0.3
+    whole, whole_history = train_language_model(language, language[:8], max_epochs=5, **options)
+    checkpoint = tmp_path / "lm.pt"
+    train_language_model(language, language[:8], max_epochs=2, checkpoint=checkpoint, **options)  # stopped after 2
+    assert len(torch.load(checkpoint, weights_only=True)["history"]) == 2
+    resumed, history = train_language_model(language, language[:8], max_epochs=5, checkpoint=checkpoint, **options)
+    assert history == whole_history and len(history) == 5
+    assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), whole.state_dict().values()))
+    finished = train_language_model(language, language[:8], max_epochs=5, checkpoint=checkpoint, **options)[1]
+    assert finished == history  # a finished training is not trained further

@@ -22,7 +22,8 @@ generated: they keep the language model's softmax probability, not <unk>'s) and 
 ceiling: ceiling (the rPPL keys of the language model trained on real sentences).
 
 The evaluation keeps what it has finished in OUTPUT.partial (the NLL in chunks of 200 test sentences, chunk i
-seeded with --seed + i; each other metric group as a whole), so that --resume loses at most one piece.
+seeded with --seed + i; the rPPL language models after each epoch; each other metric group as a whole), so that
+--resume loses at most one piece and ends with the numbers of an uninterrupted evaluation.
 """
 
 import argparse
@@ -44,6 +45,7 @@ from .loading import load_model_and_tokenizer
 METRIC_NAMES = ("nll", "rppl", "bleu", "wkl", "homogeneity", "collapse", "ceiling")
 DEFAULT_METRICS = METRIC_NAMES[:-1]  # the ceiling describes the corpus, not the model
 NLL_CHUNK = 200  # test sentences per NLL chunk: an interrupted evaluation loses at most one chunk
+LANGUAGE_MODELS = ("rppl", "ceiling")  # the rPPL language models, checkpointed after each epoch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted evaluation with the same settings from OUTPUT.partial, which "
-                             "keeps every finished metric and NLL chunk (of 200 sentences) until the end")
+                             "keeps every finished metric, NLL chunk (of 200 sentences) and language-model epoch "
+                             "until the end")
 
 
 def load_splits(args) -> dict:
@@ -125,19 +128,27 @@ def rppl_sample_counts(args) -> tuple[int, int]:
 
 class Progress:
     """The finished parts of an evaluation in OUTPUT.partial (rewritten atomically after each), so that `--resume`
-    continues an interrupted one: the NLL chunk by chunk, the other metrics one group at a time."""
+    continues an interrupted one: the NLL chunk by chunk, the rPPL language models epoch by epoch (their
+    checkpoints in OUTPUT.partial.NAME.pt), the other metrics one group at a time."""
 
     def __init__(self, path: Path | None, settings: dict, resume: bool):
         self.path = path
         self.state = {"settings": json.loads(json.dumps(settings)), "results": {}, "finished": [], "nll_chunks": []}
-        if resume and path is not None and path.is_file():
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            if saved.get("settings") == self.state["settings"]:
-                self.state = saved
-                done = saved["finished"] + [f"{len(saved['nll_chunks'])} NLL chunk(s)"] * bool(saved["nll_chunks"])
-                print(f"Resuming the evaluation of {path}: {', '.join(done) or 'nothing'} done.")
-            else:
-                print(f"{path} was written with other settings; evaluating from the start.")
+        saved = json.loads(path.read_text(encoding="utf-8")) if resume and path and path.is_file() else None
+        if saved and saved.get("settings") == self.state["settings"]:
+            self.state = saved
+            done = saved["finished"] + [f"{len(saved['nll_chunks'])} NLL chunk(s)"] * bool(saved["nll_chunks"])
+            print(f"Resuming the evaluation of {path}: {', '.join(done) or 'nothing'} done.")
+            return
+        if saved:
+            print(f"{path} was written with other settings; evaluating from the start.")
+        if path is not None:  # a new evaluation: its own progress file from the start
+            remove_progress(path)
+            self.save()
+
+    def checkpoint(self, name: str) -> Path | None:
+        """Where a long computation of the evaluation keeps its own state."""
+        return None if self.path is None else language_model_checkpoint(self.path, name)
 
     def save(self) -> None:
         if self.path is not None:
@@ -149,6 +160,16 @@ class Progress:
             self.state["results"].update(compute())
             self.state["finished"].append(name)
             self.save()
+
+
+def language_model_checkpoint(progress: Path, name: str) -> Path:
+    return Path(f"{progress}.{name}.pt")
+
+
+def remove_progress(progress: Path) -> None:
+    """Forget an evaluation's progress: when a new one starts, and once its results are written."""
+    for path in (progress, *(language_model_checkpoint(progress, name) for name in LANGUAGE_MODELS)):
+        path.unlink(missing_ok=True)
 
 
 def chunked_nll(model, test, args, progress: Progress) -> dict:
@@ -183,7 +204,8 @@ def evaluate(model, tokenizer, splits: dict, args, progress_path: Path | None = 
         state.run("nll", lambda: chunked_nll(model, test, args, state))
     if "rppl" in requested or ("wkl" in requested and "train" in splits):
         state.run("samples", lambda: sample_metrics(model, tokenizer, splits, test, requested,
-                                                    (train_samples, valid_samples), lm_options))
+                                                    (train_samples, valid_samples),
+                                                    {**lm_options, "checkpoint": state.checkpoint("rppl")}))
     if config.variant != "rnnlm" and "bleu" in requested:
         state.run("bleu", lambda: metrics.reconstruction_bleu(model, test, tokenizer=tokenizer))
     if config.has_discrete_latent and requested & {"homogeneity", "collapse"}:
@@ -192,7 +214,7 @@ def evaluate(model, tokenizer, splits: dict, args, progress_path: Path | None = 
         state.run("ceiling", lambda: {"ceiling": metrics.reverse_perplexity_ceiling(
             sentences_of(splits["train"], tokenizer, max_length)[0],
             sentences_of(splits["validation"], tokenizer, max_length)[0], test,
-            num_train=train_samples, num_valid=valid_samples, **lm_options)})
+            num_train=train_samples, num_valid=valid_samples, checkpoint=state.checkpoint("ceiling"), **lm_options)})
     return {**state.state["results"], "settings": settings}
 
 
@@ -201,7 +223,7 @@ def sample_metrics(model, tokenizer, splits, test, requested, sample_counts, lm_
     config, results = model.config, {}
     train_samples, valid_samples = sample_counts
     samples = metrics.sample_sentences(model, train_samples + valid_samples, seed=lm_options["seed"],
-                                       progress=lm_options["progress"])
+                                       progress=lm_options["progress"])  # the same again when resumed
     if "rppl" in requested:
         results.update(metrics.reverse_perplexity_from_samples(samples[:train_samples], samples[train_samples:],
                                                                test, **lm_options))
@@ -283,11 +305,11 @@ def run(args) -> int:
         raise ValueError("the ceiling needs real training and validation sentences: give --dataset with both "
                          f"splits (this one has {', '.join(sorted(splits))}).")
     model, tokenizer = load_model_and_tokenizer(args.model, device=args.device)
-    progress_path = Path(f"{args.output}.partial")
-    results = evaluate(model, tokenizer, splits, args, progress_path)
+    progress = Path(f"{args.output}.partial")
+    results = evaluate(model, tokenizer, splits, args, progress)
     print(format_table(results))
     write_json(args.output, results)
-    progress_path.unlink(missing_ok=True)
+    remove_progress(progress)
     print(f"wrote {args.output}")
     if any(isinstance(v, float) and not math.isfinite(v) for v in results.values()):
         print("warning: some results are not finite (written as null)")

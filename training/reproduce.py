@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .budgets import BUDGETS, DATASETS, TABLES, Run, all_runs, run_settings
-from .evaluate import write_json
+from .evaluate import remove_progress, write_json
 from .loading import RUN_SUMMARY
 from .reproduction_report import ceiling_path, write_report
 from .trainer import LEARNING_CURVE
@@ -111,8 +111,9 @@ def train_and_evaluate(run: Run, budget: str, *, work_dir: Path, results_dir: Pa
     trained, evaluated = model_dir / "reproduce_training.json", model_dir / "reproduce_evaluation.json"
     evaluation_file = model_dir / "evaluation.json"
     if not step_done(trained, settings):
-        for stale in (evaluated, evaluation_file, Path(f"{evaluation_file}.partial")):
-            stale.unlink(missing_ok=True)  # of an earlier model in this folder
+        for stale in (evaluated, evaluation_file):  # of an earlier model in this folder
+            stale.unlink(missing_ok=True)
+        remove_progress(Path(f"{evaluation_file}.partial"))
         start = time.time()
         run_command(["train", "--config", str(preset), "--seed", str(run.seed), "--output-dir", str(model_dir),
                      "--resume", "--report-to", "none", "--num-samples", "0"], log, env)
