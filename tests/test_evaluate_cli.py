@@ -107,6 +107,22 @@ def test_the_ceiling_trains_on_the_corpus_real_sentences(saved, tmp_path, capsys
     assert "the ceiling needs real training and validation sentences" in capsys.readouterr().err
 
 
+def interrupt_once(monkeypatch, owner, name: str, *, at_call: int) -> list[dict]:
+    """Make `owner.name` raise KeyboardInterrupt (as a kill would stop it) at its `at_call`-th call, the first time
+    only; returns the keyword arguments of every call."""
+    calls, direct, raised = [], getattr(owner, name), []
+
+    def wrapper(*args, **kwargs):
+        calls.append(kwargs)
+        if len(calls) == at_call and not raised:
+            raised.append(True)
+            raise KeyboardInterrupt
+        return direct(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return calls
+
+
 def test_an_interrupted_evaluation_resumes_with_the_numbers_of_an_uninterrupted_one(saved, tmp_path, monkeypatch,
                                                                                     capsys):
     """The NLL in chunks, each seeded with seed + chunk: a resumed evaluation computes only the missing ones."""
@@ -116,15 +132,8 @@ def test_an_interrupted_evaluation_resumes_with_the_numbers_of_an_uninterrupted_
     monkeypatch.setattr(evaluate, "NLL_CHUNK", 5)
     run = ["evaluate", str(model_dir), "--dataset", str(corpus), "--metrics", "nll", "collapse", "--nll-samples",
            "4", "--seed", "2", "--no-progress"]
-    calls, direct = [], metrics.sentence_log_likelihoods
-
-    def interrupted_at_the_third_chunk(*args, **kwargs):
-        calls.append(kwargs["seed"])
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return direct(*args, **kwargs)
-
-    monkeypatch.setattr(metrics, "sentence_log_likelihoods", interrupted_at_the_third_chunk)
+    direct = metrics.sentence_log_likelihoods
+    calls = interrupt_once(monkeypatch, metrics, "sentence_log_likelihoods", at_call=3)  # in the third chunk
     output = tmp_path / "resumed.json"
     with pytest.raises(KeyboardInterrupt):
         main([*run, "--output", str(output)])
@@ -135,7 +144,7 @@ def test_an_interrupted_evaluation_resumes_with_the_numbers_of_an_uninterrupted_
     assert main([*run, "--output", str(output), "--resume"]) == 0
     assert "Resuming the evaluation" in capsys.readouterr().out
     assert not (tmp_path / "resumed.json.partial").exists()
-    assert calls == [4, 5]  # the 18 test sentences: chunks 2 and 3 (seeds 2 + 2, 2 + 3), the first two kept
+    assert [call["seed"] for call in calls] == [4, 5]  # the 18 test sentences: chunks 2 and 3 (seeds 2 + 2, 2 + 3)
     monkeypatch.setattr(metrics, "sentence_log_likelihoods", direct)
     assert main([*run, "--output", str(tmp_path / "whole.json")]) == 0
     resumed, whole = (json.loads((tmp_path / name).read_text()) for name in ("resumed.json", "whole.json"))
@@ -158,21 +167,14 @@ def test_an_evaluation_interrupted_in_the_language_model_continues_from_its_last
     run = ["evaluate", str(model_dir), "--dataset", str(corpus), "--metrics", "rppl", "--rppl-samples", "40",
            "--rppl-max-epochs", "3", "--no-progress"]
     assert main([*run, "--output", str(tmp_path / "whole.json")]) == 0
-    calls, interrupt_at, direct = [], [2], reverse_ppl.language_model_perplexity
-
-    def counted(*args, **kwargs):  # the validation after each epoch, then the test set
-        calls.append(1)
-        if len(calls) in interrupt_at:
-            raise KeyboardInterrupt
-        return direct(*args, **kwargs)
-
-    monkeypatch.setattr(reverse_ppl, "language_model_perplexity", counted)
+    # called for the validation after each epoch, then for the test set: interrupted in the second epoch
+    calls = interrupt_once(monkeypatch, reverse_ppl, "language_model_perplexity", at_call=2)
     output = tmp_path / "resumed.json"
     with pytest.raises(KeyboardInterrupt):
         main([*run, "--output", str(output)])
     checkpoint = tmp_path / "resumed.json.partial.rppl.pt"
     assert len(torch.load(checkpoint, weights_only=True)["history"]) == 1
-    calls.clear(), interrupt_at.clear()
+    calls.clear()
     assert main([*run, "--output", str(output), "--resume"]) == 0
     assert len(calls) == 3  # epochs 2 and 3, then the test set
     assert not checkpoint.exists()

@@ -3,7 +3,10 @@
 import dataclasses
 import json
 import os
+import signal
 import statistics
+import subprocess
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 from unittest import mock
 
@@ -243,3 +246,13 @@ def test_the_full_budget_at_toy_size_writes_records_curve_ceilings_and_cards_and
     assert "4 run(s) in budget 'full': 3 done, 1 to do" in capsys.readouterr().out
     assert commands == ["evaluate", "inspect"]
     assert json.loads((full / "ptb-dgm-vae-mi-seed0.json").read_text())["evaluation"] == before["evaluation"]
+
+
+def test_a_signal_stops_the_running_subcommand_and_the_command(monkeypatch):
+    """Ctrl-C or kill: no next run starts, and the subcommand does not go on alone (its files stay resumable)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    monkeypatch.setattr(reproduce, "RUNNING", {child})
+    exits = []
+    monkeypatch.setattr(reproduce.os, "_exit", exits.append)
+    reproduce.stop(signal.SIGTERM, None)
+    assert child.poll() == -signal.SIGTERM and exits == [128 + signal.SIGTERM]

@@ -25,11 +25,13 @@ checks the whole pipeline in a minute. `--list-budgets` prints exactly what each
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from .budgets import BUDGETS, DATASETS, TABLES, Run, all_runs, run_settings
@@ -66,13 +68,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ----- one run -----
 
 
+RUNNING: set[subprocess.Popen] = set()  # the subcommands running now, stopped with the command
+
+
 def run_command(arguments: list[str], log: Path, env: dict) -> None:
     """`demvae ARGUMENTS` in a fresh process, its output appended to `log`; a failure raises with the log's end."""
     with log.open("a", encoding="utf-8") as handle:
         handle.write(f"\n$ demvae {' '.join(arguments)}\n")
         handle.flush()
-        code = subprocess.call([sys.executable, "-m", "demvae", *arguments], stdout=handle,
-                               stderr=subprocess.STDOUT, env=env)
+        child = subprocess.Popen([sys.executable, "-m", "demvae", *arguments], stdout=handle,
+                                 stderr=subprocess.STDOUT, env=env)
+        RUNNING.add(child)
+        try:
+            code = child.wait()
+        finally:
+            RUNNING.discard(child)
     if code != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
         raise RuntimeError(f"`demvae {arguments[0]}` failed (exit {code}); the end of {log}:\n" + "\n".join(tail))
@@ -211,6 +221,32 @@ def machine_description(threads: int) -> str:
 # ----- the command -----
 
 
+def stop(signum, frame) -> None:
+    """SIGTERM or SIGINT (Ctrl-C): stop the subcommands running now and the command at once, instead of going on
+    with the next run. Every file is written atomically, so the next start resumes from the last checkpoint or
+    finished part."""
+    for child in list(RUNNING):
+        child.terminate()
+    for child in list(RUNNING):
+        child.wait()
+    print(f"[{time.strftime('%H:%M:%S')}] stopped by signal {signum}; the same command resumes.", flush=True)
+    os._exit(128 + signum)
+
+
+@contextmanager
+def stopping_on_signals():
+    """`stop` handles SIGTERM and SIGINT while the runs go on (the main thread only: elsewhere, nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def is_done(run: Run, budget: str, results_dir: Path) -> bool:
     """A record exists for the run, made with the budget's current settings (and its card, where the budget
     renders one)."""
@@ -271,10 +307,10 @@ def run(args) -> int:
         ceiling(item.table)
         write_report(report, results_dir)  # after each run, so an interrupted set leaves a current table
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+    with stopping_on_signals(), ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(one, pending))
-    for table in dict.fromkeys(item.table for item in runs):  # a ceiling still missing, of finished runs
-        ceiling(table)
+        for table in dict.fromkeys(item.table for item in runs):  # a ceiling still missing, of finished runs
+            ceiling(table)
     write_report(report, results_dir)
     print(f"wrote {report}" + (f"; failed: {', '.join(failures)}" if failures else ""))
     return 1 if failures else 0
