@@ -348,14 +348,15 @@ class DEMVAETrainer:
         return self._validation_pass()[0]
 
     @torch.no_grad()
-    def _validation_pass(self) -> tuple[dict[str, float], torch.Tensor | None]:
-        """`evaluate`'s terms, and q(c|x) of every validation sentence (None when the variant has no components)."""
+    def _validation_pass(self, *, component_probs: bool = False) -> tuple[dict[str, float], torch.Tensor | None]:
+        """`evaluate`'s terms and, when asked, q(c|x) of every validation sentence (None when the variant has no
+        components). Every process joins the gather, also one whose share of the validation set is empty."""
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
         sums = torch.zeros(len(LOGGED_TERMS) + 1, device=self.accelerator.device)
         generator = torch.Generator(self.accelerator.device)
-        component_probs = []
+        gathered = []
         for indices in self.eval_batches:
             batch = self.collate([{"input_ids": self.eval_ids[i]} for i in indices])
             batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
@@ -365,19 +366,19 @@ class DEMVAETrainer:
                 output = model(**batch, kl_weight=1.0, posterior_noise=noise)
             terms = torch.stack([getattr(output, term).float() for term in LOGGED_TERMS])
             sums += torch.cat((terms * len(indices), terms.new_ones(1) * len(indices)))
-            if output.component_probs is not None:
-                component_probs.append(output.component_probs.float().cpu())
+            if component_probs and output.component_probs is not None:
+                gathered.append(output.component_probs.float().cpu())
         model.train(was_training)
         sums = self.accelerator.reduce(sums, reduction="sum")
         metrics = dict(zip(LOGGED_TERMS, (sums[:-1] / sums[-1]).tolist(), strict=True))
-        if not component_probs:
+        if not (component_probs and self.config.has_discrete_latent):
             return metrics, None
-        return metrics, torch.cat([probs for part in gather_object([component_probs]) for probs in part])
+        return metrics, torch.cat([probs for part in gather_object([gathered]) for probs in part])
 
     def _validate(self, progress, *, select: bool = True, curve: bool = False) -> None:
         """A validation: with `select`, the reference's (model selection, decay, stopping); with `curve`, a point
         of the learning curve."""
-        metrics, component_probs = self._validation_pass()
+        metrics, component_probs = self._validation_pass(component_probs=curve)
         if curve:
             self._log_curve_point(metrics, component_probs, progress)
         if not select:
