@@ -15,8 +15,9 @@ nmi (label -> score), mi (per group I(x; c) on the test set, nats), batch_mi (su
 30 as in training), active_components (per group exp(I(x; c))), component_spread (per group: mean distance of
 component means in pooled standard deviations), component_separation (per group: mean distance of each
 component to its nearest neighbour, same units; low when some components merged), dispersion (mean L_d), and
-"settings"; beside them details such as rppl_valid_ppl, unseen_test_token_rate (test tokens never
-generated: they keep the language model's softmax probability, not <unk>'s) and mi_total.
+"settings" (its mixed_precision: what the NLL, the samples and rPPL ran in, auto resolved); beside them details
+such as rppl_valid_ppl, unseen_test_token_rate (test tokens never generated: they keep the language model's softmax
+probability, not <unk>'s) and mi_total.
 """
 
 import argparse
@@ -34,6 +35,7 @@ from modeling_demvae import data, metrics
 from modeling_demvae.metrics.reverse_ppl import RPPL_PRESETS
 
 from .loading import load_model_and_tokenizer
+from .precision import MIXED_PRECISION, autocast, resolve_mixed_precision
 
 METRIC_NAMES = ("nll", "rppl", "bleu", "wkl", "homogeneity", "collapse")
 
@@ -61,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-tokens", type=int, default=16384,
                         help="padded tokens per decoder call in the NLL (memory ~ this x vocabulary size floats)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto",
+                        help="precision of the NLL, the prior samples and the rPPL language model: auto (bf16 where "
+                             "the CPU or GPU has bf16 arithmetic, else float32), no (float32), bf16, or fp16 (GPUs)")
     parser.add_argument("--output", default="evaluation.json", help="JSON file to write (default evaluation.json)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -95,11 +100,13 @@ def evaluate(model, tokenizer, splits: dict, args) -> dict:
     requested = set(args.metrics)
     max_length = config.max_sentence_length
     test, test_split = sentences_of(splits["test"], tokenizer, max_length, args.max_sentences)
+    precision = resolve_mixed_precision(args.mixed_precision, model.device)
     results = {}
     if "nll" in requested:
-        results.update(metrics.importance_weighted_nll(model, test, num_samples=args.nll_samples,
-                                                       max_tokens=args.batch_tokens, seed=args.seed,
-                                                       progress=progress))
+        with autocast(precision, model.device):
+            results.update(metrics.importance_weighted_nll(model, test, num_samples=args.nll_samples,
+                                                           max_tokens=args.batch_tokens, seed=args.seed,
+                                                           progress=progress))
     train_samples, valid_samples = RPPL_PRESETS[args.rppl_preset]
     if args.rppl_samples is not None:
         if args.rppl_samples < 1:
@@ -108,12 +115,14 @@ def evaluate(model, tokenizer, splits: dict, args) -> dict:
         train_samples = args.rppl_samples
     wkl_possible = "train" in splits
     if "rppl" in requested or ("wkl" in requested and wkl_possible):
-        samples = metrics.sample_sentences(model, train_samples + valid_samples, seed=args.seed, progress=progress)
-        if "rppl" in requested:
-            results.update(metrics.reverse_perplexity_from_samples(
-                samples[:train_samples], samples[train_samples:], test, vocab_size=config.vocab_size,
-                pad_token_id=config.pad_token_id, max_epochs=args.rppl_max_epochs, seed=args.seed,
-                device=model.device, progress=progress))
+        with autocast(precision, model.device):
+            samples = metrics.sample_sentences(model, train_samples + valid_samples, seed=args.seed,
+                                               progress=progress)
+            if "rppl" in requested:
+                results.update(metrics.reverse_perplexity_from_samples(
+                    samples[:train_samples], samples[train_samples:], test, vocab_size=config.vocab_size,
+                    pad_token_id=config.pad_token_id, max_epochs=args.rppl_max_epochs, seed=args.seed,
+                    device=model.device, progress=progress))
         if "wkl" in requested and wkl_possible:
             train, _ = sentences_of(splits["train"], tokenizer, max_length)
             special = (config.bos_token_id, config.eos_token_id, config.pad_token_id)
@@ -139,6 +148,7 @@ def evaluate(model, tokenizer, splits: dict, args) -> dict:
         "rppl_samples": [train_samples, valid_samples], "rppl_max_epochs": args.rppl_max_epochs,
         "wkl_smoothing": "add-one over the union of words",
         "seed": args.seed, "variant": config.variant, "metrics": sorted(requested),
+        "mixed_precision": precision,  # what ran for the NLL, the samples and rPPL (auto resolved)
     }
     return results
 

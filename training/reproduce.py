@@ -32,6 +32,7 @@ from modeling_demvae import DEMVAEConfig
 
 from .evaluate import write_json
 from .loading import RUN_SUMMARY
+from .precision import cpu_model_name
 from .train import MODEL_FIELDS, PRESET_DIR
 
 SEEDED_RUNS = {"ptb-gm-vae": (0, 1, 2), "ptb-dgm-vae-mi": (0, 1, 2)}  # the comparison the paper is about
@@ -208,9 +209,7 @@ def machine_description(threads: int) -> str:
 
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "CPU") if Path("/proc/cpuinfo").is_file() else "CPU"
-    return f"{model}, {threads} thread(s)"
+    return f"{cpu_model_name()}, {threads} thread(s)"
 
 
 # ----- the tables -----

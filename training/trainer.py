@@ -29,10 +29,10 @@ from modeling_demvae.data import LengthBucketBatchSampler, PaddingCollator
 
 from .checkpoints import export_atomically, latest_checkpoint, remove_leftovers, save_checkpoint
 from .loading import RUN_SUMMARY
+from .precision import MIXED_PRECISION, resolve_mixed_precision
 
 LOGGED_TERMS = ("loss", "nll", "zkl", "dispersion", "agg_ckl", "mi", "elbo")
 SELECTION_METRICS = {"elbo": +1, "loss": -1}  # validation ELBO is maximized, the training objective minimized
-MIXED_PRECISION = ("no", "bf16", "fp16")
 NOISE, DROPOUT, VALIDATION_NOISE = range(3)  # the random streams seeded by (seed, stream, position)
 
 
@@ -56,7 +56,8 @@ class TrainingArguments:
             objective at full KL weight, minimized; the reference DailyDialog runs).
         gradient_accumulation_steps: Micro-batches per optimizer step on each process (the same step as one
             batch, to rounding, with dropout 0).
-        mixed_precision: no, bf16 or fp16 autocast (fp16 with loss scaling).
+        mixed_precision: auto (bf16 where the CPU or GPU has bf16 arithmetic, detected at run time, else float32),
+            no (float32), bf16 autocast, or fp16 autocast with loss scaling (GPUs only). Weights stay float32.
         seed: Seed of the weights, the data order, the sampling noise and the dropout masks.
         eval_batch_size: Sentences per validation batch.
         logging_steps: Steps between progress-bar and tracker updates.
@@ -77,7 +78,7 @@ class TrainingArguments:
     early_stopping_patience: int = 10
     selection_metric: str = "elbo"
     gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"
+    mixed_precision: str = "auto"
     seed: int = 0
     eval_batch_size: int = 100
     logging_steps: int = 20
@@ -151,9 +152,10 @@ class DEMVAETrainer:
         if args.report_to == "tensorboard" and not is_tensorboard_available():
             raise ValueError("report_to='tensorboard' needs TensorBoard: pip install tensorboard (or use none).")
         tensorboard = args.report_to != "none" and is_tensorboard_available()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         self.accelerator = accelerator or Accelerator(
-            mixed_precision=args.mixed_precision,
-            cpu=not torch.cuda.is_available(),
+            mixed_precision=resolve_mixed_precision(args.mixed_precision, device),
+            cpu=device == "cpu",
             log_with="tensorboard" if tensorboard else None,
             project_dir=str(self.output_dir),
         )
@@ -221,7 +223,8 @@ class DEMVAETrainer:
         if not torch.isfinite(totals[0]):
             self._diverged(dict(zip(LOGGED_TERMS, totals.tolist(), strict=True)))
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
-        if self.args.mixed_precision != "fp16" and not torch.isfinite(grad_norm):  # fp16: the scaler skips the step
+        fp16 = self.accelerator.mixed_precision == "fp16"
+        if not fp16 and not torch.isfinite(grad_norm):  # fp16: the scaler skips the step
             self._diverged({"gradient norm": float(grad_norm)})
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -329,7 +332,8 @@ class DEMVAETrainer:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             model = self.accelerator.unwrap_model(self.model)
-            summary = {"step": self.state.step, "validation": metrics, "training_arguments": asdict(self.args)}
+            summary = {"step": self.state.step, "validation": metrics, "training_arguments": asdict(self.args),
+                       "mixed_precision": self.accelerator.mixed_precision}  # what ran, auto resolved
 
             def save(folder: Path):
                 model.save_pretrained(folder)
@@ -358,7 +362,8 @@ class DEMVAETrainer:
             accelerator.init_trackers("runs", config={k: v for k, v in {**asdict(args), **self.config.to_dict()}.items()
                                                       if isinstance(v, int | float | str | bool)})
         accelerator.print(f"Training on {accelerator.num_processes} process(es) ({accelerator.distributed_type}, "
-                          f"{accelerator.device}), {args.batch_size} sentences per step.")
+                          f"{accelerator.device}), {args.batch_size} sentences per step, mixed precision "
+                          f"{accelerator.mixed_precision}.")
         self._batches = self._train_batches()
         checkpoint_every = args.checkpoint_every or args.eval_every
         with tqdm(total=args.max_steps, initial=state.step, desc="Training", dynamic_ncols=True,
