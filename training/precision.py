@@ -48,6 +48,16 @@ def has_fast_bf16(device) -> bool:
     return device.type == "cpu" and bool(cpu_bf16_flags())
 
 
+def bf16_capability(device) -> str:
+    """One line for benchmark headers: the CPU (model, SIMD level, bf16 instructions) or the GPU, and its bf16."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, bf16 {'in hardware' if has_fast_bf16(device) else 'emulated'}"
+    flags = cpu_bf16_flags()
+    units = f"bf16 units ({', '.join(flags)})" if flags else "no bf16 units (bf16 is emulated, slower than float32)"
+    return f"{cpu_model_name()}, {torch.backends.cpu.get_cpu_capability()}, {units}"
+
+
 def resolve_mixed_precision(requested: str, device) -> str:
     """What runs on `device` for `--mixed-precision requested`: auto becomes bf16 or no; fp16 needs a GPU."""
     if requested not in MIXED_PRECISION:
@@ -67,5 +77,5 @@ def autocast(precision: str, device):
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-__all__ = ["MIXED_PRECISION", "autocast", "cpu_bf16_flags", "cpu_model_name", "has_fast_bf16",
+__all__ = ["MIXED_PRECISION", "autocast", "bf16_capability", "cpu_bf16_flags", "cpu_model_name", "has_fast_bf16",
            "resolve_mixed_precision"]
