@@ -88,6 +88,9 @@ class DEMVAEConfig(PreTrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"DEMVAEConfig.{name} must be a positive integer, got {value!r}.")
+        for name in FLOAT_FIELDS:  # NaN passes every comparison below
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"DEMVAEConfig.{name} must be a finite number, got {getattr(self, name)}.")
         if self.max_sentence_length < 2:
             raise ValueError(
                 f"DEMVAEConfig.max_sentence_length must be at least 2 (<s> and </s>), got {self.max_sentence_length}."
@@ -102,6 +105,8 @@ class DEMVAEConfig(PreTrainedConfig):
             raise ValueError(f"DEMVAEConfig.dropout must lie in [0, 1), got {self.dropout}.")
         if self.gumbel_temperature <= 0:
             raise ValueError(f"DEMVAEConfig.gumbel_temperature must be positive, got {self.gumbel_temperature}.")
+        if self.initializer_range < 0:
+            raise ValueError(f"DEMVAEConfig.initializer_range must be non-negative, got {self.initializer_range}.")
         if self.kl_annealing_slope <= 0:
             raise ValueError(f"DEMVAEConfig.kl_annealing_slope must be positive, got {self.kl_annealing_slope}.")
         if self.tie_word_embeddings and self.decoder_hidden_size != self.embed_size:

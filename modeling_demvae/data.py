@@ -2,10 +2,16 @@
 
 Every corpus ends up with splits "train" (always), "validation" and "test" (when the source has them), one
 sentence per row in a "text" column, plus any label columns the source carries (DailyDialog: "act", "emotion").
+A line that cannot be read (not UTF-8, malformed JSON or CSV, text that is not a string) is an error naming the file
+and the line; rows without text (null or blank) are skipped, and how many is logged.
 """
 
+import csv
+import json
+import logging
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +27,7 @@ SPLIT_NAMES = {"train": "train", "valid": "validation", "validation": "validatio
 BUILTIN_CORPORA = ("ptb", "daily_dialog")  # read from the data folder; "synthetic" is generated
 LABEL_COLUMNS = ("act", "emotion", "mode")  # label columns a corpus may carry (DailyDialog; the synthetic modes)
 TABLE_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv"}
+logger = logging.getLogger(__name__)
 
 
 def default_data_dir() -> Path:
@@ -37,13 +44,23 @@ def default_data_dir() -> Path:
 # ----- reading sources -----
 
 
+def _decoded_lines(path: Path):
+    """(line number, text) of a UTF-8 file (a byte-order mark is dropped); a line that is not UTF-8 is an error."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}, line {number}: not UTF-8 text (byte {raw[error.start]:#04x} at column "
+                                 f"{error.start + 1}); save the file as UTF-8.") from None
+
+
 def read_sentences(path: str | os.PathLike) -> list[str]:
     """Non-empty, stripped lines of a text file (one sentence a line)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"text file not found: {path} (give a file with one sentence per line).")
-    with open(path, encoding="utf-8") as handle:
-        return [line.strip() for line in handle if line.strip()]
+    return [line.strip() for _, line in _decoded_lines(path) if line.strip()]
 
 
 def _checked_corpus(splits: dict[str, Dataset], origin: str) -> DatasetDict:
@@ -119,14 +136,78 @@ def _folder_corpus(folder: Path) -> DatasetDict:
                             "test.txt) or a DailyDialog layout (train/dialogues.txt with act and emotion files).")
 
 
+def _json_rows(path: Path):
+    """("line N", object) for each line of JSON Lines, or ("item N", object) for a .json file holding one array."""
+    if path.suffix.lower() == ".json":
+        try:
+            document = json.loads(path.read_bytes())
+        except ValueError:  # not one JSON document: JSON Lines
+            document = None
+        if isinstance(document, list):
+            yield from ((f"item {index}", row) for index, row in enumerate(document, start=1))
+            return
+    for number, line in _decoded_lines(path):
+        if line.strip():
+            try:
+                yield f"line {number}", json.loads(line)
+            except ValueError as error:
+                raise ValueError(f"{path}, line {number}: not valid JSON ({error}).") from None
+
+
+def _csv_rows(path: Path, text_column: str):
+    """("line N", {column: value}) for each record of a CSV file with a header; integer columns, but the text, as
+    ints."""
+    reader = csv.reader((line for _, line in _decoded_lines(path)), strict=True)
+    rows = []
+    try:
+        header = next(reader, [])
+        for fields in reader:
+            if fields and len(fields) != len(header):
+                raise ValueError(f"{path}, line {reader.line_num}: {len(fields)} fields where the header has "
+                                 f"{len(header)} ({', '.join(header)}); quote fields that hold commas.")
+            if fields:
+                rows.append((f"line {reader.line_num}", dict(zip(header, fields, strict=True))))
+    except csv.Error as error:
+        raise ValueError(f"{path}, line {reader.line_num}: not valid CSV ({error}).") from None
+    for column in header:
+        if column != text_column and all(re.fullmatch(r"-?[0-9]+", row[column]) for _, row in rows):
+            for _, row in rows:
+                row[column] = int(row[column])
+    return rows
+
+
 def _table_corpus(path: Path, text_column: str) -> DatasetDict:
-    """A .jsonl/.json/.csv file as the training split, with `text_column` renamed to "text"."""
-    split = load_dataset(TABLE_SUFFIXES[path.suffix.lower()], data_files=str(path), split="train")
-    return _with_text_column(DatasetDict(train=split), text_column, str(path))
+    """A .jsonl/.json/.csv file as the training split, with `text_column` renamed to "text". Every row must be an
+    object whose text is a string; rows whose text is null, missing or blank are skipped and counted."""
+    rows = list(_json_rows(path) if TABLE_SUFFIXES[path.suffix.lower()] == "json" else _csv_rows(path, text_column))
+    kept, skipped = [], []
+    for where, row in rows:
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, {where}: a JSON {type(row).__name__}, not an object with a {text_column!r} "
+                             "field.")
+        text = row.get(text_column)
+        if not isinstance(text, str | None):
+            raise ValueError(f"{path}, {where}: {text_column!r} holds {type(text).__name__} {text!r:.40}, not text.")
+        if text is None or not text.strip():
+            skipped.append(where)
+            continue
+        kept.append({**{k: v for k, v in row.items() if k not in ("text", text_column)}, "text": text.strip()})
+    if rows and all(text_column not in row for _, row in rows):
+        raise ValueError(f"{path} has no column {text_column!r}; its columns are {list(rows[0][1])} (choose one "
+                         "with --text-column).")
+    if skipped:
+        logger.warning(f"{path}: skipped {len(skipped)} of {len(rows)} rows whose {text_column!r} is null, missing "
+                       f"or blank (first: {skipped[0]}).")
+    try:
+        split = Dataset.from_list(kept) if kept else Dataset.from_dict({"text": []})
+    except (TypeError, ValueError) as error:  # pyarrow's errors are both
+        raise ValueError(f"{path}: a column holds values of different types ({str(error)[:100]}).") from None
+    return _checked_corpus({"train": split}, f"corpus {path}")
 
 
 def _with_text_column(corpus: DatasetDict, text_column: str, origin: str) -> DatasetDict:
-    """Rename splits to train/validation/test, the text column to "text", and drop blank texts."""
+    """Rename splits to train/validation/test and the text column to "text", and drop (and count) null or blank
+    texts; a text column that does not hold strings is an error."""
     splits = {}
     for name, split in corpus.items():
         if name not in SPLIT_NAMES:
@@ -134,11 +215,17 @@ def _with_text_column(corpus: DatasetDict, text_column: str, origin: str) -> Dat
         if text_column not in split.column_names:
             raise ValueError(f"{origin} has no column {text_column!r}; its columns are {split.column_names} "
                              "(choose one with --text-column).")
+        if getattr(split.features[text_column], "dtype", None) not in ("string", "large_string"):
+            raise ValueError(f"{origin}: column {text_column!r} holds {split.features[text_column]}, not text "
+                             "(choose another with --text-column).")
         if text_column != "text":
             split = split.remove_columns([c for c in ["text"] if c in split.column_names])
             split = split.rename_column(text_column, "text")
-        split = split.filter(lambda batch: [isinstance(t, str) and bool(t.strip()) for t in batch["text"]],
-                             batched=True)
+        total = len(split)
+        split = split.filter(lambda batch: [t is not None and bool(t.strip()) for t in batch["text"]], batched=True)
+        if len(split) < total:
+            logger.warning(f"{origin}, {name} split: skipped {total - len(split)} of {total} rows whose "
+                           f"{text_column!r} is null or blank.")
         splits[SPLIT_NAMES[name]] = split.map(lambda batch: {"text": [t.strip() for t in batch["text"]]},
                                               batched=True)
     return _checked_corpus(splits, origin)

@@ -65,7 +65,7 @@ def test_unknown_preset_and_unknown_keys_are_one_line(capsys, tmp_path, text_fil
                                    "--output-dir", str(tmp_path / "out")])
     assert "dispersion_weight (beta) must lie in [0, 1], got 2.0" in line
     line = one_line_error(capsys, ["train", "--seed", "-1"])
-    assert "seed must be a non-negative integer, got -1" in line  # it seeds the noise streams, mixed unsigned
+    assert "seed must be an integer in [0, 4294967295], got -1" in line  # seeds the noise streams (unsigned), NumPy
 
 
 def test_every_preset_builds_its_model_and_training_arguments():

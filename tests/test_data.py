@@ -56,6 +56,63 @@ def test_jsonl_and_csv_with_a_named_text_column(tmp_path):
         load_corpus(str(csv))
 
 
+def test_rows_without_text_are_skipped_counted_and_reported(tmp_path, caplog):
+    """Issue 11: 100 of 300 rows without text were dropped without a word; now the count and the first line."""
+    rows = [{"text": f"sentence {i}", "act": i % 4} for i in range(300)]
+    for i in range(2, 300, 3):  # rows 3, 6, ... (lines 3, 6, ...): null, missing, blank in turn
+        rows[i] = [{"text": None, "act": 0}, {"act": 0}, {"text": "   ", "act": 0}][i // 3 % 3]
+    path = write(tmp_path / "rows.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    with caplog.at_level("WARNING", logger="modeling_demvae.data"):
+        corpus = load_corpus(str(path))
+    kept = [r for r in rows if isinstance(r.get("text"), str) and r["text"].strip()]
+    assert corpus["train"]["text"] == [r["text"] for r in kept] and corpus["train"]["act"] == [r["act"] for r in kept]
+    assert len(kept) == 200
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: skipped 100 of 300 rows whose 'text' is null, missing or blank (first: line 3)."]
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("bad.jsonl", b'{"text": "a"}\n{"text": "b"\n', r"bad.jsonl, line 2: not valid JSON"),
+    ("number.jsonl", b'{"text": "a"}\n\n{"text": 3.5}\n', r"number.jsonl, line 3: 'text' holds float 3.5, not text"),
+    ("object.jsonl", b'{"text": {"a": 1}}\n', r"object.jsonl, line 1: 'text' holds dict"),
+    ("scalar.jsonl", b'"just a string"\n', r"scalar.jsonl, line 1: a JSON str, not an object with a 'text' field"),
+    ("array.json", b'[{"text": "a"}, {"text": 1}]', r"array.json, item 2: 'text' holds int 1"),
+    ("latin1.jsonl", '{"text": "ok"}\n{"text": "caf\u00e9"}\n'.encode("latin-1"),
+     r"latin1.jsonl, line 2: not UTF-8 text \(byte 0xe9 at column 14\)"),
+    ("latin1.txt", "ok\nok\ncaf\u00e9\n".encode("latin-1"), r"latin1.txt, line 3: not UTF-8 text"),
+    ("latin1.csv", "text\nok\ncaf\u00e9\n".encode("latin-1"), r"latin1.csv, line 3: not UTF-8 text"),
+    ("fields.csv", b"text,act\na,1\nb,2,3\n", r"fields.csv, line 3: 3 fields where the header has 2 \(text, act\)"),
+    ("quotes.csv", b'text,act\na,1\n"b,2\n', r"quotes.csv, line 3: not valid CSV"),
+])
+def test_unreadable_lines_name_the_file_and_the_line(tmp_path, name, content, expected):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=expected) as error:
+        load_corpus(str(path))
+    assert "\n" not in str(error.value)
+
+
+def test_csv_keeps_integer_labels_and_numeric_text_as_text(tmp_path):
+    path = write(tmp_path / "data.csv", 'text,act,note\n"one, two",1,x\n42,-3,\n\nthree,2,y\n')
+    train = load_corpus(str(path))["train"]
+    assert train["text"] == ["one, two", "42", "three"] and train["act"] == [1, -3, 2]
+    assert train["note"] == ["x", "", "y"]
+
+
+def test_hub_splits_count_what_they_skip_and_refuse_a_column_that_is_not_text(caplog):
+    from datasets import DatasetDict
+
+    from modeling_demvae.data import _with_text_column
+
+    corpus = DatasetDict(train=Dataset.from_dict({"sentence": ["a b", None, " ", "c"], "label": [0, 1, 2, 3]}))
+    with caplog.at_level("WARNING", logger="modeling_demvae.data"):
+        splits = _with_text_column(corpus, "sentence", "Hub dataset x")
+    assert splits["train"]["text"] == ["a b", "c"] and splits["train"]["label"] == [0, 3]
+    assert "Hub dataset x, train split: skipped 2 of 4 rows whose 'sentence' is null or blank." in caplog.text
+    with pytest.raises(ValueError, match="Hub dataset x: column 'label' holds Value.*int64.*not text"):
+        _with_text_column(corpus, "label", "Hub dataset x")
+
+
 def test_tokenize_caps_length_keeping_eos_and_keeps_label_columns():
     data = Dataset.from_dict({"text": ["a b c d e f g h", "a zebra"], "act": [3, 4]})
     tokenizer = build_tokenizer(["a b c d e f g h"])  # vocabulary from the training text only: no "zebra"

@@ -70,8 +70,10 @@ def test_evaluate_errors_are_one_line(saved, tmp_path, capsys):
                  "homogeneity", "--output", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err
     assert "error: label column(s) ['topic'] not in the test data" in err and "Traceback" not in err
-    assert main(["evaluate", str(model_dir), "--dataset", str(corpus), "--nll-samples", "0"]) == 2
-    assert "--nll-samples must be a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # argparse checks the range, before any work
+        main(["evaluate", str(model_dir), "--dataset", str(corpus), "--nll-samples", "0"])
+    assert exit_.value.code == 2
+    assert "argument --nll-samples: must be a positive integer, got 0" in capsys.readouterr().err
 
 
 def test_a_model_that_generates_no_words_gets_an_undefined_wkl_not_an_error(saved, tmp_path, monkeypatch, capsys):

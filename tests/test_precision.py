@@ -56,9 +56,9 @@ def test_a_gpu_counts_only_bf16_without_emulation(monkeypatch):
 
 
 def test_fp16_on_a_cpu_and_unknown_values_are_one_line_errors():
-    with pytest.raises(ValueError, match=r"fp16 needs a GPU .*use auto, bf16 or no"):
+    with pytest.raises(ValueError, match=r"fp16' needs a CUDA GPU.*use auto, bf16 or no"):
         precision.resolve_mixed_precision("fp16", "cpu")
-    with pytest.raises(ValueError, match=r"one of \('auto', 'no', 'bf16', 'fp16'\), got 'fp32'"):
+    with pytest.raises(ValueError, match=r"must be one of \('auto', 'no', 'bf16', 'fp16'\), got 'fp32'"):
         precision.resolve_mixed_precision("fp32", "cpu")
 
 
@@ -83,7 +83,7 @@ def test_train_resolves_auto_and_records_what_ran(cpu_reports, fresh_accelerate_
                    "--num-samples", "0", "--report-to", "none", "--num-threads", "1"]) == 0
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["training_arguments"]["mixed_precision"] == "auto"  # asked for
-    assert summary["mixed_precision"] == expected  # ran
+    assert summary["ran"]["mixed_precision"] == expected
     assert recorded_training_settings(out)["mixed_precision"] == expected  # what a pushed model's card shows
     assert f"mixed precision {expected}" in capsys.readouterr().out
 
@@ -93,9 +93,9 @@ def test_train_refuses_fp16_on_a_cpu_in_one_line(fresh_accelerate_state, tmp_pat
     text.write_text("the cat sat .\na dog ran .\n" * 4)
     assert demvae(["train", "--train-file", str(text), "--validation-fraction", "0.25", "--output-dir",
                    str(tmp_path / "out"), "--batch-size", "2", "--mixed-precision", "fp16"]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (  # after the tokenizing progress bars
-        "demvae train: error: --mixed-precision fp16 needs a GPU (CPU autocast has no loss scaling); use auto, bf16 "
-        "or no.")
+    assert capsys.readouterr().err.strip() == (
+        "demvae train: error: mixed_precision='fp16' needs a CUDA GPU: a CPU has no fp16 autocast with loss scaling; "
+        "use auto, bf16 or no.")
 
 
 @pytest.fixture(scope="module")
@@ -123,4 +123,4 @@ def test_evaluate_resolves_auto_and_records_what_ran(cpu_reports, saved, tmp_pat
     assert auto_on_avx2["nll"] == float32["nll"] and auto_on_avx2["rppl"] == float32["rppl"]
     assert auto_with_amx["nll"] != float32["nll"] and abs(auto_with_amx["nll"] - float32["nll"]) < 0.1
     assert demvae(["evaluate", str(model_dir), "--dataset", str(corpus), "--mixed-precision", "fp16"]) == 2
-    assert "fp16 needs a GPU" in capsys.readouterr().err
+    assert "fp16' needs a CUDA GPU" in capsys.readouterr().err

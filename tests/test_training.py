@@ -33,7 +33,7 @@ TINY = ["--embed-size", "16", "--encoder-hidden-size", "16", "--decoder-hidden-s
 DETERMINISTIC = ["--variant", "rnnlm", "--dropout", "0"]  # no sampling noise: any batch layout gives the same math
 # batch statistics (q_bar in agg_ckl) and sampling noise: the same math only when both are the whole batch's
 DGM_VAE_MI = ["--variant", "dem", "--dispersion-weight", "0.8", "--use-mutual-information", "--dropout", "0"]
-CHECKPOINT_FILES = {"model.safetensors", "optimizer.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl"}
+CHECKPOINT_FILES = {"model.safetensors", "optimizer.pt", "random_states_0.safetensors", "trainer_state.json"}
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a subcommand; a user error prints one line saying what to fix (DEMVAE_DEBUG=1 shows the traceback)."""
+    """Run a subcommand; a user error prints one line saying what to fix (DEMVAE_DEBUG=1 shows the traceback), and
+    Ctrl-C one line too (exit status 130)."""
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:  # reported by the subcommand, with the closest option it has
         close = difflib.get_close_matches(unknown[0].split("=")[0], list(args._parser._option_string_actions), n=1)
@@ -55,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"demvae {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interruption:  # Ctrl-C; `train` first finishes the step and writes a checkpoint
+        if os.environ.get("DEMVAE_DEBUG"):
+            raise
+        print(f"demvae {args.command}: {str(interruption) or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -34,8 +34,11 @@ import transformers
 from modeling_demvae import data, metrics
 from modeling_demvae.metrics.reverse_ppl import RPPL_PRESETS
 
+from .checks import checked_output_file, device, number
 from .loading import load_model_and_tokenizer
 from .precision import MIXED_PRECISION, autocast, resolve_mixed_precision
+
+POSITIVE = number(int, minimum=1)
 
 METRIC_NAMES = ("nll", "rppl", "bleu", "wkl", "homogeneity", "collapse")
 
@@ -50,24 +53,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"those of {data.LABEL_COLUMNS} the corpus has)")
     parser.add_argument("--metrics", nargs="+", choices=METRIC_NAMES, default=list(METRIC_NAMES),
                         help="what to measure (default: all that apply to the model)")
-    parser.add_argument("--nll-samples", type=int, default=500, help="importance samples per sentence (500)")
+    parser.add_argument("--nll-samples", type=POSITIVE, default=500, help="importance samples per sentence (500)")
     parser.add_argument("--rppl-preset", choices=sorted(RPPL_PRESETS), default="paper",
                         help="prior samples for rPPL and wKL: " + ", ".join(
                             f"{name} = {train:,} + {valid:,}" for name, (train, valid) in RPPL_PRESETS.items()))
-    parser.add_argument("--rppl-samples", type=int, help="training samples for the rPPL language model (overrides "
+    parser.add_argument("--rppl-samples", type=POSITIVE, help="training samples for the rPPL language model (overrides "
                         "the preset; validation samples keep the preset's ratio)")
-    parser.add_argument("--rppl-max-epochs", type=int, default=30,
+    parser.add_argument("--rppl-max-epochs", type=POSITIVE, default=30,
                         help="epochs at most of the rPPL language model, which stops early on its validation "
                              "perplexity (30)")
-    parser.add_argument("--max-sentences", type=int, help="evaluate on the first N test sentences only")
-    parser.add_argument("--batch-tokens", type=int, default=16384,
+    parser.add_argument("--max-sentences", type=POSITIVE, help="evaluate on the first N test sentences only")
+    parser.add_argument("--batch-tokens", type=POSITIVE, default=16384,
                         help="padded tokens per decoder call in the NLL (memory ~ this x vocabulary size floats)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto",
                         help="precision of the NLL, the prior samples and the rPPL language model: auto (bf16 where "
                              "the CPU or GPU has bf16 arithmetic, else float32), no (float32), bf16, or fp16 (GPUs)")
-    parser.add_argument("--output", default="evaluation.json", help="JSON file to write (default evaluation.json)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="evaluation.json",
+                        help="JSON file to write (default evaluation.json); never one of the model's own files")
+    parser.add_argument("--seed", type=number(int, minimum=0), default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -109,8 +113,6 @@ def evaluate(model, tokenizer, splits: dict, args) -> dict:
                                                            progress=progress))
     train_samples, valid_samples = RPPL_PRESETS[args.rppl_preset]
     if args.rppl_samples is not None:
-        if args.rppl_samples < 1:
-            raise ValueError(f"--rppl-samples must be a positive integer, got {args.rppl_samples}.")
         valid_samples = max(1, round(args.rppl_samples * valid_samples / train_samples))
         train_samples = args.rppl_samples
     wkl_possible = "train" in splits
@@ -192,11 +194,7 @@ def write_json(path: str, results: dict) -> None:
 
 
 def run(args) -> int:
-    for name in ("nll_samples", "batch_tokens", "rppl_max_epochs"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}.")
-    if args.max_sentences is not None and args.max_sentences < 1:
-        raise ValueError(f"--max-sentences must be a positive integer, got {args.max_sentences}.")
+    checked_output_file(args.output, "--output")
     if args.no_progress:
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()

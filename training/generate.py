@@ -10,6 +10,7 @@ import argparse
 
 import torch
 
+from .checks import number
 from .loading import load_model_and_tokenizer
 
 
@@ -18,16 +19,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                        "or a Hub model id.")
     parser.add_argument("--component", help="The component to sample z from: an index in [0, K) for one group, or "
                                             "G comma-separated indices; default: the whole mixture.")
-    parser.add_argument("--num-samples", type=int, default=5, help="Sentences to generate (default: 5).")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the latent draws and sampling (default: 0).")
+    parser.add_argument("--num-samples", type=number(int, minimum=1), default=5,
+                        help="Sentences to generate (default: 5).")
+    parser.add_argument("--seed", type=number(int, minimum=0), default=0,
+                        help="Seed of the latent draws and sampling (default: 0).")
     parser.add_argument("--do-sample", action="store_true",
                         help="Sample words instead of greedy decoding (the paper's samples are greedy).")
-    parser.add_argument("--temperature", type=float, help="Softmax temperature when sampling.")
-    parser.add_argument("--top-k", type=int, help="Sample among the k most likely words.")
-    parser.add_argument("--top-p", type=float, help="Sample among the smallest set of words with this much mass.")
-    parser.add_argument("--num-beams", type=int, help="Beam search with this many beams.")
-    parser.add_argument("--max-new-tokens", type=int, help="Longest sentence in tokens (default: the model's "
-                                                           "max_sentence_length - 1).")
+    parser.add_argument("--temperature", type=number(float, above=0), help="Softmax temperature when sampling.")
+    parser.add_argument("--top-k", type=number(int, minimum=1), help="Sample among the k most likely words.")
+    parser.add_argument("--top-p", type=number(float, above=0, maximum=1),
+                        help="Sample among the smallest set of words with this much mass, in (0, 1].")
+    parser.add_argument("--num-beams", type=number(int, minimum=1), help="Beam search with this many beams.")
+    parser.add_argument("--max-new-tokens", type=number(int, minimum=1),
+                        help="Longest sentence in tokens (default: the model's max_sentence_length - 1).")
 
 
 def parse_component(text: str | None):

@@ -26,8 +26,12 @@ import torch  # noqa: E402
 
 from modeling_demvae import metrics  # noqa: E402
 
+from .checks import checked_output_file, checked_output_folder, device, number  # noqa: E402
 from .evaluate import load_splits, sentences_of  # noqa: E402
 from .loading import load_model_and_tokenizer  # noqa: E402
+
+POSITIVE = number(int, minimum=1)
+OUTPUT_FILES = ("latent_space.png", "components.md")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,13 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-file", help="text file of sentences to place, one per line (overrides --dataset)")
     parser.add_argument("--output-dir", help="where to write latent_space.png and components.md "
                         "(default: MODEL/inspection)")
-    parser.add_argument("--max-groups", type=int, default=6, help="mixture groups pictured and reported (6)")
-    parser.add_argument("--max-sentences", type=int, default=2000, help="real sentences placed (2000)")
-    parser.add_argument("--samples-per-component", type=int, default=200, help="prior samples per component (200)")
-    parser.add_argument("--examples", type=int, default=5, help="sampled and closest sentences per component (5)")
-    parser.add_argument("--top-words", type=int, default=10, help="characteristic words per component (10)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--max-groups", type=POSITIVE, default=6, help="mixture groups pictured and reported (6)")
+    parser.add_argument("--max-sentences", type=POSITIVE, default=2000, help="real sentences placed (2000)")
+    parser.add_argument("--samples-per-component", type=POSITIVE, default=200,
+                        help="prior samples per component (200)")
+    parser.add_argument("--examples", type=POSITIVE, default=5, help="sampled and closest sentences per component (5)")
+    parser.add_argument("--top-words", type=POSITIVE, default=10, help="characteristic words per component (10)")
+    parser.add_argument("--seed", type=number(int, minimum=0), default=0)
+    parser.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def project_to_2d(points: torch.Tensor, basis_points: torch.Tensor) -> torch.Tensor:
@@ -162,24 +167,24 @@ def write_report(model, tokenizer, sentences, posterior, path: Path, *, max_grou
 
 
 def run(args) -> int:
-    for name in ("max_groups", "max_sentences", "samples_per_component", "examples", "top_words"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}.")
+    output = Path(args.output_dir) if args.output_dir else Path(args.model) / "inspection"
+    checked_output_folder(output, "--output-dir")
+    for name in OUTPUT_FILES:
+        checked_output_file(output / name, "--output-dir")
     splits = load_splits(args)
     model, tokenizer = load_model_and_tokenizer(args.model, device=args.device)
     if not model.config.has_mixture_prior:
         raise ValueError(f"inspect pictures mixture components; this model has variant={model.config.variant!r} "
                          "(needs 'dem').")
     sentences, _ = sentences_of(splits["test"], tokenizer, model.config.max_sentence_length, args.max_sentences)
-    output = Path(args.output_dir) if args.output_dir else Path(args.model) / "inspection"
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     model.cpu()
     posterior = metrics.encode_sentences(model, sentences)
     posterior = type(posterior)(**{k: v.detach() for k, v in posterior.items()})
-    draw_latent_space(model, posterior, output / "latent_space.png", max_groups=args.max_groups,
+    draw_latent_space(model, posterior, output / OUTPUT_FILES[0], max_groups=args.max_groups,
                       per_component=args.samples_per_component)
-    write_report(model, tokenizer, sentences, posterior, output / "components.md", max_groups=args.max_groups,
+    write_report(model, tokenizer, sentences, posterior, output / OUTPUT_FILES[1], max_groups=args.max_groups,
                  examples=args.examples, top_words=args.top_words)
-    print(f"wrote {output / 'latent_space.png'} and {output / 'components.md'}")
+    print(f"wrote {output / OUTPUT_FILES[0]} and {output / OUTPUT_FILES[1]}")
     return 0

@@ -61,12 +61,13 @@ def bf16_capability(device) -> str:
 def resolve_mixed_precision(requested: str, device) -> str:
     """What runs on `device` for `--mixed-precision requested`: auto becomes bf16 or no; fp16 needs a GPU."""
     if requested not in MIXED_PRECISION:
-        raise ValueError(f"mixed precision must be one of {MIXED_PRECISION}, got {requested!r}.")
+        raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {requested!r}.")
     device = torch.device(device)
     if requested == "auto":
         return "bf16" if has_fast_bf16(device) else "no"
     if requested == "fp16" and device.type == "cpu":
-        raise ValueError("--mixed-precision fp16 needs a GPU (CPU autocast has no loss scaling); use auto, bf16 or no.")
+        raise ValueError("mixed_precision='fp16' needs a CUDA GPU: a CPU has no fp16 autocast with loss scaling; use "
+                         "auto, bf16 or no.")
     return requested
 
 

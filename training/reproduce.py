@@ -30,6 +30,7 @@ from pathlib import Path
 
 from modeling_demvae import DEMVAEConfig
 
+from .checks import checked_output_file, checked_output_folder, number
 from .evaluate import write_json
 from .loading import RUN_SUMMARY
 from .precision import cpu_model_name
@@ -113,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tables", nargs="+", choices=sorted(TABLES), default=list(TABLES),
                         help="which tables to produce (default: both, Penn Treebank first)")
     parser.add_argument("--runs", nargs="+", metavar="PRESET", help="only these presets (e.g. ptb-gm-vae)")
-    parser.add_argument("--jobs", type=int, default=1,
+    parser.add_argument("--jobs", type=number(int, minimum=1), default=1,
                         help="runs trained side by side, the CPU cores shared among them (default: 1)")
     parser.add_argument("--work-dir", default="runs/reproduce",
                         help="where the models and checkpoints go (default: runs/reproduce, not committed)")
@@ -175,8 +176,12 @@ def train_and_evaluate(run: Run, budget: str, *, work_dir: Path, results_dir: Pa
     trained = model_dir / "reproduce_training.json"
     if not trained.is_file() or json.loads(trained.read_text())["settings"] != settings:
         start = time.time()
+        again = "--resume"  # an interrupted run continues; a stale one starts over (and resumes if interrupted)
+        if trained.is_file():
+            trained.unlink()
+            again = "--overwrite"
         run_command(["train", "--config", str(preset), "--seed", str(run.seed), "--output-dir", str(model_dir),
-                     "--resume", "--report-to", "none", "--num-samples", "0"], log, env)
+                     again, "--report-to", "none", "--num-samples", "0"], log, env)
         write_json(trained, {"settings": settings, "minutes": (time.time() - start) / 60})
     training = json.loads(trained.read_text())
 
@@ -355,9 +360,11 @@ def run(args) -> int:
             print(f"{name}: {spec.description}.\n  train: {spec.train or 'the preset'}\n  "
                   f"evaluate: {spec.evaluate or 'the defaults'}")
         return 0
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be a positive integer, got {args.jobs}.")
     results_dir, report = Path(args.results_dir), Path(args.report)
+    checked_output_file(report, "--report")
+    checked_output_folder(results_dir, "--results-dir")
+    if not args.report_only:
+        checked_output_folder(args.work_dir, "--work-dir")
     runs = all_runs(tuple(args.tables), args.runs)
     pending = [] if args.report_only else [r for r in runs if not is_done(r, args.budget, results_dir)]
     print(f"{len(runs)} run(s) in budget {args.budget!r}: {len(runs) - len(pending) if not args.report_only else 0} "

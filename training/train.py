@@ -3,7 +3,9 @@
 Settings are layered: built-in defaults (the main job's small model and short schedule when the corpus is the
 synthetic one, else the reference Penn Treebank model and protocol), then a preset (--config NAME or FILE, e.g.
 ptb-dgm-vae-mi from configuration/), then the options given here. The output directory receives the best model
-in the save_pretrained layout (weights, config, generation config, tokenizer) and checkpoints/ for --resume.
+in the save_pretrained layout (weights, config, generation config, tokenizer) and checkpoints/ for --resume; a
+folder that holds an earlier run is refused unless --resume (continue it, with its settings) or --overwrite (start
+again) says what to do with it. Ctrl-C writes a checkpoint and stops (exit status 130).
 
 examples:
   demvae train                                    # the main job: DGM-VAE on the synthetic corpus, 1-2 minutes
@@ -32,16 +34,22 @@ from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer
 from modeling_demvae.configuration_demvae import PRIOR_FAMILIES, VARIANTS
 from modeling_demvae.data import load_corpus, text_files_corpus, tokenize_corpus
 
+from .checks import check_number, number
 from .finetuning import load_for_finetuning
+from .precision import MIXED_PRECISION
 from .reporting import print_report
-from .trainer import MIXED_PRECISION, SELECTION_METRICS, DEMVAETrainer, TrainingArguments
+from .runs import check_output_dir
+from .trainer import SELECTION_METRICS, DEMVAETrainer, TrainingArguments
 
 PRESET_DIR = Path(str(resources.files("demvae.configuration")))  # the repository's configuration/, installed
 SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id")  # fixed by the tokenizer
 MODEL_FIELDS = tuple(name for name in DEMVAEConfig.__annotations__ if name not in SPECIAL_IDS)
 TRAINING_FIELDS = tuple(f.name for f in fields(TrainingArguments))
-DATA_FIELDS = ("dataset", "text_column", "data_dir", "validation_fraction", "min_frequency", "num_threads")
-PRESET_KEYS = MODEL_FIELDS + TRAINING_FIELDS + DATA_FIELDS
+DATA_FIELDS = {"dataset": str, "text_column": str, "data_dir": str, "validation_fraction": float, "min_frequency": int,
+               "num_threads": int}
+PRESET_KEYS = (*MODEL_FIELDS, *TRAINING_FIELDS, *DATA_FIELDS)
+SETTING_TYPES = {**{name: DEMVAEConfig.__annotations__[name] for name in MODEL_FIELDS},
+                 **{item.name: item.type for item in fields(TrainingArguments)}, **DATA_FIELDS}
 
 # The main job: a model small enough to train in about a minute or two on two CPU cores, on the synthetic corpus;
 # ten components for eight sentence types (a type may take two components; homogeneity counts merged types).
@@ -115,15 +123,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                "the options given here override it.")
     helps = docstring_arguments(TrainingArguments)
     for item in fields(TrainingArguments):
-        if item.name == "resume":
-            training.add_argument("--resume", action="store_true", default=None, help=helps["resume"])
+        if item.name in ("resume", "overwrite"):
+            training.add_argument(f"--{item.name}", action="store_true", default=None, help=helps[item.name])
             continue
         training.add_argument(f"--{item.name.replace('_', '-')}", dest=item.name, help=helps.get(item.name),
                               **_option_type(item.type), **CHOICES.get(item.name, {}))
-    training.add_argument("--num-threads", type=int,
+    training.add_argument("--num-threads", type=number(int, minimum=1),
                           help="CPU threads per process (default: $OMP_NUM_THREADS, else the cores divided among "
                                "the local processes; the main job uses 1: its steps are too small to split).")
-    training.add_argument("--num-samples", type=int, default=3,
+    training.add_argument("--num-samples", type=number(int, minimum=0), default=3,
                           help="Sentences printed per component after training (default: 3).")
 
 
@@ -140,16 +148,47 @@ def load_preset(name: str) -> dict:
         raise FileNotFoundError(f"unknown preset {name!r}: not a JSON file, and {PRESET_DIR} has "
                                 f"{', '.join(known) or 'no presets'}.")
     try:
-        settings = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"preset {path} is not valid JSON: {error}.") from error
+        settings = json.loads(path.read_bytes())
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"preset {path} is not valid JSON: {error}.") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"preset {path} holds a JSON {type(settings).__name__}; a preset is one object of "
+                         'settings, e.g. {"embed_size": 32}.')
     settings = {key: value for key, value in settings.items() if not key.startswith("_")}  # "_comment" keys
-    for key in settings:
+    for key, value in settings.items():
         if key not in PRESET_KEYS:
             close = difflib.get_close_matches(key, PRESET_KEYS, n=1)
             hint = f"did you mean {close[0]!r}?" if close else "see `demvae train --help` for the settings"
             raise ValueError(f"unknown setting {key!r} in preset {path}; {hint}")
+        if not _fits(value, SETTING_TYPES[key]):
+            raise ValueError(f"setting {key!r} in preset {path} must be {_type_name(SETTING_TYPES[key])}, got "
+                             f"{value!r}.")
     return settings
+
+
+def _fits(value, annotation) -> bool:
+    """Whether a JSON value has an annotation's type (an int is a float, a bool is not an int)."""
+    if isinstance(annotation, types.UnionType):
+        return any(_fits(value, member) for member in annotation.__args__)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _type_name(annotation) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    members = annotation.__args__ if isinstance(annotation, types.UnionType) else (annotation,)
+    return " or ".join(dict.fromkeys(names[member] for member in members if not (member is int and float in members)))
+
+
+def check_data_settings(settings: dict) -> None:
+    """The corpus and thread settings in range, before any work (the model's and training's check themselves)."""
+    check_number("validation_fraction", settings["validation_fraction"], above=0, below=1)
+    check_number("min_frequency", settings["min_frequency"], integer=True, minimum=1)
+    if settings.get("num_threads") is not None:
+        check_number("num_threads", settings["num_threads"], integer=True, minimum=1)
 
 
 def resolve_settings(args: argparse.Namespace) -> dict:
@@ -178,11 +217,11 @@ def load_training_corpus(args, settings):
         corpus = load_corpus(settings["dataset"], text_column=settings["text_column"],
                              data_dir=settings.get("data_dir"))
     if "validation" not in corpus:
-        fraction = settings["validation_fraction"]
-        if not 0 < fraction < 1 or len(corpus["train"]) < 2:
-            raise ValueError(f"the corpus has no validation split and {len(corpus['train'])} training sentences; "
-                             "give --valid-file or a --validation-fraction in (0, 1) and at least 2 sentences.")
-        split = corpus["train"].train_test_split(test_size=fraction, seed=settings.get("seed", 0))
+        if len(corpus["train"]) < 2:
+            raise ValueError(f"the corpus has no validation split and {len(corpus['train'])} training sentence(s); "
+                             "give --valid-file, or at least 2 sentences to hold some out.")
+        split = corpus["train"].train_test_split(test_size=settings["validation_fraction"],
+                                                 seed=settings.get("seed", 0))
         corpus["train"], corpus["validation"] = split["train"], split["test"]
         print(f"No validation split: holding out {len(corpus['validation'])} training sentences for validation.")
     return corpus
@@ -205,18 +244,30 @@ def build_model(args, settings, corpus):
     return DEMVAEForGeneration(config), tokenizer
 
 
+def data_sources(args, settings) -> dict:
+    """Where the text came from, recorded with the run (a resume checks the data's hash: paths may move)."""
+    if args.train_file:
+        return {"train_file": args.train_file, "valid_file": args.valid_file, "init_from": args.init_from}
+    return {"dataset": settings["dataset"], "text_column": settings["text_column"], "init_from": args.init_from}
+
+
 def run(args: argparse.Namespace) -> int:
     start = time.time()
     hf_logging.disable_progress_bar()  # weight loading/saving bars; training has its own
     settings = resolve_settings(args)
     training_args = TrainingArguments(**{k: v for k, v in settings.items() if k in TRAINING_FIELDS})
+    check_data_settings(settings)
+    if not args.init_from:  # the model's settings, before the corpus is read (fine-tuning checks them on its model)
+        DEMVAEConfig(**{k: v for k, v in settings.items() if k in MODEL_FIELDS})
+    check_output_dir(training_args.output_dir, resume=training_args.resume, overwrite=training_args.overwrite)
     threads = torch.get_num_threads()
     set_threads(settings)
     try:
         corpus = load_training_corpus(args, settings)
         model, tokenizer = build_model(args, settings, corpus)
         data = tokenize_corpus(corpus, tokenizer, max_length=model.config.max_sentence_length)
-        trainer = DEMVAETrainer(model, tokenizer, data["train"], data["validation"], training_args)
+        trainer = DEMVAETrainer(model, tokenizer, data["train"], data["validation"], training_args,
+                                data_sources=data_sources(args, settings))
         state = trainer.train()
         if trainer.accelerator.is_main_process:
             print_report(training_args.output_dir, data, state, training_args.selection_metric,

@@ -4,7 +4,9 @@ Adam, global gradient-norm clipping and KL annealing at every step; every `eval_
 "epoch") a validation pass on a fixed random stream, the best model exported with `save_pretrained`, the
 learning rate multiplied by `lr_decay` after `lr_decay_patience` validations without improvement, and early
 stopping after `early_stopping_patience` of them. Checkpoints hold everything the trajectory depends on (weights,
-optimizer, random states, data position), so a resumed run ends where an uninterrupted one would.
+optimizer, random states, data position) and the settings it depends on, so a resumed run ends where an
+uninterrupted one would, and --resume refuses a run with other settings. Ctrl-C finishes the step, writes a
+checkpoint and stops (`TrainingInterrupted`).
 
 `batch_size` is the number of sentences per optimizer step, whatever the hardware: it is split evenly over the
 processes and the gradient-accumulation micro-batches, and the step is the same whatever the split. The batch
@@ -15,6 +17,8 @@ depends on the split.
 """
 
 import json
+import math
+import sys
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -27,13 +31,30 @@ from tqdm.auto import tqdm
 
 from modeling_demvae.data import LengthBucketBatchSampler, PaddingCollator
 
-from .checkpoints import export_atomically, latest_checkpoint, remove_leftovers, save_checkpoint
-from .loading import RUN_SUMMARY
-from .precision import MIXED_PRECISION, resolve_mixed_precision
+from .checkpoints import (
+    CheckpointError,
+    export_atomically,
+    latest_checkpoint,
+    list_checkpoints,
+    newest_usable_checkpoint,
+    remove_atomically,
+    remove_leftovers,
+    restore_random_states,
+    save_checkpoint,
+)
+from .checks import check_number
+from .loading import RUN_SUMMARY, model_files
+from .precision import resolve_mixed_precision
+from .runs import check_output_dir, ctrl_c_between_steps, run_settings, setting_differences
 
 LOGGED_TERMS = ("loss", "nll", "zkl", "dispersion", "agg_ckl", "mi", "elbo")
 SELECTION_METRICS = {"elbo": +1, "loss": -1}  # validation ELBO is maximized, the training objective minimized
 NOISE, DROPOUT, VALIDATION_NOISE = range(3)  # the random streams seeded by (seed, stream, position)
+# settings a resumed run may change: none of them moves the trajectory
+FREE_ON_RESUME = ("output_dir", "max_steps", "checkpoint_every", "keep_checkpoints", "logging_steps", "report_to",
+                  "resume", "overwrite")
+POSITIVE_INTEGERS = ("batch_size", "max_steps", "eval_every", "keep_checkpoints", "lr_decay_patience",
+                     "gradient_accumulation_steps", "eval_batch_size", "logging_steps")
 
 
 @dataclass
@@ -62,7 +83,9 @@ class TrainingArguments:
         eval_batch_size: Sentences per validation batch.
         logging_steps: Steps between progress-bar and tracker updates.
         report_to: auto (TensorBoard when installed), tensorboard or none.
-        resume: Continue from the latest checkpoint in output_dir/checkpoints, on the same trajectory.
+        resume: Continue from the newest intact checkpoint in output_dir/checkpoints, on the same trajectory (the
+            settings must be the run's).
+        overwrite: Start afresh in an output_dir that holds an earlier run: its checkpoints and model are removed.
     """
 
     output_dir: str = "demvae-output"
@@ -84,25 +107,27 @@ class TrainingArguments:
     logging_steps: int = 20
     report_to: str = "auto"
     resume: bool = False
+    overwrite: bool = False
 
     def __post_init__(self):
-        for name in ("batch_size", "max_steps", "eval_every", "gradient_accumulation_steps", "eval_batch_size",
-                     "logging_steps"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}.")
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be a positive integer, got {self.checkpoint_every}.")
-        if self.learning_rate <= 0 or self.max_grad_norm <= 0 or not 0 < self.lr_decay <= 1:
-            raise ValueError("learning_rate and max_grad_norm must be positive and lr_decay in (0, 1], got "
-                             f"{self.learning_rate}, {self.max_grad_norm} and {self.lr_decay}.")
+        for name in POSITIVE_INTEGERS:
+            check_number(name, getattr(self, name), integer=True, minimum=1)
+        if self.checkpoint_every is not None:
+            check_number("checkpoint_every", self.checkpoint_every, integer=True, minimum=1)
+        check_number("early_stopping_patience", self.early_stopping_patience, integer=True, minimum=0)
+        check_number("seed", self.seed, integer=True, minimum=0, maximum=2**32 - 1)  # NumPy's seed range
+        check_number("learning_rate", self.learning_rate, above=0)
+        check_number("max_grad_norm", self.max_grad_norm, above=0)
+        check_number("lr_decay", self.lr_decay, above=0, maximum=1)
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other: --resume continues the run in output_dir, "
+                             "--overwrite replaces it.")
+        # an unknown value, or fp16 without a GPU, is refused here, before any work
+        resolve_mixed_precision(self.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu")
         if self.selection_metric not in SELECTION_METRICS:
             raise ValueError(
                 f"selection_metric must be one of {tuple(SELECTION_METRICS)}, got {self.selection_metric!r}."
             )
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}.")
         if self.report_to not in ("auto", "tensorboard", "none"):
             raise ValueError(f"report_to must be 'auto', 'tensorboard' or 'none', got {self.report_to!r}.")
 
@@ -139,14 +164,19 @@ def stream_seed(*keys: int) -> int:
 
 
 class TrainingDiverged(ValueError):
-    """The loss became NaN or infinite; the last good checkpoint and exported model are kept."""
+    """The loss or the weights became NaN or infinite; the last good checkpoint and exported model are kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped the run after a step, with a checkpoint written to resume from."""
 
 
 class DEMVAETrainer:
     """Trains a `DEMVAEForGeneration` on tokenized "train" and "validation" datasets (columns "input_ids")."""
 
-    def __init__(self, model, tokenizer, train_dataset, eval_dataset, args: TrainingArguments, *, accelerator=None):
-        self.args, self.tokenizer = args, tokenizer
+    def __init__(self, model, tokenizer, train_dataset, eval_dataset, args: TrainingArguments, *, accelerator=None,
+                 data_sources: dict | None = None):
+        self.args, self.tokenizer, self.data_sources = args, tokenizer, data_sources or {}
         self.output_dir = Path(args.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         if args.report_to == "tensorboard" and not is_tensorboard_available():
@@ -181,7 +211,9 @@ class DEMVAETrainer:
         optimizer = adam(model.parameters(), learning_rate=args.learning_rate)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.state = TrainingState()
-        self.accelerator.register_for_checkpointing(self.state)
+        self.run_settings = run_settings(self.config, args, self.accelerator.num_processes, self.train_ids,
+                                         self.eval_ids, tokenizer, free=FREE_ON_RESUME)
+        self._interrupt_requested = False
 
     # ----- data -----
 
@@ -221,11 +253,12 @@ class DEMVAETrainer:
             totals += torch.stack([getattr(output, term).detach().float() for term in LOGGED_TERMS]) / len(parts)
         totals = self.accelerator.reduce(totals, reduction="mean")  # equal slices: the whole batch's values
         if not torch.isfinite(totals[0]):
-            self._diverged(dict(zip(LOGGED_TERMS, totals.tolist(), strict=True)))
+            self._diverged(self.state.step + 1, "the loss is not finite", dict(zip(LOGGED_TERMS, totals.tolist(),
+                                                                                   strict=True)))
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
         fp16 = self.accelerator.mixed_precision == "fp16"
         if not fp16 and not torch.isfinite(grad_norm):  # fp16: the scaler skips the step
-            self._diverged({"gradient norm": float(grad_norm)})
+            self._diverged(self.state.step + 1, "the loss is not finite", {"gradient norm": float(grad_norm)})
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
@@ -270,14 +303,22 @@ class DEMVAETrainer:
                                           index))
             yield
 
-    def _diverged(self, values: dict[str, float]) -> None:
-        shown = ", ".join(f"{name}={value:.4g}" for name, value in values.items())
+    def _diverged(self, step: int, problem: str, values: dict) -> None:
+        shown = ", ".join(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}: {value}"
+                          for name, value in values.items())
         kept = latest_checkpoint(self.checkpoint_dir)
         raise TrainingDiverged(
-            f"training stopped at step {self.state.step + 1}: the loss is not finite ({shown}). Kept: the last good "
-            f"checkpoint {kept or '(none yet)'} and the best model in {self.output_dir}. Lower --learning-rate or "
+            f"training stopped at step {step}: {problem} ({shown}). Kept: the last good checkpoint "
+            f"{kept or '(none yet)'} and the best model in {self.output_dir}. Lower --learning-rate or "
             "--max-grad-norm, or use --mixed-precision no, then --resume."
         )
+
+    def _check_finite_weights(self) -> None:
+        """Before a checkpoint or an export: weights that became NaN or infinite stop the run, never saved."""
+        model = self.accelerator.unwrap_model(self.model)
+        bad = [name for name, weight in model.named_parameters() if not torch.isfinite(weight).all()]
+        if bad:
+            self._diverged(self.state.step, "the weights are not finite", {"in": ", ".join(bad[:3])})
 
     # ----- validation -----
 
@@ -316,7 +357,7 @@ class DEMVAETrainer:
         """Keep the best model, decay the learning rate on a plateau, and decide on early stopping."""
         args, state = self.args, self.state
         value = SELECTION_METRICS[args.selection_metric] * metrics[args.selection_metric]
-        if state.best_metric is None or value > state.best_metric:
+        if math.isfinite(value) and (state.best_metric is None or value > state.best_metric):  # never a NaN model
             state.best_metric, state.best_step, state.validations_without_improvement = value, state.step, 0
             self.export(metrics)
             return
@@ -329,11 +370,12 @@ class DEMVAETrainer:
 
     def export(self, metrics: dict[str, float]) -> None:
         """Write the model and tokenizer (`save_pretrained` layout) and a summary of the run into `output_dir`."""
+        self._check_finite_weights()
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             model = self.accelerator.unwrap_model(self.model)
             summary = {"step": self.state.step, "validation": metrics, "training_arguments": asdict(self.args),
-                       "mixed_precision": self.accelerator.mixed_precision}  # what ran, auto resolved
+                       "ran": self._what_ran(), "data": {**self.run_settings["data"], "sources": self.data_sources}}
 
             def save(folder: Path):
                 model.save_pretrained(folder)
@@ -343,21 +385,90 @@ class DEMVAETrainer:
             export_atomically(save, self.output_dir)
         self.accelerator.wait_for_everyone()
 
+    # ----- checkpoints, resuming and interruptions -----
+
+    def _what_ran(self) -> dict:
+        accelerator = self.accelerator
+        return {"mixed_precision": accelerator.mixed_precision, "device": str(accelerator.device),
+                "processes": accelerator.num_processes}
+
+    def _save_checkpoint(self) -> None:
+        self._check_finite_weights()
+        scaler = self.accelerator.scaler
+        record = {"step": self.state.step, "trainer": self.state.state_dict(), "run": self.run_settings,
+                  "sources": self.data_sources, "scaler": scaler.state_dict() if scaler is not None else None}
+        save_checkpoint(self.accelerator, self.checkpoint_dir, self.state.step, model=self.model,
+                        optimizer=self.optimizer, trainer_state=record, keep=self.args.keep_checkpoints)
+
+    def _start_afresh(self) -> None:
+        """--overwrite: the earlier run's checkpoints and model go before anything new is written."""
+        if self.checkpoint_dir.is_dir():
+            remove_atomically(self.checkpoint_dir)
+        for path in model_files(self.output_dir):
+            path.unlink()
+
+    def _resume(self) -> None:
+        """Load the newest intact checkpoint of this run (newer damaged ones are reported and removed)."""
+        accelerator = self.accelerator
+        checkpoint, skipped = newest_usable_checkpoint(self.checkpoint_dir, accelerator.process_index)
+        if checkpoint is None and not skipped:
+            accelerator.print(f"--resume: no checkpoint in {self.checkpoint_dir} yet; starting from scratch.")
+            return
+        if checkpoint is None:
+            raise CheckpointError(f"--resume: no usable checkpoint in {self.checkpoint_dir} ({'; '.join(skipped)}); "
+                                  "--overwrite starts the run again.")
+        differences = setting_differences(checkpoint.state["run"], self.run_settings)
+        if differences:
+            raise CheckpointError(
+                f"--resume: {checkpoint.path} belongs to a run with other settings ({'; '.join(differences)}); "
+                "resume with that run's settings, --overwrite to start again, or --init-from its folder with a "
+                "new --output-dir to continue from its model."
+            )
+        checkpoint.load_weights(accelerator.unwrap_model(self.model))
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        if accelerator.scaler is not None:
+            accelerator.scaler.load_state_dict(checkpoint.state["scaler"])
+        self.state.load_state_dict(checkpoint.state["trainer"])
+        note = restore_random_states(checkpoint.random_tensors, checkpoint.random_metadata)
+        accelerator.wait_for_everyone()  # every process has read before the damaged ones go
+        if accelerator.is_main_process:
+            for line in skipped:
+                print(f"warning: skipped and removed damaged checkpoint {line}.", file=sys.stderr)
+            checkpoints = list_checkpoints(self.checkpoint_dir)
+            for path in checkpoints[checkpoints.index(checkpoint.path) + 1:]:
+                remove_atomically(path)
+            if note:
+                print(f"warning: {note}.", file=sys.stderr)
+        accelerator.print(f"Resumed from {checkpoint.path} (step {self.state.step}"
+                          f"{', the newest intact checkpoint' if skipped else ''}).")
+
+    def _request_stop(self) -> None:
+        self._interrupt_requested = True
+
+    def _stop_requested(self) -> bool:
+        """Whether any process got Ctrl-C: they all stop after the same step."""
+        if self.accelerator.num_processes == 1:
+            return self._interrupt_requested
+        flag = torch.tensor([float(self._interrupt_requested)], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum").item())
+
     # ----- the loop -----
 
     def train(self) -> TrainingState:
         """Run (or resume) training to `max_steps` or early stopping; the best model ends up in `output_dir`."""
         args, state, accelerator = self.args, self.state, self.accelerator
+        check_output_dir(args.output_dir, resume=args.resume, overwrite=args.overwrite)
+        accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            if args.overwrite:
+                self._start_afresh()
             self.output_dir.mkdir(parents=True, exist_ok=True)
             remove_leftovers(self.checkpoint_dir)
             remove_leftovers(self.output_dir)
+        accelerator.wait_for_everyone()
         set_seed(args.seed)
-        if args.resume and (checkpoint := latest_checkpoint(self.checkpoint_dir)) is not None:
-            accelerator.load_state(str(checkpoint))
-            accelerator.print(f"Resumed from {checkpoint} (step {state.step}).")
-        elif args.resume:
-            accelerator.print(f"--resume: no checkpoint in {self.checkpoint_dir} yet; starting from scratch.")
+        if args.resume:
+            self._resume()
         if accelerator.log_with:
             accelerator.init_trackers("runs", config={k: v for k, v in {**asdict(args), **self.config.to_dict()}.items()
                                                       if isinstance(v, int | float | str | bool)})
@@ -366,8 +477,9 @@ class DEMVAETrainer:
                           f"{accelerator.mixed_precision}.")
         self._batches = self._train_batches()
         checkpoint_every = args.checkpoint_every or args.eval_every
-        with tqdm(total=args.max_steps, initial=state.step, desc="Training", dynamic_ncols=True,
-                  disable=not accelerator.is_local_main_process) as progress:
+        with ctrl_c_between_steps(self._request_stop), tqdm(
+                total=args.max_steps, initial=state.step, desc="Training", dynamic_ncols=True,
+                disable=not accelerator.is_local_main_process) as progress:
             while state.step < args.max_steps and not state.stopped_early:
                 logs = self._training_step()
                 progress.update(1)
@@ -378,13 +490,22 @@ class DEMVAETrainer:
                 validate = state.step % args.eval_every == 0 or state.step == args.max_steps
                 if validate:
                     self._validate(progress)
-                if validate or state.step % checkpoint_every == 0:
-                    save_checkpoint(accelerator, self.checkpoint_dir, state.step, keep=args.keep_checkpoints)
+                stop = self._stop_requested()
+                if validate or state.step % checkpoint_every == 0 or stop:
+                    self._save_checkpoint()
+                if stop:
+                    accelerator.end_training()
+                    raise TrainingInterrupted(f"interrupted at step {state.step}; the run is saved in "
+                                              f"{latest_checkpoint(self.checkpoint_dir)}: continue it with the same "
+                                              "command and --resume.")
+        accelerator.end_training()
+        if state.best_metric is None:
+            raise TrainingDiverged(f"no validation gave a finite {args.selection_metric}, so no model was exported; "
+                                   "lower --learning-rate or --max-grad-norm, or use --mixed-precision no.")
         if state.stopped_early:
             accelerator.print(f"Early stopping at step {state.step}: no improvement in "
                               f"{state.validations_without_improvement} validations.")
-        accelerator.end_training()
         return state
 
 
-__all__ = ["DEMVAETrainer", "TrainingArguments", "TrainingDiverged", "TrainingState", "adam"]
+__all__ = ["DEMVAETrainer", "TrainingArguments", "TrainingDiverged", "TrainingInterrupted", "TrainingState", "adam"]

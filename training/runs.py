@@ -1,0 +1,95 @@
+"""A run in an output folder: never trained over by accident, identified by the settings its trajectory depends on
+(so that --resume continues the same run or refuses with the differences), and stopped by Ctrl-C between steps."""
+
+import hashlib
+import signal
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict
+
+import numpy as np
+
+from .checkpoints import TEMPORARY_PREFIX, TRASH_PREFIX
+from .checks import checked_output_folder
+from .loading import model_files
+
+
+def check_output_dir(output_dir, *, resume: bool, overwrite: bool) -> None:
+    """Refuse an output folder that cannot be written, and one that holds an earlier run's model or checkpoints
+    unless --resume or --overwrite says what to do with them."""
+    output = checked_output_folder(output_dir, "--output-dir")
+    checkpoints = output / "checkpoints"
+    has_checkpoints = checkpoints.is_dir() and any(not path.name.startswith((TEMPORARY_PREFIX, TRASH_PREFIX))
+                                                   for path in checkpoints.iterdir())
+    has_model = bool(model_files(output))
+    if overwrite or not (has_model or has_checkpoints) or (resume and has_checkpoints):
+        return
+    if resume:
+        raise ValueError(f"--resume: {output} holds a model but no checkpoint to resume from; --overwrite replaces "
+                         "the model, or give another --output-dir.")
+    held = " and ".join(name for name, held in (("a model", has_model), ("checkpoints", has_checkpoints)) if held)
+    raise ValueError(f"{output} already holds {held} of an earlier run; --resume continues it, --overwrite replaces "
+                     "it, or give another --output-dir.")
+
+
+def ids_record(rows) -> dict:
+    """The size and SHA-256 of a split's token ids: the data and the tokenizer in one fingerprint."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(np.asarray(row, dtype=np.int64).tobytes() + b";")
+    return {"sentences": len(rows), "sha256": digest.hexdigest()}
+
+
+def run_settings(config, args, processes: int, train_ids, eval_ids, tokenizer, *, free=()) -> dict:
+    """What the trajectory depends on: the model's settings, the training arguments but the `free` ones, the number
+    of processes (the dropout streams), and the data with its tokenizer."""
+    return {
+        "model": {name: getattr(config, name) for name in type(config).__annotations__},
+        "training": {k: v for k, v in asdict(args).items() if k not in free},
+        "processes": processes,
+        "data": {"train": ids_record(train_ids), "validation": ids_record(eval_ids),
+                 "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()},
+    }
+
+
+def _flatten(settings: dict, prefix: str = ""):
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def setting_differences(saved: dict, current: dict) -> list[str]:
+    """"name old -> new" for every setting that differs (model and training fields by their own names)."""
+    old, new = dict(_flatten(saved)), dict(_flatten(current))
+    shown = []
+    for key in dict.fromkeys([*old, *new]):
+        if old.get(key, "(none)") != new.get(key, "(none)"):
+            name = key.split(".", 1)[1] if key.startswith(("model.", "training.")) else key
+            values = [str(v)[:12] + "..." if key.endswith("sha256") else repr(v) for v in (old.get(key), new.get(key))]
+            shown.append(f"{name} {values[0]} -> {values[1]}")
+    return shown
+
+
+@contextmanager
+def ctrl_c_between_steps(request_stop):
+    """Within, SIGINT only calls `request_stop()` (the loop stops after the step it is in); a second SIGINT has its
+    usual effect at once. Off the main thread, where signals cannot be handled, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT) or signal.default_int_handler  # None: set outside Python
+
+    def handler(signum, frame):
+        request_stop()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+__all__ = ["check_output_dir", "ctrl_c_between_steps", "ids_record", "run_settings", "setting_differences"]
