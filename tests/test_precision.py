@@ -98,6 +98,29 @@ def test_train_refuses_fp16_on_a_cpu_in_one_line(fresh_accelerate_state, tmp_pat
         "use auto, bf16 or no.")
 
 
+def test_resume_compares_the_precision_that_ran_not_the_one_asked_for(cpu_reports, fresh_accelerate_state, tmp_path,
+                                                                      capsys):
+    """A run trained in float32 resumes under auto where auto is float32 (an AVX2-only CPU), and is refused, naming
+    the change, where auto would be bf16: the trajectory depends on what runs."""
+    text = tmp_path / "train.txt"
+    text.write_text("".join(f"the {w} sat on the mat .\na {w} ran home .\n" for w in "cat dog bird cow".split()))
+    out = tmp_path / "out"
+    run = ["train", "--train-file", str(text), "--validation-fraction", "0.25", "--output-dir", str(out),
+           "--embed-size", "8", "--encoder-hidden-size", "8", "--decoder-hidden-size", "8", "--batch-size", "4",
+           "--eval-every", "2", "--num-samples", "0", "--report-to", "none", "--num-threads", "1"]
+    cpu_reports(AVX2_ONLY)
+    assert demvae([*run, "--max-steps", "2", "--mixed-precision", "no"]) == 0
+    AcceleratorState._reset_state(reset_partial_state=True)
+    cpu_reports(AMX)
+    capsys.readouterr()
+    assert demvae([*run, "--max-steps", "4", "--resume"]) == 2
+    assert "mixed_precision 'no' -> 'bf16'" in capsys.readouterr().err
+    AcceleratorState._reset_state(reset_partial_state=True)
+    cpu_reports(AVX2_ONLY)
+    assert demvae([*run, "--max-steps", "4", "--resume"]) == 0
+    assert json.loads((out / "training_summary.json").read_text())["step"] == 4
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     root = tmp_path_factory.mktemp("precision")

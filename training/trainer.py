@@ -213,6 +213,7 @@ class DEMVAETrainer:
         self.state = TrainingState()
         self.run_settings = run_settings(self.config, args, self.accelerator.num_processes, self.train_ids,
                                          self.eval_ids, tokenizer, free=FREE_ON_RESUME)
+        self.run_settings["training"]["mixed_precision"] = self.accelerator.mixed_precision  # auto resolved: what runs
         self._interrupt_requested = False
 
     # ----- data -----
