@@ -8,8 +8,11 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from demvae.trainer import DEMVAETrainer, TrainingArguments  # noqa: E402
+
 from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer, data  # noqa: E402
-from modeling_demvae.data import default_data_dir  # noqa: E402
+from modeling_demvae.data import default_data_dir, tokenize_corpus  # noqa: E402
+from modeling_demvae.synthetic import synthetic_corpus  # noqa: E402
 
 VOCAB_SIZE = 40
 
@@ -97,3 +100,30 @@ def save_tiny_model(folder, corpus_folder, **overrides):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# ----- training runs -----
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_RUN = ["--batch-size", "8", "--learning-rate", "0.01", "--num-samples", "0", "--report-to", "none",
+            "--num-threads", "1", "--kl-annealing-midpoint", "20", "--kl-annealing-slope", "0.1"]
+TINY = ["--embed-size", "16", "--encoder-hidden-size", "16", "--decoder-hidden-size", "16", "--num-groups", "2",
+        "--num-components", "3", "--latent-size", "2", "--max-sentence-length", "16", *TINY_RUN]
+CHECKPOINT_FILES = {"model.safetensors", "optimizer.pt", "random_states_0.safetensors", "trainer_state.json"}
+
+
+def subprocess_env() -> dict:
+    return dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
+                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def tiny_trainer(tmp_path, model_settings=None, **overrides):
+    corpus = synthetic_corpus(num_train=64, num_valid=16, num_test=0, seed=5)
+    tokenizer = build_tokenizer(corpus["train"]["text"])
+    data = tokenize_corpus(corpus, tokenizer, max_length=16)
+    torch.manual_seed(0)
+    model = DEMVAEForGeneration(DEMVAEConfig(vocab_size=len(tokenizer), embed_size=16, encoder_hidden_size=16,
+                                             decoder_hidden_size=16, num_groups=2, num_components=3,
+                                             max_sentence_length=16, **(model_settings or {})))
+    args = TrainingArguments(output_dir=str(tmp_path), batch_size=8, report_to="none", **overrides)
+    return DEMVAETrainer(model, tokenizer, data["train"], data["validation"], args), model

@@ -146,3 +146,17 @@ def test_prior_samples_and_the_rppl_language_model_under_bf16(trained):
     assert scored < model.config.vocab_size / 2  # the language model learned
     assert scored_in_bf16 != scored and abs(scored_in_bf16 - scored) <= 0.01 * scored, (scored, scored_in_bf16)
     assert abs(trained_in_bf16 - scored) <= 0.03 * scored, (scored, trained_in_bf16)
+
+
+def test_a_language_model_trained_under_autocast_scores_with_its_best_weights():
+    """Autocast keeps bf16 copies of the weights until its region ends: after each step and after the best epoch's
+    weights are put back, the language model must not score with stale copies. A learning rate too high to keep
+    improving makes the best epoch an earlier one; it must score inside the region as in a fresh one."""
+    _, ids, vocab_size = synthetic_batches(10)
+    with bf16():
+        lm, history = train_language_model(ids[:60], ids[60:90], vocab_size=vocab_size, hidden_size=32,
+                                           learning_rate=1.0, max_epochs=6, patience=1)
+        inside = language_model_perplexity(lm, ids[90:150])
+    assert history.index(min(history)) < len(history) - 1  # the weights put back are not the last epoch's
+    with bf16():
+        assert language_model_perplexity(lm, ids[90:150]) == inside

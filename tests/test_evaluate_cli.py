@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from conftest import save_tiny_model, write_dialog_corpus
 from demvae.cli import main
 from transformers import PreTrainedTokenizerFast
@@ -84,3 +85,98 @@ def test_a_model_that_generates_no_words_gets_an_undefined_wkl_not_an_error(save
                  "--output", str(output), "--no-progress"]) == 0
     assert json.loads(output.read_text())["wkl"] is None
     assert "not finite" in capsys.readouterr().out
+
+
+def test_the_ceiling_trains_on_the_corpus_real_sentences(saved, tmp_path, capsys):
+    model_dir, corpus = saved
+    output = tmp_path / "ceiling.json"
+    assert main(["evaluate", str(model_dir), "--dataset", str(corpus), "--metrics", "ceiling", "--rppl-samples", "12",
+                 "--rppl-max-epochs", "2", "--seed", "1", "--output", str(output), "--no-progress"]) == 0
+    results = json.loads(output.read_text())
+    assert set(results) == {"ceiling", "settings"}  # nothing about the model itself
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
+    splits = {name: data.tokenize_corpus(split, tokenizer, max_length=12)["input_ids"]
+              for name, split in data.load_corpus(str(corpus)).items()}
+    direct = metrics.reverse_perplexity_ceiling(splits["train"], splits["validation"], splits["test"], num_train=12,
+                                                num_valid=1, vocab_size=len(tokenizer), max_epochs=2, seed=1)
+    assert results["ceiling"] == pytest.approx(direct)
+    assert len(splits["train"]) == 18 and results["ceiling"]["rppl_train_samples"] == 12  # 12 of the 18
+    assert results["ceiling"]["rppl_valid_samples"] == 1
+    test_file = tmp_path / "test.txt"
+    test_file.write_text("the cat sat\n")
+    capsys.readouterr()
+    assert main(["evaluate", str(model_dir), "--test-file", str(test_file), "--metrics", "ceiling"]) == 2
+    assert "the ceiling needs real training and validation sentences" in capsys.readouterr().err
+
+
+def interrupt_once(monkeypatch, owner, name: str, *, at_call: int) -> list[dict]:
+    """Make `owner.name` raise KeyboardInterrupt (as a kill would stop it) at its `at_call`-th call, the first time
+    only; returns the keyword arguments of every call."""
+    calls, direct, raised = [], getattr(owner, name), []
+
+    def wrapper(*args, **kwargs):
+        calls.append(kwargs)
+        if len(calls) == at_call and not raised:
+            raised.append(True)
+            raise KeyboardInterrupt
+        return direct(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return calls
+
+
+def test_an_interrupted_evaluation_resumes_with_the_numbers_of_an_uninterrupted_one(saved, tmp_path, monkeypatch,
+                                                                                    capsys):
+    """The NLL in chunks, each seeded with seed + chunk: a resumed evaluation computes only the missing ones."""
+    from demvae import evaluate
+
+    model_dir, corpus = saved
+    monkeypatch.setattr(evaluate, "NLL_CHUNK", 5)
+    run = ["evaluate", str(model_dir), "--dataset", str(corpus), "--metrics", "nll", "collapse", "--nll-samples",
+           "4", "--seed", "2", "--no-progress"]
+    direct = metrics.sentence_log_likelihoods
+    calls = interrupt_once(monkeypatch, metrics, "sentence_log_likelihoods", at_call=3)  # in the third chunk
+    output = tmp_path / "resumed.json"
+    assert main([*run, "--output", str(output)]) == 130  # Ctrl-C: one line and the shell's code, as for train
+    partial = json.loads((tmp_path / "resumed.json.partial").read_text())
+    assert len(partial["nll_chunks"]) == 2 and partial["finished"] == [] and not output.exists()
+    calls.clear()
+    capsys.readouterr()
+    assert main([*run, "--output", str(output), "--resume"]) == 0
+    assert "Resuming the evaluation" in capsys.readouterr().out
+    assert not (tmp_path / "resumed.json.partial").exists()
+    assert [call["seed"] for call in calls] == [4, 5]  # the 18 test sentences: chunks 2 and 3 (seeds 2 + 2, 2 + 3)
+    monkeypatch.setattr(metrics, "sentence_log_likelihoods", direct)
+    assert main([*run, "--output", str(tmp_path / "whole.json")]) == 0
+    resumed, whole = (json.loads((tmp_path / name).read_text()) for name in ("resumed.json", "whole.json"))
+    assert resumed == whole
+
+    model = DEMVAEForGeneration.from_pretrained(model_dir).eval()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
+    test = data.tokenize_corpus(data.load_corpus(str(corpus))["test"], tokenizer, max_length=12)["input_ids"]
+    log_likelihoods = [direct(model, test[start:start + 5], num_samples=4, seed=2 + start // 5)["log_likelihood"]
+                       for start in range(0, len(test), 5)]
+    assert whole["nll"] == pytest.approx(-sum(ll.sum().item() for ll in log_likelihoods) / len(test))
+    assert whole["num_sentences"] == len(test) == 18
+
+
+def test_an_evaluation_interrupted_in_the_language_model_continues_from_its_last_epoch(saved, tmp_path,
+                                                                                       monkeypatch):
+    from modeling_demvae.metrics import reverse_ppl
+
+    model_dir, corpus = saved
+    run = ["evaluate", str(model_dir), "--dataset", str(corpus), "--metrics", "rppl", "--rppl-samples", "40",
+           "--rppl-max-epochs", "3", "--no-progress"]
+    assert main([*run, "--output", str(tmp_path / "whole.json")]) == 0
+    # called for the validation after each epoch, then for the test set: interrupted in the second epoch
+    calls = interrupt_once(monkeypatch, reverse_ppl, "language_model_perplexity", at_call=2)
+    output = tmp_path / "resumed.json"
+    assert main([*run, "--output", str(output)]) == 130  # Ctrl-C: one line and the shell's code, as for train
+    checkpoint = tmp_path / "resumed.json.partial.rppl.pt"
+    assert len(torch.load(checkpoint, weights_only=True)["history"]) == 1
+    calls.clear()
+    assert main([*run, "--output", str(output), "--resume"]) == 0
+    assert len(calls) == 3  # epochs 2 and 3, then the test set
+    assert not checkpoint.exists()
+    resumed, whole = (json.loads((tmp_path / name).read_text()) for name in ("resumed.json", "whole.json"))
+    assert resumed == whole and whole["rppl_epochs"] == 3

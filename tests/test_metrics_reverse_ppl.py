@@ -10,6 +10,8 @@ from modeling_demvae.metrics import (
     LSTMLanguageModel,
     language_model_perplexity,
     reverse_perplexity,
+    reverse_perplexity_ceiling,
+    reverse_perplexity_from_samples,
     sample_sentences,
     train_language_model,
 )
@@ -75,3 +77,45 @@ def test_a_model_without_a_latent_samples_its_words_instead_of_repeating_one_gre
     frequencies = counts / counts.sum()
     assert 0.25 < probs[5] < 0.5 and abs(frequencies[5] - probs[5]) < 0.04  # about 4 standard deviations
     assert 0.5 * (frequencies - probs).abs().sum() < 0.1  # total variation; about 0.05 expected from 2,000 draws
+
+
+def test_the_ceiling_trains_the_language_model_on_distinct_real_sentences(monkeypatch):
+    from modeling_demvae.metrics import reverse_ppl
+
+    train = [[1, 3 + i // 10, 3 + i % 10, 2] for i in range(60)]  # 60 different sentences
+    valid = [[1, 4, 3 + i, 2] for i in range(8)]
+    seen = []
+    monkeypatch.setattr(reverse_ppl, "reverse_perplexity_from_samples",
+                        lambda train, valid, test, **kwargs: seen.append((train, valid, kwargs)) or {"rppl": 1.0})
+    for seed in (3, 3, 4):
+        reverse_ppl.reverse_perplexity_ceiling(train, valid, [[1, 5, 2]], num_train=25, num_valid=100, vocab_size=20,
+                                               seed=seed)
+    (chosen, chosen_valid, kwargs), again, other = seen
+    assert len(chosen) == 25 and len({tuple(s) for s in chosen}) == 25 and all(s in train for s in chosen)
+    assert sorted(chosen_valid) == sorted(valid)  # fewer than asked: all of them
+    assert again[:2] == (chosen, chosen_valid) and other[0] != chosen  # seeded
+    assert kwargs == {"vocab_size": 20, "seed": 3}
+
+
+def test_real_sentences_reach_a_lower_reverse_perplexity_than_samples_of_one_sentence():
+    """The ceiling is the rPPL of perfect samples: the language itself beats samples that repeat one sentence."""
+    language = [[1, 5, 6, 7, 2], [1, 5, 8, 2], [1, 9, 6, 7, 2], [1, 9, 8, 2]] * 30
+    options = dict(vocab_size=12, hidden_size=16, batch_size=16, learning_rate=0.02, max_epochs=8, seed=0)
+    ceiling = reverse_perplexity_ceiling(language, language[:8], language[:4], num_train=100, num_valid=8, **options)
+    one_sentence = reverse_perplexity_from_samples([language[0]] * 100, [language[0]] * 8, language[:4], **options)
+    assert ceiling["rppl_train_samples"] == 100 and ceiling["rppl_valid_samples"] == 8
+    assert ceiling["rppl"] < 3.0 < one_sentence["rppl"]
+
+
+def test_an_interrupted_language_model_training_continues_to_the_uninterrupted_model(tmp_path):
+    language = [[1, 5, 6, 7, 2], [1, 5, 8, 2], [1, 9, 6, 7, 2], [1, 9, 8, 6, 2]] * 20
+    options = dict(vocab_size=12, hidden_size=16, batch_size=8, learning_rate=0.01, seed=2)  # dropout 0.3
+    whole, whole_history = train_language_model(language, language[:8], max_epochs=5, **options)
+    checkpoint = tmp_path / "lm.pt"
+    train_language_model(language, language[:8], max_epochs=2, checkpoint=checkpoint, **options)  # stopped after 2
+    assert len(torch.load(checkpoint, weights_only=True)["history"]) == 2
+    resumed, history = train_language_model(language, language[:8], max_epochs=5, checkpoint=checkpoint, **options)
+    assert history == whole_history and len(history) == 5
+    assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), whole.state_dict().values()))
+    finished = train_language_model(language, language[:8], max_epochs=5, checkpoint=checkpoint, **options)[1]
+    assert finished == history  # a finished training is not trained further

@@ -1,10 +1,20 @@
 """`demvae reproduce`: which runs it makes, how it tabulates them, and that it skips what is done."""
 
+import dataclasses
 import json
+import os
+import signal
 import statistics
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from unittest import mock
 
 import pytest
-from demvae import reproduce
+import torch
+from conftest import WORDS, write_dialog_corpus
+from demvae import budgets, reproduce
+from demvae import reproduction_report as report
 from demvae.cli import main
 
 
@@ -17,7 +27,7 @@ def record(preset: str, seed: int, **evaluation) -> dict:
 
 
 def test_runs_cover_both_tables_with_three_seeds_for_the_compared_models():
-    runs = reproduce.all_runs()
+    runs = budgets.all_runs()
     names = [run.name for run in runs]
     assert len(names) == len(set(names)) == 9 + 2 * 2 + 5
     for preset in ("ptb-gm-vae", "ptb-dgm-vae-mi"):
@@ -25,13 +35,13 @@ def test_runs_cover_both_tables_with_three_seeds_for_the_compared_models():
     assert [run.table for run in runs] == ["ptb"] * 13 + ["dailydialog"] * 5  # Penn Treebank first
     assert [run.seed for run in runs[:9]] == [0] * 9  # the whole table once before the extra seeds
     for run in runs:  # every run names a preset that exists and trains on the table's corpus
-        preset = json.loads(reproduce.preset_path(run.preset).read_text())
+        preset = json.loads(budgets.preset_path(run.preset).read_text())
         assert preset["dataset"] == run.dataset
 
 
 def test_unknown_run_names_the_known_ones():
     with pytest.raises(ValueError, match="unknown run.*ptb-gm-vae-mi"):
-        reproduce.all_runs(("ptb",), ["ptb-gm-vea"])
+        budgets.all_runs(("ptb",), ["ptb-gm-vea"])
 
 
 def test_table_rows_are_means_and_standard_deviations_over_seeds(tmp_path):
@@ -42,7 +52,7 @@ def test_table_rows_are_means_and_standard_deviations_over_seeds(tmp_path):
         rec = record("ptb-gm-vae", seed, rppl=value, bleu=10.0 + seed, mi=[0.5, 0.25 * seed],
                      component_spread=[1.0, 3.0])
         (folder / f"{rec['run']}.json").write_text(json.dumps(rec))
-    lines = reproduce.format_table("ptb", reproduce.load_records(tmp_path, "cpu"))
+    lines = report.format_table("ptb", report.load_records(tmp_path, "cpu"))
     assert len(lines) == 3
     cells = [cell.strip() for cell in lines[2].strip("|").split("|")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
@@ -59,20 +69,20 @@ def test_table_rows_are_means_and_standard_deviations_over_seeds(tmp_path):
 def test_claims_compare_means_in_the_right_direction(tmp_path):
     records = [record("ptb-gm-vae", s, rppl=100.0, bleu=5.0, mi=[0.0], component_spread=[0.5]) for s in (0, 1)]
     records += [record("ptb-dgm-vae-mi", 0, rppl=90.0, bleu=4.0, mi=[2.0], component_spread=[0.4])]
-    claims = "\n".join(reproduce.format_claims(records))
+    claims = "\n".join(report.format_claims(records))
     assert "DGM-VAE + MI (1 seeds) against GM-VAE (2 seeds)" in claims
     assert "rPPL: 90.00 against 100.00 (better" in claims  # lower is better
     assert "BLEU: 4.00 against 5.00 (not better" in claims
     assert "I(x;c): 2.00 against 0.00 (better" in claims
     assert "spread: 0.40 against 0.50 (not better" in claims
-    assert reproduce.format_claims(records[:2]) == []  # nothing to compare
+    assert report.format_claims(records[:2]) == []  # nothing to compare
 
 
 def test_report_lists_what_is_missing(tmp_path):
     rec = record("dailydialog-dgm-vae-mi", 0, rppl=50.0, homogeneity={"act": 0.25, "emotion": 0.125})
     (tmp_path / "cpu").mkdir()
     (tmp_path / "cpu" / f"{rec['run']}.json").write_text(json.dumps(rec))
-    reproduce.write_report(tmp_path / "results.md", tmp_path)
+    report.write_report(tmp_path / "results.md", tmp_path)
     text = (tmp_path / "results.md").read_text()
     assert "## Budget `cpu`" in text and "test CPU" in text
     assert "| DGM-VAE + MI | 0 | 50.0 | – | – | – | 0.250 | 0.125 |" in text
@@ -90,7 +100,7 @@ def test_smoke_budget_trains_evaluates_and_skips_what_is_done(data_dir, tmp_path
     names = sorted(path.name for path in results.glob("*.json"))
     assert names == ["ptb-gm-vae-mi-seed0.json", "ptb-rnnlm-seed0.json"]
     mixture = json.loads((results / "ptb-gm-vae-mi-seed0.json").read_text())
-    assert mixture["settings"]["train"] == reproduce.BUDGETS["smoke"].train
+    assert mixture["settings"]["train"] == budgets.BUDGETS["smoke"].train
     assert {"nll", "rppl", "bleu", "wkl", "mi", "component_spread", "dispersion"} <= set(mixture["evaluation"])
     assert (results / "ptb-gm-vae-mi-seed0" / "latent_space.png").stat().st_size > 0
     assert not (results / "ptb-rnnlm-seed0").exists()  # no latent space to picture
@@ -106,4 +116,143 @@ def test_smoke_budget_trains_evaluates_and_skips_what_is_done(data_dir, tmp_path
     stale = json.loads((results / "ptb-rnnlm-seed0.json").read_text())
     stale["settings"]["evaluate"] = {"nll_samples": 1}  # a budget whose definition changed since
     (results / "ptb-rnnlm-seed0.json").write_text(json.dumps(stale))
-    assert not reproduce.is_done(reproduce.Run("ptb", "ptb-rnnlm", 0), "smoke", tmp_path / "results")
+    assert not reproduce.is_done(budgets.Run("ptb", "ptb-rnnlm", 0), "smoke", tmp_path / "results")
+
+
+# ----- the full budget -----
+
+
+def test_the_full_budget_runs_the_four_models_of_the_claim_in_order_with_one_thread():
+    runs = budgets.all_runs(budget="full")
+    assert [run.name for run in runs] == ["ptb-gm-vae-seed0", "ptb-dgm-vae-mi-seed0", "dailydialog-gm-vae-seed0",
+                                          "dailydialog-dgm-vae-mi-seed0"]
+    assert [run.name for run in budgets.all_runs(("dailydialog",), budget="full")] == [r.name for r in runs[2:]]
+    with pytest.raises(ValueError, match="unknown run.*in budget 'full'"):
+        budgets.all_runs(budget="full", presets=["ptb-vae"])
+    full = budgets.BUDGETS["full"]
+    assert full.threads == 1 and full.ceiling and full.cards and full.work_dir.startswith("~")
+    ptb, dialog = (budgets.run_settings(run, "full")["train"] for run in (runs[0], runs[2]))
+    assert ptb["max_steps"] == dialog["max_steps"] == 20_000 and ptb["num_posterior_samples"] == 1
+    assert ptb["learning_curve_every"] == 500 and ptb["learning_curve_until"] == 3_500
+    assert "learning_curve_every" not in dialog  # the curve is drawn for Penn Treebank only
+    assert full.evaluate["nll_samples"] == 500 and "max_sentences" not in full.evaluate  # the whole test set
+
+
+def curve_points(totals, step=500) -> list[dict]:
+    """A learning curve whose I(x;c), split over two groups, sums to `totals`."""
+    return [{"step": step * (i + 1), "elbo": -100.0 + i, "mi": total, "mutual_information": [total / 2, total / 2]}
+            for i, total in enumerate(totals)]
+
+
+def test_the_collapse_is_read_from_the_curve():
+    dispersed = curve_points([3.0, 5.0, 6.0, 7.0])
+    collapsing = {"ptb-gm-vae": curve_points([4.0, 1.0, 0.06, 0.02]), "ptb-dgm-vae-mi": dispersed}
+    assert report.collapse_step(collapsing["ptb-gm-vae"]) == 1500
+    assert report.collapse_sentence("ptb", collapsing) == (
+        "GM-VAE's components collapse between steps 1,000 and 1,500: its I(x;c) summed over 2 groups falls from "
+        "1.00 to 0.060 nats, below 0.1, against 6.00 for DGM-VAE + MI.")
+    collapsed = {"ptb-gm-vae": curve_points([0.05, 0.01]), "ptb-dgm-vae-mi": dispersed}
+    assert "have collapsed by step 500, the curve's first point" in report.collapse_sentence("ptb", collapsed)
+    kept = {"ptb-gm-vae": curve_points([4.0, 2.0, 3.0])}
+    assert report.collapse_step(kept["ptb-gm-vae"]) is None
+    assert report.collapse_sentence("ptb", kept) == (
+        "GM-VAE's components do not collapse within the curve's 1,500 steps: its I(x;c) summed over 2 groups stays "
+        "above 0.1 nats (lowest 2.00 at step 1,000).")
+
+
+def write_ptb_corpus(folder, sentences=(150, 40, 40), seed=0):
+    """A Penn Treebank-shaped folder (ptb.train/valid/test.txt) of random short sentences."""
+    generator = torch.Generator().manual_seed(seed)
+    folder.mkdir(parents=True)
+    for split, count in zip(("train", "valid", "test"), sentences):
+        lines = [" ".join(WORDS[i] for i in torch.randint(len(WORDS), (int(torch.randint(3, 9, (1,),
+                 generator=generator)),), generator=generator)) for _ in range(count)]
+        (folder / f"ptb.{split}.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_the_full_budget_at_toy_size_writes_records_curve_ceilings_and_cards_and_skips_what_is_done(
+        tmp_path, monkeypatch, capsys):
+    """The full budget's pipeline (its four runs, one thread, the work folder from $DEMVAE_WORK_DIR, learning curve,
+    ceilings, cards) at the smoke budget's sizes on toy corpora, the subcommands run in this process."""
+    smoke = budgets.BUDGETS["smoke"]
+    monkeypatch.setitem(budgets.BUDGETS, "full", dataclasses.replace(
+        budgets.BUDGETS["full"], train={**smoke.train, "checkpoint_every": 5},
+        table_train={"ptb": {"learning_curve_every": 5, "learning_curve_until": 20}},
+        evaluate={**smoke.evaluate, "rppl_samples": 60}))
+    data = tmp_path / "data"
+    write_ptb_corpus(data / "ptb")
+    write_dialog_corpus(data / "daily_dialog", num_dialogues=15)
+    environments, commands = [], []
+
+    def in_process(arguments, log, env):
+        environments.append(env)
+        commands.append(arguments[0])
+        with log.open("a") as handle, mock.patch.dict(os.environ, env), redirect_stdout(handle), \
+                redirect_stderr(handle):
+            code = main(arguments)
+        assert code == 0, log.read_text()[-3000:]
+
+    monkeypatch.setattr(reproduce, "run_command", in_process)
+    monkeypatch.setenv("DEMVAE_WORK_DIR", str(tmp_path / "work"))
+    results, report_path = tmp_path / "results", tmp_path / "results.md"
+    arguments = ["reproduce", "--budget", "full", "--jobs", "1", "--results-dir", str(results), "--report",
+                 str(report_path), "--data-dir", str(data)]
+    assert main(arguments) == 0
+    out = capsys.readouterr().out
+    order = [out.index(f"{name}: training") for name in ("ptb-gm-vae-seed0", "ptb-dgm-vae-mi-seed0",
+                                                          "dailydialog-gm-vae-seed0", "dailydialog-dgm-vae-mi-seed0")]
+    assert order == sorted(order)
+    assert {env["OMP_NUM_THREADS"] for env in environments} == {"1"}
+    assert (tmp_path / "work" / "full" / "ptb-gm-vae-seed0" / "checkpoints").is_dir()
+
+    full = results / "full"
+    names = sorted(path.name for path in full.glob("*.json"))
+    assert names == ["dailydialog-ceiling.json", "dailydialog-dgm-vae-mi-seed0.json", "dailydialog-gm-vae-seed0.json",
+                     "ptb-ceiling.json", "ptb-dgm-vae-mi-seed0.json", "ptb-gm-vae-seed0.json",
+                     "ptb-learning-curve.json"]
+    gm = json.loads((full / "ptb-gm-vae-seed0.json").read_text())
+    assert [point["step"] for point in gm["curve"]] == [5, 10, 15, 20] and gm["machine"].endswith("1 thread(s)")
+    assert "curve" not in json.loads((full / "dailydialog-gm-vae-seed0.json").read_text())
+    assert {"nll", "rppl", "bleu", "wkl", "mi", "component_spread"} <= set(gm["evaluation"])
+    dialog = json.loads((full / "dailydialog-dgm-vae-mi-seed0.json").read_text())
+    assert set(dialog["evaluation"]["homogeneity"]) == {"act", "emotion"}
+    ceiling = json.loads((full / "ptb-ceiling.json").read_text())
+    assert ceiling["vocabulary_of"] == "ptb-gm-vae-seed0" and ceiling["ceiling"]["rppl_train_samples"] == 60
+    curve = json.loads((full / "ptb-learning-curve.json").read_text())
+    assert curve["curves"]["ptb-gm-vae"] == gm["curve"] and set(curve["curves"]) == {"ptb-gm-vae", "ptb-dgm-vae-mi"}
+    assert (full / "ptb-learning-curve.png").stat().st_size > 0
+    for run in budgets.all_runs(budget="full"):
+        card = (full / run.name / "README.md").read_text()
+        assert "model-index" in card and "latent_space.png" in card and (full / run.name / "latent_space.png").is_file()
+        assert (full / run.name / "components.md").is_file()
+    text = report_path.read_text()
+    assert "## Budget `full`" in text and "What differs from the paper:" in text and "Not run yet" not in text
+    assert f"| ceiling: 60 real sentences | – | {ceiling['ceiling']['rppl']:.1f} | – |" in text
+    assert "![validation -ELBO and I(x;c) against steps](results/full/ptb-learning-curve.png)" in text
+    assert curve["collapse"] in text and "DailyDialog: DGM-VAE + MI (1 seeds) against GM-VAE (1 seeds)" in text
+
+    written = {path: path.stat().st_mtime_ns for path in results.rglob("*") if path.is_file()}
+    assert main(arguments) == 0  # everything done: nothing retrained, re-evaluated or rewritten
+    assert "4 run(s) in budget 'full': 4 done, 0 to do" in capsys.readouterr().out
+    assert {path: path.stat().st_mtime_ns for path in results.rglob("*") if path.is_file()} == written
+
+    # stopped during the evaluation of a trained model: the next start evaluates it again, and trains nothing
+    before = json.loads((full / "ptb-dgm-vae-mi-seed0.json").read_text())
+    (full / "ptb-dgm-vae-mi-seed0.json").unlink()
+    (tmp_path / "work" / "full" / "ptb-dgm-vae-mi-seed0" / "reproduce_evaluation.json").unlink()
+    commands.clear()
+    assert main(arguments) == 0
+    assert "4 run(s) in budget 'full': 3 done, 1 to do" in capsys.readouterr().out
+    assert commands == ["evaluate", "inspect"]
+    assert json.loads((full / "ptb-dgm-vae-mi-seed0.json").read_text())["evaluation"] == before["evaluation"]
+
+
+def test_a_signal_stops_the_running_subcommand_and_the_command(monkeypatch):
+    """Ctrl-C or kill: no next run starts, and the subcommand does not go on alone (its files stay resumable)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    monkeypatch.setattr(reproduce, "RUNNING", {child})
+    exits = []
+    monkeypatch.setattr(reproduce.os, "_exit", exits.append)
+    reproduce.stop(signal.SIGTERM, None)
+    assert child.poll() == -signal.SIGTERM and exits == [128 + signal.SIGTERM]

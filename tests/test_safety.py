@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CHECKPOINT_FILES, subprocess_env
 from demvae import train as train_command
 from demvae.checkpoints import STATE_FILE, list_checkpoints
 from demvae.cli import main as demvae
 from demvae.trainer import DEMVAETrainer, TrainingArguments
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from test_training import CHECKPOINT_FILES, subprocess_env
 
 from modeling_demvae.synthetic import write_synthetic_corpus
 
@@ -280,7 +280,7 @@ def test_a_read_only_output_folder_fails_before_any_work(corpus, tmp_path, capsy
 
 
 def test_a_non_finite_validation_is_never_selected(tmp_path):
-    from test_training import tiny_trainer
+    from conftest import tiny_trainer
 
     trainer, _ = tiny_trainer(tmp_path)
     for step, elbo in enumerate((float("nan"), -10.0, float("inf"), -9.0), start=1):

@@ -13,37 +13,28 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CHECKPOINT_FILES, TINY, TINY_RUN, subprocess_env, tiny_trainer
 from datasets import Dataset
 from demvae.checkpoints import CHECKPOINT_PATTERN, list_checkpoints
 from demvae.cli import main as demvae
 from demvae.reporting import component_homogeneity
-from demvae.trainer import DEMVAETrainer, TrainingArguments, TrainingDiverged, adam
+from demvae.trainer import DEMVAETrainer, TrainingDiverged, adam
 from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerFast
 
-from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer
+from modeling_demvae import DEMVAEForGeneration
 from modeling_demvae.data import tokenize_corpus
 from modeling_demvae.synthetic import generate_sentences, synthetic_corpus, write_synthetic_corpus
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_RUN = ["--batch-size", "8", "--learning-rate", "0.01", "--num-samples", "0", "--report-to", "none",
-            "--num-threads", "1", "--kl-annealing-midpoint", "20", "--kl-annealing-slope", "0.1"]
-TINY = ["--embed-size", "16", "--encoder-hidden-size", "16", "--decoder-hidden-size", "16", "--num-groups", "2",
-        "--num-components", "3", "--latent-size", "2", "--max-sentence-length", "16", *TINY_RUN]
 DETERMINISTIC = ["--variant", "rnnlm", "--dropout", "0"]  # no sampling noise: any batch layout gives the same math
 # batch statistics (q_bar in agg_ckl) and sampling noise: the same math only when both are the whole batch's
 DGM_VAE_MI = ["--variant", "dem", "--dispersion-weight", "0.8", "--use-mutual-information", "--dropout", "0"]
-CHECKPOINT_FILES = {"model.safetensors", "optimizer.pt", "random_states_0.safetensors", "trainer_state.json"}
+
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
     return str(write_synthetic_corpus(tmp_path_factory.mktemp("corpus"), num_train=240, num_valid=40, num_test=40))
-
-
-def subprocess_env() -> dict:
-    return dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
-                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 def final_weights(output_dir) -> dict[str, torch.Tensor]:
@@ -233,18 +224,6 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(corpus, tmp_pat
 
 
 # ----- divergence -----
-
-
-def tiny_trainer(tmp_path, model_settings=None, **overrides):
-    corpus = synthetic_corpus(num_train=64, num_valid=16, num_test=0, seed=5)
-    tokenizer = build_tokenizer(corpus["train"]["text"])
-    data = tokenize_corpus(corpus, tokenizer, max_length=16)
-    torch.manual_seed(0)
-    model = DEMVAEForGeneration(DEMVAEConfig(vocab_size=len(tokenizer), embed_size=16, encoder_hidden_size=16,
-                                             decoder_hidden_size=16, num_groups=2, num_components=3,
-                                             max_sentence_length=16, **(model_settings or {})))
-    args = TrainingArguments(output_dir=str(tmp_path), batch_size=8, report_to="none", **overrides)
-    return DEMVAETrainer(model, tokenizer, data["train"], data["validation"], args), model
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):

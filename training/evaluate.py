@@ -8,6 +8,8 @@ with homogeneity, completeness and NMI of the argmax components.
   demvae evaluate out/model --dataset ptb                       # the paper's protocol (rPPL: 40,000 samples)
   demvae evaluate out/model --dataset daily_dialog --labels act emotion --metrics homogeneity collapse
   demvae evaluate out/model --test-file test.txt --train-file train.txt --rppl-preset quick --output eval.json
+  demvae evaluate out/model --dataset ptb --metrics ceiling --output ptb-ceiling.json   # real sentences' rPPL
+  demvae evaluate out/model --dataset ptb --resume              # continue where an interrupted one stopped
 
 JSON keys (where measured): elbo, nll, ppl (nats per sentence; per-token perplexity, </s> counted), rppl, bleu
 and sacrebleu (0-100), wkl (KL(generated || train) of unigrams, add-one smoothing), homogeneity / completeness /
@@ -15,9 +17,14 @@ nmi (label -> score), mi (per group I(x; c) on the test set, nats), batch_mi (su
 30 as in training), active_components (per group exp(I(x; c))), component_spread (per group: mean distance of
 component means in pooled standard deviations), component_separation (per group: mean distance of each
 component to its nearest neighbour, same units; low when some components merged), dispersion (mean L_d), and
-"settings" (its mixed_precision: what the NLL, the samples and rPPL ran in, auto resolved); beside them details
-such as rppl_valid_ppl, unseen_test_token_rate (test tokens never generated: they keep the language model's softmax
-probability, not <unk>'s) and mi_total.
+"settings" (its mixed_precision: what the NLL, the samples and the rPPL language models ran in, auto resolved);
+beside them details such as rppl_valid_ppl, unseen_test_token_rate (test tokens never generated: they keep the
+language model's softmax probability, not <unk>'s) and mi_total. With --metrics
+ceiling: ceiling (the rPPL keys of the language model trained on real sentences).
+
+The evaluation keeps what it has finished in OUTPUT.partial (the NLL in chunks of 200 test sentences, chunk i
+seeded with --seed + i; the rPPL language models after each epoch; each other metric group as a whole), so that
+--resume loses at most one piece and ends with the numbers of an uninterrupted evaluation.
 """
 
 import argparse
@@ -40,7 +47,10 @@ from .precision import MIXED_PRECISION, autocast, resolve_mixed_precision
 
 POSITIVE = number(int, minimum=1)
 
-METRIC_NAMES = ("nll", "rppl", "bleu", "wkl", "homogeneity", "collapse")
+METRIC_NAMES = ("nll", "rppl", "bleu", "wkl", "homogeneity", "collapse", "ceiling")
+DEFAULT_METRICS = METRIC_NAMES[:-1]  # the ceiling describes the corpus, not the model
+NLL_CHUNK = 200  # test sentences per NLL chunk: an interrupted evaluation loses at most one chunk
+LANGUAGE_MODELS = ("rppl", "ceiling")  # the rPPL language models, checkpointed after each epoch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,8 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-file", help="text file of training sentences for wKL (overrides --dataset's)")
     parser.add_argument("--labels", nargs="*", help="label columns to score the components against (default: "
                         f"those of {data.LABEL_COLUMNS} the corpus has)")
-    parser.add_argument("--metrics", nargs="+", choices=METRIC_NAMES, default=list(METRIC_NAMES),
-                        help="what to measure (default: all that apply to the model)")
+    parser.add_argument("--metrics", nargs="+", choices=METRIC_NAMES, default=list(DEFAULT_METRICS),
+                        help="what to measure (default: all that apply to the model, except ceiling: the rPPL "
+                             "language model trained on real training sentences instead of samples, as many as "
+                             "the rPPL samples, stopped on real validation sentences)")
     parser.add_argument("--nll-samples", type=POSITIVE, default=500, help="importance samples per sentence (500)")
     parser.add_argument("--rppl-preset", choices=sorted(RPPL_PRESETS), default="paper",
                         help="prior samples for rPPL and wKL: " + ", ".join(
@@ -67,12 +79,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="padded tokens per decoder call in the NLL (memory ~ this x vocabulary size floats)")
     parser.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto",
-                        help="precision of the NLL, the prior samples and the rPPL language model: auto (bf16 where "
+                        help="precision of the NLL, the prior samples and the rPPL language models: auto (bf16 where "
                              "the CPU or GPU has bf16 arithmetic, else float32), no (float32), bf16, or fp16 (GPUs)")
     parser.add_argument("--output", default="evaluation.json",
                         help="JSON file to write (default evaluation.json); never one of the model's own files")
     parser.add_argument("--seed", type=number(int, minimum=0), default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted evaluation with the same settings from OUTPUT.partial, which "
+                             "keeps every finished metric, NLL chunk (of 200 sentences) and language-model epoch "
+                             "until the end")
 
 
 def load_splits(args) -> dict:
@@ -97,61 +113,154 @@ def sentences_of(split, tokenizer, max_length: int, limit: int | None = None):
     return tokenized["input_ids"], tokenized
 
 
-def evaluate(model, tokenizer, splits: dict, args) -> dict:
-    """Every requested metric that applies to the model and the data at hand; the JSON's content."""
+def evaluation_settings(args, config, num_test: int, rppl_samples: tuple[int, int]) -> dict:
+    """What the numbers depend on, written beside them; a resumed evaluation must have the same."""
+    return {
+        "model": args.model, "dataset": args.dataset, "test_file": args.test_file, "train_file": args.train_file,
+        "test_sentences": num_test, "nll_samples": args.nll_samples, "rppl_preset": args.rppl_preset,
+        "rppl_samples": list(rppl_samples), "rppl_max_epochs": args.rppl_max_epochs,
+        "wkl_smoothing": "add-one over the union of words",
+        "seed": args.seed, "variant": config.variant, "metrics": sorted(args.metrics),
+    }
+
+
+def rppl_sample_counts(args) -> tuple[int, int]:
+    """(training, validation) samples of the rPPL language model: the preset's, or --rppl-samples with its ratio."""
+    train_samples, valid_samples = RPPL_PRESETS[args.rppl_preset]
+    if args.rppl_samples is not None:
+        valid_samples = max(1, round(args.rppl_samples * valid_samples / train_samples))
+        train_samples = args.rppl_samples
+    return train_samples, valid_samples
+
+
+class Progress:
+    """The finished parts of an evaluation in OUTPUT.partial (rewritten atomically after each), so that `--resume`
+    continues an interrupted one: the NLL chunk by chunk, the rPPL language models epoch by epoch (their
+    checkpoints in OUTPUT.partial.NAME.pt), the other metrics one group at a time."""
+
+    def __init__(self, path: Path | None, settings: dict, resume: bool):
+        self.path = path
+        self.state = {"settings": json.loads(json.dumps(settings)), "results": {}, "finished": [], "nll_chunks": []}
+        saved = json.loads(path.read_text(encoding="utf-8")) if resume and path and path.is_file() else None
+        if saved and saved.get("settings") == self.state["settings"]:
+            self.state = saved
+            done = saved["finished"] + [f"{len(saved['nll_chunks'])} NLL chunk(s)"] * bool(saved["nll_chunks"])
+            print(f"Resuming the evaluation of {path}: {', '.join(done) or 'nothing'} done.")
+            return
+        if saved:
+            print(f"{path} was written with other settings; evaluating from the start.")
+        if path is not None:  # a new evaluation: its own progress file from the start
+            remove_progress(path)
+            self.save()
+
+    def checkpoint(self, name: str) -> Path | None:
+        """Where a long computation of the evaluation keeps its own state."""
+        return None if self.path is None else language_model_checkpoint(self.path, name)
+
+    def save(self) -> None:
+        if self.path is not None:
+            write_json(self.path, self.state)
+
+    def run(self, name: str, compute) -> None:
+        """`compute()`'s results, once: skipped when a resumed evaluation already has them."""
+        if name not in self.state["finished"]:
+            self.state["results"].update(compute())
+            self.state["finished"].append(name)
+            self.save()
+
+
+def language_model_checkpoint(progress: Path, name: str) -> Path:
+    return Path(f"{progress}.{name}.pt")
+
+
+def remove_progress(progress: Path) -> None:
+    """Forget an evaluation's progress: when a new one starts, and once its results are written."""
+    for path in (progress, *(language_model_checkpoint(progress, name) for name in LANGUAGE_MODELS)):
+        path.unlink(missing_ok=True)
+
+
+def chunked_nll(model, test, args, progress: Progress) -> dict:
+    """The importance-weighted NLL over NLL_CHUNK sentences at a time, chunk i seeded with seed + i, each chunk's
+    per-sentence estimates kept in the progress file as soon as they exist."""
+    chunks = progress.state["nll_chunks"]
+    for index in range(len(chunks), math.ceil(len(test) / NLL_CHUNK)):
+        result = metrics.sentence_log_likelihoods(
+            model, test[index * NLL_CHUNK:(index + 1) * NLL_CHUNK], num_samples=args.nll_samples,
+            max_tokens=args.batch_tokens, seed=args.seed + index, progress=not args.no_progress)
+        chunks.append({key: value.tolist() for key, value in result.items()})
+        progress.save()
+    per_sentence = {key: torch.tensor([v for chunk in chunks for v in chunk[key]], dtype=torch.float64)
+                    for key in chunks[0]}
+    return metrics.nll_summary(per_sentence, 1 if model.config.variant == "rnnlm" else args.nll_samples)
+
+
+def evaluate(model, tokenizer, splits: dict, args, progress_path: Path | None = None) -> dict:
+    """Every requested metric that applies to the model and the data at hand; the JSON's content. Finished parts
+    are kept in `progress_path` (default: a temporary file) and, with `args.resume`, taken from it."""
     config = model.config
     progress = not args.no_progress
     requested = set(args.metrics)
     max_length = config.max_sentence_length
     test, test_split = sentences_of(splits["test"], tokenizer, max_length, args.max_sentences)
+    train_samples, valid_samples = rppl_sample_counts(args)
     precision = resolve_mixed_precision(args.mixed_precision, model.device)
-    results = {}
+    settings = {**evaluation_settings(args, config, len(test), (train_samples, valid_samples)),
+                "mixed_precision": precision}  # what the NLL, the samples and the language models run in
+    state = Progress(progress_path, settings, getattr(args, "resume", False))
+    lm_options = {"vocab_size": config.vocab_size, "pad_token_id": config.pad_token_id,
+                  "max_epochs": args.rppl_max_epochs, "seed": args.seed, "device": model.device, "progress": progress}
     if "nll" in requested:
         with autocast(precision, model.device):
-            results.update(metrics.importance_weighted_nll(model, test, num_samples=args.nll_samples,
-                                                           max_tokens=args.batch_tokens, seed=args.seed,
-                                                           progress=progress))
-    train_samples, valid_samples = RPPL_PRESETS[args.rppl_preset]
-    if args.rppl_samples is not None:
-        valid_samples = max(1, round(args.rppl_samples * valid_samples / train_samples))
-        train_samples = args.rppl_samples
-    wkl_possible = "train" in splits
-    if "rppl" in requested or ("wkl" in requested and wkl_possible):
+            state.run("nll", lambda: chunked_nll(model, test, args, state))
+    if "rppl" in requested or ("wkl" in requested and "train" in splits):
         with autocast(precision, model.device):
-            samples = metrics.sample_sentences(model, train_samples + valid_samples, seed=args.seed,
-                                               progress=progress)
-            if "rppl" in requested:
-                results.update(metrics.reverse_perplexity_from_samples(
-                    samples[:train_samples], samples[train_samples:], test, vocab_size=config.vocab_size,
-                    pad_token_id=config.pad_token_id, max_epochs=args.rppl_max_epochs, seed=args.seed,
-                    device=model.device, progress=progress))
-        if "wkl" in requested and wkl_possible:
-            train, _ = sentences_of(splits["train"], tokenizer, max_length)
-            special = (config.bos_token_id, config.eos_token_id, config.pad_token_id)
-            generated = samples[:train_samples]
-            if any(len(sentence) > 2 for sentence in generated):
-                results["wkl"] = metrics.unigram_kl(generated, train, ignore=special)
-            else:  # a model that ends every sentence at once (untrained): no word distribution to compare
-                results["wkl"] = math.nan
+            state.run("samples", lambda: sample_metrics(model, tokenizer, splits, test, requested,
+                                                        (train_samples, valid_samples),
+                                                        {**lm_options, "checkpoint": state.checkpoint("rppl")}))
     if config.variant != "rnnlm" and "bleu" in requested:
-        results.update(metrics.reconstruction_bleu(model, test, tokenizer=tokenizer))
+        state.run("bleu", lambda: metrics.reconstruction_bleu(model, test, tokenizer=tokenizer))
     if config.has_discrete_latent and requested & {"homogeneity", "collapse"}:
-        posterior = metrics.encode_sentences(model, test, progress=progress)
-        if "collapse" in requested:
-            results.update(metrics.collapse_diagnostics(model, posterior))
-        labels = label_columns(test_split.column_names, args.labels)
-        if "homogeneity" in requested and labels:
-            scores = metrics.label_agreement(posterior.component_probs, {c: test_split[c] for c in labels})
-            for key in ("homogeneity", "completeness", "nmi"):
-                results[key] = {label: s[key] for label, s in scores.items()}
-    results["settings"] = {
-        "model": args.model, "dataset": args.dataset, "test_file": args.test_file, "train_file": args.train_file,
-        "test_sentences": len(test), "nll_samples": args.nll_samples, "rppl_preset": args.rppl_preset,
-        "rppl_samples": [train_samples, valid_samples], "rppl_max_epochs": args.rppl_max_epochs,
-        "wkl_smoothing": "add-one over the union of words",
-        "seed": args.seed, "variant": config.variant, "metrics": sorted(requested),
-        "mixed_precision": precision,  # what ran for the NLL, the samples and rPPL (auto resolved)
-    }
+        state.run("posterior", lambda: posterior_metrics(model, test, test_split, requested, args.labels, progress))
+    if "ceiling" in requested:
+        with autocast(precision, model.device):
+            state.run("ceiling", lambda: {"ceiling": metrics.reverse_perplexity_ceiling(
+                sentences_of(splits["train"], tokenizer, max_length)[0],
+                sentences_of(splits["validation"], tokenizer, max_length)[0], test, num_train=train_samples,
+                num_valid=valid_samples, checkpoint=state.checkpoint("ceiling"), **lm_options)})
+    return {**state.state["results"], "settings": settings}
+
+
+def sample_metrics(model, tokenizer, splits, test, requested, sample_counts, lm_options) -> dict:
+    """rPPL and wKL, from the same prior samples."""
+    config, results = model.config, {}
+    train_samples, valid_samples = sample_counts
+    samples = metrics.sample_sentences(model, train_samples + valid_samples, seed=lm_options["seed"],
+                                       progress=lm_options["progress"])  # the same again when resumed
+    if "rppl" in requested:
+        results.update(metrics.reverse_perplexity_from_samples(samples[:train_samples], samples[train_samples:],
+                                                               test, **lm_options))
+    if "wkl" in requested and "train" in splits:
+        train, _ = sentences_of(splits["train"], tokenizer, config.max_sentence_length)
+        special = (config.bos_token_id, config.eos_token_id, config.pad_token_id)
+        generated = samples[:train_samples]
+        if any(len(sentence) > 2 for sentence in generated):
+            results["wkl"] = metrics.unigram_kl(generated, train, ignore=special)
+        else:  # a model that ends every sentence at once (untrained): no word distribution to compare
+            results["wkl"] = math.nan
+    return results
+
+
+def posterior_metrics(model, test, test_split, requested, labels, progress: bool) -> dict:
+    """Mode-collapse diagnostics and the components' agreement with the corpus's labels, from q(c|x)."""
+    results = {}
+    posterior = metrics.encode_sentences(model, test, progress=progress)
+    if "collapse" in requested:
+        results.update(metrics.collapse_diagnostics(model, posterior))
+    labels = label_columns(test_split.column_names, labels)
+    if "homogeneity" in requested and labels:
+        scores = metrics.label_agreement(posterior.component_probs, {c: test_split[c] for c in labels})
+        for key in ("homogeneity", "completeness", "nmi"):
+            results[key] = {label: s[key] for label, s in scores.items()}
     return results
 
 
@@ -200,10 +309,15 @@ def run(args) -> int:
         transformers.utils.logging.disable_progress_bar()
     splits = load_splits(args)
     label_columns(splits["test"].column_names, args.labels)  # fail before the slow part
+    if "ceiling" in args.metrics and not {"train", "validation"} <= set(splits):
+        raise ValueError("the ceiling needs real training and validation sentences: give --dataset with both "
+                         f"splits (this one has {', '.join(sorted(splits))}).")
     model, tokenizer = load_model_and_tokenizer(args.model, device=args.device)
-    results = evaluate(model, tokenizer, splits, args)
+    progress = Path(f"{args.output}.partial")
+    results = evaluate(model, tokenizer, splits, args, progress)
     print(format_table(results))
     write_json(args.output, results)
+    remove_progress(progress)
     print(f"wrote {args.output}")
     if any(isinstance(v, float) and not math.isfinite(v) for v in results.values()):
         print("warning: some results are not finite (written as null)")

@@ -3,10 +3,10 @@
 Adam, global gradient-norm clipping and KL annealing at every step; every `eval_every` steps (the spec's
 "epoch") a validation pass on a fixed random stream, the best model exported with `save_pretrained`, the
 learning rate multiplied by `lr_decay` after `lr_decay_patience` validations without improvement, and early
-stopping after `early_stopping_patience` of them. Checkpoints hold everything the trajectory depends on (weights,
-optimizer, random states, data position) and the settings it depends on, so a resumed run ends where an
-uninterrupted one would, and --resume refuses a run with other settings. Ctrl-C finishes the step, writes a
-checkpoint and stops (`TrainingInterrupted`).
+stopping after `early_stopping_patience` of them; learning-curve points in between (`learning_curve_every`) only
+log. Checkpoints hold everything the trajectory depends on (weights, optimizer, random states, data position) and
+the settings it depends on, so a resumed run ends where an uninterrupted one would, and --resume refuses a run with
+other settings. Ctrl-C finishes the step, writes a checkpoint and stops (`TrainingInterrupted`).
 
 `batch_size` is the number of sentences per optimizer step, whatever the hardware: it is split evenly over the
 processes and the gradient-accumulation micro-batches, and the step is the same whatever the split. The batch
@@ -18,6 +18,7 @@ depends on the split.
 
 import json
 import math
+import os
 import sys
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
@@ -26,12 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import is_tensorboard_available, set_seed
+from accelerate.utils import gather_object, is_tensorboard_available, set_seed
 from tqdm.auto import tqdm
 
 from modeling_demvae.data import LengthBucketBatchSampler, PaddingCollator
+from modeling_demvae.metrics.collapse import mutual_information
 
 from .checkpoints import (
+    TEMPORARY_PREFIX,
     CheckpointError,
     export_atomically,
     latest_checkpoint,
@@ -52,9 +55,10 @@ SELECTION_METRICS = {"elbo": +1, "loss": -1}  # validation ELBO is maximized, th
 NOISE, DROPOUT, VALIDATION_NOISE = range(3)  # the random streams seeded by (seed, stream, position)
 # settings a resumed run may change: none of them moves the trajectory
 FREE_ON_RESUME = ("output_dir", "max_steps", "checkpoint_every", "keep_checkpoints", "logging_steps", "report_to",
-                  "resume", "overwrite")
+                  "resume", "overwrite", "learning_curve_every", "learning_curve_until")
 POSITIVE_INTEGERS = ("batch_size", "max_steps", "eval_every", "keep_checkpoints", "lr_decay_patience",
                      "gradient_accumulation_steps", "eval_batch_size", "logging_steps")
+LEARNING_CURVE = "learning_curve.jsonl"  # one JSON line per point, in output_dir
 
 
 @dataclass
@@ -68,6 +72,10 @@ class TrainingArguments:
         max_grad_norm: Clip the global gradient norm to this value.
         max_steps: Optimizer steps at most (the reference: 50 "epochs" of 2,000 steps).
         eval_every: Steps between validations (the reference "epoch").
+        learning_curve_every: Steps between the points of a learning curve: validations that only log (the terms and
+            I(x; c) per group, to output_dir/learning_curve.jsonl) and leave model selection, decay, stopping and the
+            trajectory alone (default: none).
+        learning_curve_until: Last step of the learning curve (default: the whole run).
         checkpoint_every: Steps between checkpoints (default: at every validation).
         keep_checkpoints: How many of the newest checkpoints to keep.
         lr_decay: Factor applied to the learning rate after lr_decay_patience validations without improvement.
@@ -94,6 +102,8 @@ class TrainingArguments:
     max_grad_norm: float = 0.5
     max_steps: int = 100_000
     eval_every: int = 2_000
+    learning_curve_every: int | None = None
+    learning_curve_until: int | None = None
     checkpoint_every: int | None = None
     keep_checkpoints: int = 2
     lr_decay: float = 0.8
@@ -112,8 +122,9 @@ class TrainingArguments:
     def __post_init__(self):
         for name in POSITIVE_INTEGERS:
             check_number(name, getattr(self, name), integer=True, minimum=1)
-        if self.checkpoint_every is not None:
-            check_number("checkpoint_every", self.checkpoint_every, integer=True, minimum=1)
+        for name in ("checkpoint_every", "learning_curve_every", "learning_curve_until"):
+            if getattr(self, name) is not None:
+                check_number(name, getattr(self, name), integer=True, minimum=1)
         check_number("early_stopping_patience", self.early_stopping_patience, integer=True, minimum=0)
         check_number("seed", self.seed, integer=True, minimum=0, maximum=2**32 - 1)  # NumPy's seed range
         check_number("learning_rate", self.learning_rate, above=0)
@@ -161,6 +172,14 @@ def adam(parameters, *, learning_rate: float) -> torch.optim.Adam:
 def stream_seed(*keys: int) -> int:
     """A seed mixed from non-negative integers (the run's seed, a stream, a step): nearby keys, unrelated streams."""
     return int(np.random.SeedSequence(keys).generate_state(1, np.uint64)[0])
+
+
+def curve_step(line: str) -> float:
+    """The step of a learning-curve line; infinite for a line cut short by a crash, so that it is dropped."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return float("inf")
 
 
 class TrainingDiverged(ValueError):
@@ -323,16 +342,21 @@ class DEMVAETrainer:
 
     # ----- validation -----
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Sentence-weighted means of the loss terms over the validation set, at full KL weight. Each batch's noise
         is seeded by the seed and the batch's first sentence, so the same weights always score the same, on any
         number of processes, and the global random stream is untouched."""
+        return self._validation_pass()[0]
+
+    @torch.no_grad()
+    def _validation_pass(self) -> tuple[dict[str, float], torch.Tensor | None]:
+        """`evaluate`'s terms, and q(c|x) of every validation sentence (None when the variant has no components)."""
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
         sums = torch.zeros(len(LOGGED_TERMS) + 1, device=self.accelerator.device)
         generator = torch.Generator(self.accelerator.device)
+        component_probs = []
         for indices in self.eval_batches:
             batch = self.collate([{"input_ids": self.eval_ids[i]} for i in indices])
             batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
@@ -342,17 +366,59 @@ class DEMVAETrainer:
                 output = model(**batch, kl_weight=1.0, posterior_noise=noise)
             terms = torch.stack([getattr(output, term).float() for term in LOGGED_TERMS])
             sums += torch.cat((terms * len(indices), terms.new_ones(1) * len(indices)))
+            if output.component_probs is not None:
+                component_probs.append(output.component_probs.float().cpu())
         model.train(was_training)
         sums = self.accelerator.reduce(sums, reduction="sum")
-        return dict(zip(LOGGED_TERMS, (sums[:-1] / sums[-1]).tolist(), strict=True))
+        metrics = dict(zip(LOGGED_TERMS, (sums[:-1] / sums[-1]).tolist(), strict=True))
+        if not component_probs:
+            return metrics, None
+        return metrics, torch.cat([probs for part in gather_object([component_probs]) for probs in part])
 
-    def _validate(self, progress) -> None:
-        metrics = self.evaluate()
+    def _validate(self, progress, *, select: bool = True, curve: bool = False) -> None:
+        """A validation: with `select`, the reference's (model selection, decay, stopping); with `curve`, a point
+        of the learning curve."""
+        metrics, component_probs = self._validation_pass()
+        if curve:
+            self._log_curve_point(metrics, component_probs, progress)
+        if not select:
+            return
         self._after_validation(metrics)
         self.accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=self.state.step)
         best = " (best)" if self.state.best_step == self.state.step else ""
         progress.write(f"step {self.state.step}: validation "
                        + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + best)
+
+    # ----- the learning curve -----
+
+    def _curve_due(self) -> bool:
+        every, until = self.args.learning_curve_every, self.args.learning_curve_until
+        return every is not None and self.state.step % every == 0 and (until is None or self.state.step <= until)
+
+    def _log_curve_point(self, metrics: dict[str, float], component_probs: torch.Tensor | None, progress) -> None:
+        """Append the validation terms and I(x; c) per group (on the validation q(c|x)) to learning_curve.jsonl."""
+        point = {"step": self.state.step, **metrics}
+        if component_probs is not None:
+            point["mutual_information"] = mutual_information(component_probs).tolist()
+        if self.accelerator.is_main_process:
+            with (self.output_dir / LEARNING_CURVE).open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(point) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            shown = f", I(x;c) {sum(point['mutual_information']):.3f}" if component_probs is not None else ""
+            progress.write(f"step {self.state.step}: learning curve "
+                           + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + shown)
+
+    def _trim_learning_curve(self) -> None:
+        """Keep the curve's points up to the step the run starts from: those after it (logged after the last
+        checkpoint of an interrupted run, or by an earlier run in this folder) will be logged again."""
+        path = self.output_dir / LEARNING_CURVE
+        if not self.accelerator.is_main_process or not path.is_file():
+            return
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines() if curve_step(line) <= self.state.step]
+        temporary = path.with_name(TEMPORARY_PREFIX + path.name)
+        temporary.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(temporary, path)
 
     def _after_validation(self, metrics: dict[str, float]) -> None:
         """Keep the best model, decay the learning rate on a plateau, and decide on early stopping."""
@@ -476,6 +542,7 @@ class DEMVAETrainer:
         accelerator.print(f"Training on {accelerator.num_processes} process(es) ({accelerator.distributed_type}, "
                           f"{accelerator.device}), {args.batch_size} sentences per step, mixed precision "
                           f"{accelerator.mixed_precision}.")
+        self._trim_learning_curve()
         self._batches = self._train_batches()
         checkpoint_every = args.checkpoint_every or args.eval_every
         with ctrl_c_between_steps(self._request_stop), tqdm(
@@ -489,8 +556,9 @@ class DEMVAETrainer:
                                                                            "kl_weight")})
                     accelerator.log({f"train/{k}": v for k, v in logs.items()}, step=state.step)
                 validate = state.step % args.eval_every == 0 or state.step == args.max_steps
-                if validate:
-                    self._validate(progress)
+                curve = self._curve_due()
+                if validate or curve:
+                    self._validate(progress, select=validate, curve=curve)
                 stop = self._stop_requested()
                 if validate or state.step % checkpoint_every == 0 or stop:
                     self._save_checkpoint()
@@ -509,4 +577,12 @@ class DEMVAETrainer:
         return state
 
 
-__all__ = ["DEMVAETrainer", "TrainingArguments", "TrainingDiverged", "TrainingInterrupted", "TrainingState", "adam"]
+__all__ = [
+    "LEARNING_CURVE",
+    "DEMVAETrainer",
+    "TrainingArguments",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "TrainingState",
+    "adam",
+]

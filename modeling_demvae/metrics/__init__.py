@@ -14,12 +14,13 @@ from .collapse import (
     component_spread,
     mutual_information,
 )
-from .likelihood import importance_weighted_nll, sentence_log_likelihoods
+from .likelihood import importance_weighted_nll, nll_summary, sentence_log_likelihoods
 from .reverse_ppl import (
     RPPL_PRESETS,
     LSTMLanguageModel,
     language_model_perplexity,
     reverse_perplexity,
+    reverse_perplexity_ceiling,
     reverse_perplexity_from_samples,
     sample_sentences,
     train_language_model,
@@ -44,9 +45,11 @@ __all__ = [
     "label_agreement",
     "language_model_perplexity",
     "mutual_information",
+    "nll_summary",
     "reconstruct",
     "reconstruction_bleu",
     "reverse_perplexity",
+    "reverse_perplexity_ceiling",
     "reverse_perplexity_from_samples",
     "sample_sentences",
     "sentence_log_likelihoods",

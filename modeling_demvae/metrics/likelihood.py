@@ -133,20 +133,26 @@ def exp_or_inf(value: float) -> float:
     return math.exp(value) if value < 709.0 else math.inf
 
 
-def importance_weighted_nll(model, sentences, *, num_samples: int = 500, **kwargs) -> dict[str, float]:
-    """Corpus summary: `nll` (mean -log p(x) per sentence, nats), `ppl` (per-token perplexity from it, `</s>`
-    counted as a token) and `elbo` (mean per sentence, the usual negative number). Keyword arguments as for
-    `sentence_log_likelihoods`."""
-    result = sentence_log_likelihoods(model, sentences, num_samples=num_samples, **kwargs)
+def nll_summary(result: dict[str, torch.Tensor], num_samples: int) -> dict[str, float]:
+    """Corpus summary of per-sentence results (`sentence_log_likelihoods`, or several of them concatenated):
+    `nll` (mean -log p(x) per sentence, nats), `ppl` (per-token perplexity from it, `</s>` counted as a token) and
+    `elbo` (mean per sentence, the usual negative number)."""
     total_nll = -result["log_likelihood"].sum().item()
     return {
         "nll": total_nll / len(result["log_likelihood"]),
         "ppl": exp_or_inf(total_nll / result["num_tokens"].sum().item()),
         "elbo": result["elbo"].mean().item(),
         "num_sentences": len(result["log_likelihood"]),
-        "nll_samples": 1 if model.config.variant == "rnnlm" else num_samples,
+        "nll_samples": num_samples,
     }
 
 
-__all__ = ["sentence_log_likelihoods", "importance_weighted_nll", "sentence_log_likelihood_given_latent",
+def importance_weighted_nll(model, sentences, *, num_samples: int = 500, **kwargs) -> dict[str, float]:
+    """`nll_summary` of the sentences' importance-weighted estimates; keyword arguments as for
+    `sentence_log_likelihoods`."""
+    result = sentence_log_likelihoods(model, sentences, num_samples=num_samples, **kwargs)
+    return nll_summary(result, 1 if model.config.variant == "rnnlm" else num_samples)
+
+
+__all__ = ["sentence_log_likelihoods", "importance_weighted_nll", "nll_summary", "sentence_log_likelihood_given_latent",
            "token_log_losses"]

@@ -13,6 +13,8 @@ vocabulary. `unseen_test_token_rate` reports how many test tokens were never gen
 """
 
 import copy
+import os
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -82,9 +84,14 @@ def train_language_model(
     seed: int = 0,
     device=None,
     progress: bool = False,
+    checkpoint=None,
 ) -> tuple[LSTMLanguageModel, list[float]]:
     """Train with Adam on length-bucketed batches; stop when validation perplexity has not improved for
-    `patience` epochs and return the best model and the validation perplexity after each epoch."""
+    `patience` epochs and return the best model and the validation perplexity after each epoch.
+
+    With a `checkpoint` path, the training state is saved there after every epoch, and a training that finds one
+    continues from it: an interrupted training (hours on 40,000 samples on a CPU) ends where an uninterrupted one
+    would, losing at most an epoch."""
     train_sentences, valid_sentences = as_id_lists(train_sentences), as_id_lists(valid_sentences)
     if not train_sentences or not valid_sentences:
         raise ValueError("the language model needs non-empty training and validation sentences.")
@@ -95,8 +102,16 @@ def train_language_model(
     optimizer = torch.optim.Adam(lm.parameters(), lr=learning_rate)
     order = sorted(range(len(train_sentences)), key=lambda i: len(train_sentences[i]))
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    history, best_state, best_epoch = [], None, 0
-    for epoch in tqdm(range(max_epochs), desc="rPPL language model", disable=not progress):
+    history, best_state, best_epoch, stopped = [], None, 0, False
+    if checkpoint is not None and Path(checkpoint).is_file():
+        saved = torch.load(checkpoint, map_location=device, weights_only=True)
+        lm.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        history, best_state, best_epoch, stopped = (saved[key] for key in ("history", "best_state", "best_epoch",
+                                                                           "stopped"))
+    epochs = range(len(history), len(history) if stopped else max_epochs)
+    for epoch in tqdm(epochs, desc="rPPL language model", disable=not progress):
         lm.train()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + epoch)  # dropout masks: same seed, same model
@@ -111,10 +126,23 @@ def train_language_model(
         history.append(language_model_perplexity(lm, valid_sentences))
         if best_state is None or history[-1] < min(history[:-1]):
             best_state, best_epoch = copy.deepcopy(lm.state_dict()), epoch
-        elif epoch - best_epoch >= patience:
+        stopped = best_epoch != epoch and epoch - best_epoch >= patience
+        if checkpoint is not None:
+            save_atomically({"model": lm.state_dict(), "optimizer": optimizer.state_dict(),
+                             "generator": generator.get_state(), "history": history, "best_state": best_state,
+                             "best_epoch": best_epoch, "stopped": stopped}, Path(checkpoint))
+        if stopped:
             break
     lm.load_state_dict(best_state)
+    torch.clear_autocast_cache()  # the same for the best epoch's weights
     return lm.eval(), history
+
+
+def save_atomically(state: dict, path: Path) -> None:
+    """`torch.save` into a temporary file renamed into place: a crash leaves the old checkpoint or the new one."""
+    temporary = path.with_name(f".tmp-{path.name}")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
 
 
 @torch.no_grad()
@@ -151,6 +179,21 @@ def reverse_perplexity_from_samples(train_samples, valid_samples, test_sentences
     }
 
 
+def reverse_perplexity_ceiling(train_sentences, valid_sentences, test_sentences, *, num_train: int = 40_000,
+                               num_valid: int = 3_000, vocab_size: int, seed: int = 0, **lm_kwargs) -> dict:
+    """The rPPL perfect samples would reach: the same language model trained on `num_train` random real training
+    sentences (all when fewer), stopped on `num_valid` random real validation sentences, scored on the test set.
+    A model's distance from it says how far its samples are from the data, whatever the language model."""
+    if num_train < 1 or num_valid < 1:
+        raise ValueError(f"num_train and num_valid must be positive, got {num_train} and {num_valid}.")
+    generator = torch.Generator().manual_seed(seed)
+    train, valid = (
+        [sentences[i] for i in torch.randperm(len(sentences), generator=generator)[:count].tolist()]
+        for sentences, count in ((as_id_lists(train_sentences), num_train), (as_id_lists(valid_sentences), num_valid))
+    )
+    return reverse_perplexity_from_samples(train, valid, test_sentences, vocab_size=vocab_size, seed=seed, **lm_kwargs)
+
+
 def reverse_perplexity(model, test_sentences, *, num_train: int = 40_000, num_valid: int = 3_000, seed: int = 0,
                        progress: bool = False, **lm_kwargs) -> dict:
     """Sample `num_train + num_valid` sentences from the model's prior and return their rPPL on the test set."""
@@ -170,5 +213,6 @@ __all__ = [
     "train_language_model",
     "sample_sentences",
     "reverse_perplexity_from_samples",
+    "reverse_perplexity_ceiling",
     "reverse_perplexity",
 ]

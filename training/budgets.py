@@ -1,0 +1,172 @@
+"""What `demvae reproduce` runs: the paper's tables, the budgets that scale them, and the runs of a budget.
+
+A budget changes the presets' training settings (for every table, then per table), the `demvae evaluate` options,
+and may name its own runs; it says whether it measures the rPPL ceiling and renders release cards, how many threads
+a run gets and where its models live. `demvae reproduce --list-budgets` prints them.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modeling_demvae import DEMVAEConfig
+
+from .train import MODEL_FIELDS, PRESET_DIR
+
+SEEDED_RUNS = {"ptb-gm-vae": (0, 1, 2), "ptb-dgm-vae-mi": (0, 1, 2)}  # the comparison the paper is about
+TABLES = {
+    "ptb": ("Penn Treebank", ["ptb-vae", "ptb-di-vae", "ptb-semi-vae", "ptb-semi-vae-mi", "ptb-gm-vae",
+                              "ptb-gm-vae-mi", "ptb-dgm-vae", "ptb-dgm-vae-mi", "ptb-rnnlm"]),
+    "dailydialog": ("DailyDialog", ["dailydialog-di-vae", "dailydialog-gm-vae", "dailydialog-gm-vae-mi",
+                                    "dailydialog-dgm-vae", "dailydialog-dgm-vae-mi"]),
+}
+DATASETS = {"ptb": "ptb", "dailydialog": "daily_dialog"}
+COMPARISONS = {table: (f"{table}-dgm-vae-mi", f"{table}-gm-vae") for table in TABLES}  # the paper's claim, per table
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a budget changes and adds.
+
+    Args:
+        description: One sentence for --list-budgets and results.md.
+        train: Training settings over every preset's.
+        evaluate: `demvae evaluate` options.
+        table_train: Table -> more training settings for its runs (the full budget's learning curve on PTB).
+        runs: The presets it runs, in this order, one seed (0) each; empty: every table's, SEEDED_RUNS seeded.
+        ceiling: Measure the rPPL language model on real sentences once per corpus.
+        cards: Render a model card beside each model's record.
+        threads: CPU threads per run (None: the cores shared among the --jobs).
+        work_dir: Default folder of the models and checkpoints (`~` expanded; $DEMVAE_WORK_DIR overrides).
+        deviations: What differs from the paper, listed in results.md.
+    """
+
+    description: str
+    train: dict = field(default_factory=dict)
+    evaluate: dict = field(default_factory=dict)
+    table_train: dict = field(default_factory=dict)
+    runs: tuple[str, ...] = ()
+    ceiling: bool = False
+    cards: bool = False
+    threads: int | None = None
+    work_dir: str = "runs/reproduce"
+    deviations: tuple[str, ...] = ()
+
+
+FULL_STEPS = 20_000
+BUDGETS = {
+    "paper": Budget("the reference protocol: the presets as they are (spec section 5), NLL with 500 samples and "
+                    "rPPL with 40,000 + 3,000 samples on the whole test set (spec section 6)",
+                    ceiling=True, cards=True),
+    "full": Budget(
+        "the reference models, batch and schedule of the presets on a CPU, one thread a run (KL annealing, "
+        "validation every 2,000 steps, learning-rate decay, early stopping and model selection as the presets say) "
+        f"with one posterior sample, training capped at {FULL_STEPS:,} steps, checkpoints every 500; the paper's "
+        "whole evaluation: NLL with 500 importance samples and BLEU on the whole test set, rPPL and wKL from "
+        "40,000 + 3,000 prior samples with the language model trained until its validation perplexity stops "
+        "improving, homogeneity on DailyDialog, and the rPPL ceiling of real sentences; on Penn Treebank a learning "
+        "curve every 500 steps up to step 3,500",
+        train={"num_posterior_samples": 1, "max_steps": FULL_STEPS, "checkpoint_every": 500},
+        table_train={"ptb": {"learning_curve_every": 500, "learning_curve_until": 3_500}},
+        evaluate={"nll_samples": 500, "rppl_preset": "paper", "rppl_max_epochs": 100},
+        runs=("ptb-gm-vae", "ptb-dgm-vae-mi", "dailydialog-gm-vae", "dailydialog-dgm-vae-mi"),
+        ceiling=True, cards=True, threads=1, work_dir="~/demvae-runs",
+        deviations=(
+            "One posterior sample of z per sentence in training; the reference Penn Treebank runs average 20 (the "
+            "reference DailyDialog command draws 1, as here).",
+            f"Training stops at {FULL_STEPS:,} steps ({FULL_STEPS // 2000} validations, about 14 Penn Treebank "
+            "epochs) instead of at most 50 validations (100,000 steps); with early stopping after 10 validations "
+            "without improvement, it cannot stop earlier.",
+            "DailyDialog keeps the presets' learning-rate decay (x0.8 after 3 validations without improvement); "
+            "the reference DailyDialog command turns it off.",
+            "One seed (0) per model.",
+            "A CPU in float32, one thread per run, instead of a GPU; the evaluation's random draws (importance "
+            "samples in chunks of 200 sentences, prior samples, the language models' initialisations) are this "
+            "package's.",
+            "The rPPL language model is this package's: a one-layer 256-unit LSTM with tied embeddings, Adam, "
+            "stopped when its perplexity on the 3,000 validation samples has not improved for 2 epochs (at most "
+            "100 epochs).",
+        ),
+    ),
+    "cpu": Budget(
+        "20 to 30 minutes a run on one CPU core beside a second run (`--jobs 2`: two models in 20 to 30 minutes on "
+        "two cores): a model half the reference width, one posterior sample, 2,000 "
+        "steps with the KL annealing compressed to match, validation every 250 steps; "
+        "evaluation on the first 1,000 test sentences with 50 importance samples, rPPL and wKL from 2,000 + 200 "
+        "samples and a language model trained for at most 8 epochs",
+        train={"embed_size": 256, "encoder_hidden_size": 256, "decoder_hidden_size": 256,
+               "num_posterior_samples": 1, "max_steps": 2000, "eval_every": 250,
+               "kl_annealing_midpoint": 700, "kl_annealing_slope": 0.008, "lr_decay_patience": 2,
+               "early_stopping_patience": 4},
+        evaluate={"max_sentences": 1000, "nll_samples": 50, "rppl_preset": "quick", "rppl_samples": 2000,
+                  "rppl_max_epochs": 8},
+    ),
+    "smoke": Budget(
+        "a pipeline check, not a result: a tiny model, 30 steps, 50 test sentences",
+        train={"embed_size": 32, "encoder_hidden_size": 32, "decoder_hidden_size": 32, "vocab_size": 2000,
+               "num_posterior_samples": 1, "max_steps": 30, "eval_every": 15},
+        evaluate={"max_sentences": 50, "nll_samples": 5, "rppl_preset": "smoke", "rppl_max_epochs": 2},
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One model to train and evaluate: a preset of configuration/ with a seed."""
+
+    table: str
+    preset: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.preset}-seed{self.seed}"
+
+    @property
+    def dataset(self) -> str:
+        return DATASETS[self.table]
+
+
+def table_of(preset: str) -> str:
+    return next(table for table, (_, presets) in TABLES.items() if preset in presets)
+
+
+def all_runs(tables=tuple(TABLES), presets=None, *, budget: str | None = None) -> list[Run]:
+    """The runs of the chosen tables, restricted to `presets` when given (unknown ones: an error): the budget's own
+    list in its order, else every table's presets in table order, a whole table before the extra seeds."""
+    own = BUDGETS[budget].runs if budget else ()
+    if own:
+        runs = [Run(table_of(preset), preset, 0) for preset in own if table_of(preset) in tables]
+    else:
+        runs = sorted((Run(table, preset, seed) for table in tables for preset in TABLES[table][1]
+                       for seed in SEEDED_RUNS.get(preset, (0,))), key=lambda run: (tables.index(run.table), run.seed))
+    known = list(dict.fromkeys(run.preset for run in runs))
+    if presets:
+        unknown = sorted(set(presets) - set(known))
+        if unknown:
+            raise ValueError(f"unknown run(s) {unknown}; the tables {list(tables)} have: {', '.join(known)}"
+                             + (f" in budget {budget!r}." if own else "."))
+        runs = [run for run in runs if run.preset in presets]
+    return runs
+
+
+def preset_path(preset: str) -> Path:
+    return PRESET_DIR / f"{preset}.json"
+
+
+def run_settings(run: Run, budget: str) -> dict:
+    """Everything the run's result depends on, recorded beside the result: a change makes the run stale."""
+    spec = BUDGETS[budget]
+    return {"preset": run.preset, "seed": run.seed, "budget": budget,
+            "train": {**spec.train, **spec.table_train.get(run.table, {})}, "evaluate": spec.evaluate,
+            "preset_settings": json.loads(preset_path(run.preset).read_text())}
+
+
+def model_name(preset: str) -> str:
+    """The paper's name of a preset's model, e.g. 'ptb-dgm-vae-mi' -> 'DGM-VAE + MI'."""
+    settings = json.loads(preset_path(preset).read_text())
+    return DEMVAEConfig(**{key: value for key, value in settings.items() if key in MODEL_FIELDS}).paper_name
+
+
+__all__ = ["BUDGETS", "COMPARISONS", "DATASETS", "TABLES", "Budget", "Run", "all_runs", "model_name", "preset_path",
+           "run_settings", "table_of"]

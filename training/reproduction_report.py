@@ -1,0 +1,257 @@
+"""benchmarks/results.md from the records of `demvae reproduce`: one section per budget, a table per corpus (with
+the rPPL ceiling of real sentences where measured), the paper's claim checked per corpus, and the learning curve
+of GM-VAE against DGM-VAE + MI drawn from the records, with the step where GM-VAE's components collapse."""
+
+import json
+import os
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .budgets import BUDGETS, COMPARISONS, TABLES, all_runs, model_name  # noqa: E402
+from .evaluate import write_json  # noqa: E402
+
+# (header, how to read it from a record, decimals); lower is better for rPPL, wKL and NLL
+COLUMNS = {
+    "ptb": [("rPPL", "rppl", 1), ("BLEU", "bleu", 2), ("wKL", "wkl", 3), ("NLL", "nll", 2),
+            ("I(x;c)", "mi", 2), ("exp I(x;c) per group", "active_components", 2), ("spread", "component_spread", 2),
+            ("L_d", "dispersion", 3)],
+    "dailydialog": [("rPPL", "rppl", 1), ("BLEU", "bleu", 2), ("wKL", "wkl", 3), ("NLL", "nll", 2),
+                    ("act homogeneity", "homogeneity_act", 3), ("emotion homogeneity", "homogeneity_emotion", 3),
+                    ("I(x;c)", "mi", 2), ("spread", "component_spread", 2), ("L_d", "dispersion", 3)],
+}
+CLAIMS = [("rppl", "rPPL", -1), ("bleu", "BLEU", +1), ("mi", "I(x;c)", +1), ("component_spread", "spread", +1)]
+COLLAPSE_THRESHOLD = 0.1  # nats of I(x; c) summed over groups: below it, a model's components have collapsed
+RECORD_PATTERN = "*-seed*.json"  # a run's record; the ceiling and curve files beside them are named otherwise
+
+
+def record_metrics(record: dict) -> dict[str, float]:
+    """The numbers the tables show: per-group lists summarised (I(x;c) summed over groups as in the spec, the
+    effective number of components and the spread averaged), homogeneity per label."""
+    evaluation, values = record["evaluation"], {}
+    for key in ("rppl", "bleu", "wkl", "nll", "dispersion"):
+        if isinstance(evaluation.get(key), (int, float)):
+            values[key] = float(evaluation[key])
+    if evaluation.get("mi"):
+        values["mi"] = sum(evaluation["mi"])
+    for key in ("active_components", "component_spread"):
+        if evaluation.get(key):
+            values[key] = statistics.fmean(evaluation[key])
+    for label, score in (evaluation.get("homogeneity") or {}).items():
+        values[f"homogeneity_{label}"] = score
+    values["minutes"] = record["training"]["minutes"] + record["evaluation_minutes"]
+    return values
+
+
+def summarise(values: list[float], decimals: int) -> str:
+    """One seed: the value; several: mean ± sample standard deviation."""
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{decimals}f}"
+    return f"{statistics.fmean(values):.{decimals}f} ± {statistics.stdev(values):.{decimals}f}"
+
+
+def load_records(results_dir: Path, budget: str) -> list[dict]:
+    folder = Path(results_dir) / budget
+    return [json.loads(path.read_text()) for path in sorted(folder.glob(RECORD_PATTERN))] if folder.is_dir() else []
+
+
+def ceiling_path(results_dir: Path, budget: str, table: str) -> Path:
+    return Path(results_dir) / budget / f"{table}-ceiling.json"
+
+
+def load_ceiling(results_dir: Path, budget: str, table: str) -> dict | None:
+    path = ceiling_path(results_dir, budget, table)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def format_table(table: str, records: list[dict], ceiling: dict | None = None) -> list[str]:
+    """The table's models, one row each (means over seeds), then the ceiling's row when measured."""
+    columns = COLUMNS[table]
+    lines = ["| model | seeds | " + " | ".join(header for header, _, _ in columns) + " | minutes |",
+             "| --- | --- |" + " ---: |" * (len(columns) + 1)]
+    for preset in TABLES[table][1]:
+        runs = [record for record in records if record["preset"] == preset]
+        if not runs:
+            continue
+        metrics = [record_metrics(record) for record in runs]
+        cells = [summarise([m[key] for m in metrics if key in m], decimals) for _, key, decimals in columns]
+        seeds = ", ".join(str(record["seed"]) for record in runs)
+        minutes = summarise([m["minutes"] for m in metrics], 0)
+        lines.append(f"| {model_name(preset)} | {seeds} | " + " | ".join(cells) + f" | {minutes} |")
+    if ceiling:
+        values = ceiling["ceiling"]
+        cells = [f"{values['rppl']:.1f}" if key == "rppl" else "–" for _, key, _ in columns]
+        lines.append(f"| ceiling: {values['rppl_train_samples']:,} real sentences | – | " + " | ".join(cells)
+                     + f" | {ceiling['minutes']:.0f} |")
+    return lines
+
+
+def format_claims(records: list[dict]) -> list[str]:
+    """Per table, whether DGM-VAE + MI beats GM-VAE on each claimed measure, as means over their seeds."""
+    lines = []
+    for table, (better_preset, worse_preset) in COMPARISONS.items():
+        better, worse = ([record_metrics(r) for r in records if r["preset"] == preset]
+                         for preset in (better_preset, worse_preset))
+        if not better or not worse:
+            continue
+        lines += [*([""] if lines else []), f"{TABLES[table][0]}: {model_name(better_preset)} ({len(better)} seeds) "
+                  f"against {model_name(worse_preset)} ({len(worse)} seeds), means:", ""]
+        for key, header, sign in CLAIMS:
+            a, b = statistics.fmean(m[key] for m in better), statistics.fmean(m[key] for m in worse)
+            verdict = "better" if sign * (a - b) > 0 else "not better"
+            lines.append(f"- {header}: {a:.2f} against {b:.2f} ({verdict}; {'lower' if sign < 0 else 'higher'} "
+                         "is better)")
+    return lines
+
+
+# ----- the learning curve -----
+
+
+def curve_totals(points: list[dict]) -> list[tuple[int, float]]:
+    """(step, I(x; c) summed over groups) of each point of a learning curve."""
+    return [(point["step"], sum(point["mutual_information"])) for point in points]
+
+
+def collapse_step(points: list[dict], threshold: float = COLLAPSE_THRESHOLD) -> int | None:
+    """The first step at which I(x; c) summed over groups is below `threshold`; None if it never is."""
+    return next((step for step, total in curve_totals(points) if total < threshold), None)
+
+
+def collapse_sentence(table: str, curves: dict[str, list[dict]]) -> str:
+    """When the GM-VAE of the table collapses on its curve, measured against DGM-VAE + MI's curve at that step."""
+    better, worse = COMPARISONS[table]
+    points, other = curves[worse], dict(curve_totals(curves.get(better, [])))
+    totals, name = dict(curve_totals(points)), model_name(worse)
+    groups = len(points[0]["mutual_information"])
+    step = collapse_step(points)
+    steps = sorted(totals)
+
+    def beside(at: int) -> str:
+        return f", against {other[at]:.2f} for {model_name(better)}" if at in other else ""
+
+    if step is None:
+        lowest = min(steps, key=totals.get)
+        return (f"{name}'s components do not collapse within the curve's {steps[-1]:,} steps: its I(x;c) summed over "
+                f"{groups} groups stays above {COLLAPSE_THRESHOLD} nats (lowest {totals[lowest]:.2f} at step "
+                f"{lowest:,}{beside(lowest)}).")
+    if step == steps[0]:
+        return (f"{name}'s components have collapsed by step {step:,}, the curve's first point: its I(x;c) summed "
+                f"over {groups} groups is {totals[step]:.3f} nats there, below {COLLAPSE_THRESHOLD}{beside(step)}.")
+    before = steps[steps.index(step) - 1]
+    return (f"{name}'s components collapse between steps {before:,} and {step:,}: its I(x;c) summed over {groups} "
+            f"groups falls from {totals[before]:.2f} to {totals[step]:.3f} nats, below {COLLAPSE_THRESHOLD}"
+            f"{beside(step)}.")
+
+
+def draw_learning_curve(path: Path, curves: dict[str, list[dict]], title: str) -> None:
+    """-ELBO, and I(x; c) summed over groups with the batch MI term, against steps: one line per model."""
+    figure, (elbo_axis, mi_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for index, (preset, points) in enumerate(curves.items()):
+        color = plt.get_cmap("tab10")(index)
+        steps = [point["step"] for point in points]
+        elbo_axis.plot(steps, [-point["elbo"] for point in points], "o-", color=color, label=model_name(preset))
+        mi_axis.plot(steps, [total for _, total in curve_totals(points)], "o-", color=color,
+                     label=f"{model_name(preset)}: I(x;c), validation set")
+        mi_axis.plot(steps, [point["mi"] for point in points], "x--", color=color,
+                     label=f"{model_name(preset)}: batch MI term")
+    mi_axis.axhline(COLLAPSE_THRESHOLD, color="grey", linewidth=0.8, linestyle=":",
+                    label=f"collapsed below {COLLAPSE_THRESHOLD} nats")
+    elbo_axis.set(xlabel="training step", ylabel="-ELBO (nats per sentence)", title="validation -ELBO")
+    mi_axis.set(xlabel="training step", ylabel="nats, summed over groups", title="mutual information I(x; c)")
+    elbo_axis.legend(fontsize=8)
+    mi_axis.legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_learning_curves(results_dir: Path, budget: str, records: list[dict]) -> dict[str, Path]:
+    """Per table whose records carry curves: TABLE-learning-curve.json (the points, the collapse step) and .png
+    beside the records, rewritten only when the points changed. Returns table -> PNG."""
+    pictures = {}
+    for table, (title, _) in TABLES.items():
+        curved = [record for record in records if record["table"] == table and record.get("curve")]
+        curves = {record["preset"]: record["curve"] for record in curved}
+        if COMPARISONS[table][1] not in curves:
+            continue
+        folder = Path(results_dir) / budget
+        data = {"table": table, "budget": budget, "every": curved[0]["settings"]["train"]["learning_curve_every"],
+                "threshold": COLLAPSE_THRESHOLD,
+                "collapse_step": {preset: collapse_step(points) for preset, points in curves.items()},
+                "collapse": collapse_sentence(table, curves), "curves": curves}
+        path, picture = folder / f"{table}-learning-curve.json", folder / f"{table}-learning-curve.png"
+        if not path.is_file() or json.loads(path.read_text()) != data or not picture.is_file():
+            write_json(path, data)
+            draw_learning_curve(picture, curves, f"{title}, budget {budget}: the first steps of training")
+        pictures[table] = picture
+    return pictures
+
+
+# ----- the report -----
+
+
+def write_report(path: Path, results_dir: Path) -> None:
+    """benchmarks/results.md from every record in the results folder, one section per budget."""
+    lines = ["# Reproduction of the paper's comparison", "",
+             "Written by `demvae reproduce` (`training/reproduce.py`, installed as `demvae.reproduce`) from the "
+             f"records in `{display_path(results_dir)}/BUDGET/`; latent-space pictures and component reports beside "
+             "them. Rerun a missing or stale model with the same command: finished runs are skipped.", "",
+             "Lower is better for rPPL, wKL and NLL (nats per sentence); BLEU is 0-100. I(x;c) is the mutual "
+             "information between sentences and components on the test sentences, summed over groups (0 when "
+             "every group collapsed); exp I(x;c) is the effective number of components a group tells apart (1 to "
+             "K); spread is the mean distance between a group's component means in pooled standard deviations; "
+             "L_d is the dispersion term. Several seeds: mean ± standard deviation. Compare models within a budget "
+             "only: with a few thousand greedy samples (the `cpu` budget) rPPL is dominated by the test words that no "
+             "sample contains, so its absolute values are far above the paper's. The ceiling row, where measured, is "
+             "the same rPPL language model trained on real training sentences instead of samples: what perfect "
+             "samples would reach. The RNNLM has no latent, so its "
+             "samples are drawn word by word (greedy decoding would repeat one sentence): its rPPL and wKL measure "
+             "sampled text against the other models' greedy text and are not comparable with theirs."]
+    for budget, spec in BUDGETS.items():
+        records = load_records(results_dir, budget)
+        if not records:
+            continue
+        machines = sorted({record["machine"] for record in records})
+        lines += ["", f"## Budget `{budget}`", "", f"{spec.description[0].upper()}{spec.description[1:]}.",
+                  f"Measured on: {'; '.join(machines)}."]
+        if spec.deviations:
+            lines += ["", "What differs from the paper:", "", *(f"- {item}" for item in spec.deviations)]
+        for table, (title, _) in TABLES.items():
+            table_records = [record for record in records if record["table"] == table]
+            lines += ["", f"### {title}"]
+            if table_records:
+                lines += ["", *format_table(table, table_records, load_ceiling(results_dir, budget, table))]
+            missing = [run.name for run in all_runs((table,), budget=budget)
+                       if run.name not in {r["run"] for r in table_records}]
+            if missing:
+                lines += ["", f"Not run yet: {', '.join(missing)}."]
+        if claims := format_claims(records):
+            lines += ["", "### Dispersion against mode collapse", "", *claims]
+        for table, picture in write_learning_curves(results_dir, budget, records).items():
+            curve = json.loads(picture.with_suffix(".json").read_text())
+            link = Path(os.path.relpath(picture, Path(path).parent)).as_posix()
+            lines += ["", f"### Learning curve, {TABLES[table][0]}", "",
+                      f"![validation -ELBO and I(x;c) against steps]({link})", "",
+                      f"Validation every {curve['every']:,} steps (points that only log; `{picture.stem}.json` "
+                      f"beside the picture). {curve['collapse']}"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def display_path(path: Path) -> str:
+    """A path as the reader of the report sees it: relative to the current folder when inside it."""
+    path, here = Path(path).resolve(), Path.cwd().resolve()
+    return str(path.relative_to(here)) if path.is_relative_to(here) else str(path)
+
+
+__all__ = ["collapse_sentence", "collapse_step", "format_claims", "format_table", "load_records", "record_metrics",
+           "write_learning_curves", "write_report"]
