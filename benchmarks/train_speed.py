@@ -8,9 +8,19 @@ reference's, the range of each round's ratio to that round's reference run, and 
   ours        length-bucketed batches, the encoder's state read at each sentence's last real token,
               the CPU training GRU (modeling_demvae/gru.py), DEMVAEForGeneration.forward's loss, the trainer's
               fused Adam
-  ours-bf16   the same under bf16 autocast (CPUs with AVX-512 bf16, and GPUs)
+  ours-bf16   the same under bf16 autocast: on a CPU, the CPU GRU with bf16 products and float32 weights, gates and
+              state, and the output layer in bf16 with a float32 loss. Run by default where the CPU has bf16 units
+              (AMX, AVX-512 bf16, Arm bf16) or the GPU has bf16; elsewhere bf16 is emulated, several times slower
+              than float32, so it is skipped unless --variants names it, and then labelled emulated
+Both of ours draw each step's posterior noise from a generator seeded by the step, so their losses compare.
+
+--loss-check N runs ours and ours-bf16 for N steps each from the same weights, batches, noise and dropout masks,
+and reports the mean loss of each and their relative difference (the bf16 acceptance point: within 1% over 500 PTB
+steps, on a CPU with bf16 units).
 
     python benchmarks/train_speed.py                       # CPU, reference model size, PTB
+    python benchmarks/train_speed.py --threads 2 --rounds 6
+    python benchmarks/train_speed.py --loss-check 500
     python benchmarks/train_speed.py --device cuda --steps 50
 """
 
@@ -28,10 +38,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from demvae.precision import bf16_capability, has_fast_bf16  # noqa: E402
 from reference_step import pad_to, reference_loss  # noqa: E402
 
 VARIANTS = ("reference", "ours", "ours-bf16")
 BATCH_SIZE, MAX_LENGTH, CLIP = 30, 40, 0.5
+LOSS_TOLERANCE = 0.01  # the bf16 mean loss against float32's, over --loss-check steps
 
 
 def load_ptb_ids(data_dir: str | None) -> tuple[list[list[int]], int]:
@@ -63,6 +75,9 @@ def run_worker(variant: str, args) -> dict:
     from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration
     from modeling_demvae.data import LengthBucketBatchSampler, PaddingCollator
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    steps, warmup = (args.loss_check, 0) if args.loss_check else (args.steps, args.warmup)
     torch.manual_seed(0)
     ids, vocab_size = load_ptb_ids(args.data_dir)
     device = torch.device(args.device)
@@ -73,35 +88,36 @@ def run_worker(variant: str, args) -> dict:
     lengths = np.array([len(x) for x in ids])
     if variant == "reference":
         rng = np.random.default_rng(0)
-        batches = [rng.choice(len(ids), BATCH_SIZE, replace=False).tolist() for _ in range(args.steps + args.warmup)]
+        batches = [rng.choice(len(ids), BATCH_SIZE, replace=False).tolist() for _ in range(steps + warmup)]
     else:
         batches = list(LengthBucketBatchSampler(lengths, BATCH_SIZE, seed=0, drop_last=True))
     collate = PaddingCollator(pad_token_id=model.config.pad_token_id)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant == "ours-bf16")
 
-    def step(indices) -> float:
+    def step(number, indices) -> float:
         if variant == "reference":
             loss = reference_loss(model, pad_to([ids[i] for i in indices], MAX_LENGTH, 0).to(device), kl_weight=1.0)
         else:
             batch = collate([{"input_ids": ids[i]} for i in indices])  # labels are derived from the mask
             input_ids, mask = (to_device(batch[k], device) for k in ("input_ids", "attention_mask"))
+            noise = model.posterior_noise(len(indices), generator=torch.Generator(device).manual_seed(number))
             with autocast:
-                loss = model(input_ids, mask, kl_weight=1.0).loss
+                loss = model(input_ids, mask, kl_weight=1.0, posterior_noise=noise).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
         optimizer.step()
         return loss.item()
 
-    for indices in batches[: args.warmup]:
-        step(indices)
+    for number, indices in enumerate(batches[:warmup]):
+        step(number, indices)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     rss_before = rss_mib()
     tokens, losses, start = 0, [], time.perf_counter()
-    for indices in batches[args.warmup: args.warmup + args.steps]:
-        losses.append(step(indices))
+    for number, indices in enumerate(batches[warmup: warmup + steps], start=warmup):
+        losses.append(step(number, indices))
         tokens += int(lengths[indices].sum())
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -110,7 +126,7 @@ def run_worker(variant: str, args) -> dict:
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:  # ru_maxrss is KiB on Linux: the process peak, less what was resident before the timed steps
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before
-    return {"variant": variant, "tokens_per_second": tokens / seconds, "seconds_per_step": seconds / args.steps,
+    return {"variant": variant, "tokens_per_second": tokens / seconds, "seconds_per_step": seconds / steps,
             "peak_memory_mib": peak, "mean_loss": statistics.fmean(losses), "threads": torch.get_num_threads()}
 
 
@@ -120,7 +136,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per round (default: 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of every variant (default: 2)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {VARIANTS}")
+    parser.add_argument("--variants", default=None,
+                        help=f"comma-separated subset of {VARIANTS} (default: all where bf16 runs in hardware, "
+                             "else reference,ours)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per worker (default: torch's)")
+    parser.add_argument("--loss-check", type=int, default=0, metavar="N",
+                        help="instead of timing: N steps of ours and ours-bf16 each, and their mean losses")
     parser.add_argument("--data-dir", default=None,
                         help="folder holding ptb/ (default: DEMVAE_DATA_DIR or ../shared/data)")
     parser.add_argument("--output", default=None,
@@ -131,10 +152,20 @@ def main() -> None:
         print(json.dumps(run_worker(args.worker, args)))
         return
 
-    variants = args.variants.split(",")
+    fast_bf16 = has_fast_bf16(args.device)
+    if args.loss_check:
+        variants, args.rounds = ["ours", "ours-bf16"], 1
+    elif args.variants:
+        variants = args.variants.split(",")
+    else:
+        variants = list(VARIANTS if fast_bf16 else VARIANTS[:2])
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
+    print(f"{args.device}: {bf16_capability(args.device)}", file=sys.stderr)
+    if not fast_bf16 and "ours-bf16" not in variants:
+        print("ours-bf16 skipped: without bf16 units its time means nothing (--variants ours-bf16 runs it anyway)",
+              file=sys.stderr)
     runs = {v: [] for v in variants}
     for round_index in range(args.rounds):
         for variant in variants:
@@ -149,28 +180,44 @@ def main() -> None:
     def median(variant, key):
         return statistics.median(r[key] for r in runs[variant])
 
+    def label(variant):
+        return f"{variant} (emulated)" if variant == "ours-bf16" and not fast_bf16 else variant
+
     base = median("reference", "tokens_per_second") if "reference" in runs else None
     rows = []
-    print(f"\nDGM-VAE training step, reference size (PTB, batch {BATCH_SIZE}, 1 posterior sample), "
-          f"device {args.device}, {runs[variants[0]][0]['threads']} threads, median of {args.rounds} rounds")
-    print(f"{'variant':<12}{'tokens/s':>12}{'s/step':>10}{'ratio':>8}{'per round':>13}{'peak MiB':>11}"
-          f"{'mean loss':>11}")
+    steps = args.loss_check or args.steps
+    print(f"\nDGM-VAE training step, reference size (PTB, batch {BATCH_SIZE}, 1 posterior sample), device "
+          f"{args.device}: {bf16_capability(args.device)}; {runs[variants[0]][0]['threads']} threads, torch "
+          f"{torch.__version__}, " + (f"{steps} steps from the start" if args.loss_check
+                                      else f"median of {args.rounds} rounds of {steps} steps"))
+    print(f"{'variant':<22}{'tokens/s':>10}{'s/step':>10}{'ratio':>8}{'per round: median (range)':>27}"
+          f"{'peak MiB':>10}{'mean loss':>11}")
     for variant in variants:
         speed = median(variant, "tokens_per_second")
         ratio = speed / base if base else float("nan")
         # each round's ratio to the reference run just before it: the machine's slow drifts cancel in the pair
         paired = [r["tokens_per_second"] / b["tokens_per_second"] for r, b in zip(runs[variant], runs["reference"])
                   ] if base else [float("nan")]
-        row = {"variant": variant, "tokens_per_second": speed, "seconds_per_step": median(variant, "seconds_per_step"),
+        row = {"variant": variant, "emulated_bf16": variant == "ours-bf16" and not fast_bf16,
+               "tokens_per_second": speed, "seconds_per_step": median(variant, "seconds_per_step"),
                "speed_ratio_to_reference": ratio, "speed_ratio_per_round": paired,
                "peak_memory_mib": median(variant, "peak_memory_mib"), "mean_loss": median(variant, "mean_loss"),
                "runs": runs[variant]}
         rows.append(row)
-        print(f"{variant:<12}{speed:>12.0f}{row['seconds_per_step']:>10.3f}{ratio:>8.2f}"
-              f"{f'{min(paired):.2f}-{max(paired):.2f}':>13}{row['peak_memory_mib']:>11.0f}{row['mean_loss']:>11.2f}")
-    output = Path(args.output or Path(__file__).parent / f"train_speed_{args.device}.json")
-    output.write_text(json.dumps({"device": args.device, "torch": torch.__version__, "steps": args.steps,
-                                  "rounds": args.rounds, "results": rows}, indent=2))
+        per_round = f"{statistics.median(paired):.2f} ({min(paired):.2f}-{max(paired):.2f})"
+        print(f"{label(variant):<22}{speed:>10.0f}{row['seconds_per_step']:>10.3f}{ratio:>8.2f}{per_round:>27}"
+              f"{row['peak_memory_mib']:>10.0f}{row['mean_loss']:>11.3f}")
+    result = {"device": args.device, "machine": bf16_capability(args.device), "torch": torch.__version__,
+              "steps": steps, "rounds": args.rounds, "results": rows}
+    if {"ours", "ours-bf16"} <= set(runs):
+        loss32, loss16 = median("ours", "mean_loss"), median("ours-bf16", "mean_loss")
+        result["bf16_mean_loss_difference"] = (loss16 - loss32) / loss32
+        verdict = "within" if abs(loss16 - loss32) <= LOSS_TOLERANCE * loss32 else "NOT within"
+        print(f"bf16 mean loss {loss16:.3f} against float32 {loss32:.3f} over the same {steps} steps: "
+              f"{100 * result['bf16_mean_loss_difference']:+.2f}%, {verdict} {LOSS_TOLERANCE:.0%}")
+    suffix = f"_loss_check_{args.loss_check}" if args.loss_check else ""
+    output = Path(args.output or Path(__file__).parent / f"train_speed_{args.device}{suffix}.json")
+    output.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {output}")
 
 

@@ -218,24 +218,29 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         """Per-sentence zkl, dispersion and KL(q(c|x) || U) (B,), and the batch's agg_ckl and mi (scalars).
 
         With `aggregate_component_probs` (see `forward`), q_bar is that of the larger batch this one is a slice of.
+        They are computed in the parameters' precision even under autocast: the dispersion is the difference of two
+        sums that bf16 would round away.
         """
-        probs = posterior.component_probs
-        zero = torch.zeros(batch_size, device=self.device)
-        terms = {"zkl": zero, "dispersion": zero, "ckl": zero, "agg_ckl": zero.sum(), "mi": zero.sum()}
-        if self.config.has_mixture_prior:
-            terms["zkl"] = self.prior.kl_to_averaged(posterior.mean, posterior.logvar, probs)
-            terms["dispersion"] = self.prior.dispersion(probs)
-        elif posterior.mean is not None:  # N(0, I) prior: one group, one component
-            terms["zkl"] = self.prior.kl_to_averaged(posterior.mean, posterior.logvar, zero.new_ones(batch_size, 1, 1))
-        if probs is not None:
-            log_k = math.log(self.config.num_components)
-            aggregate = probs.mean(0)
-            if aggregate_component_probs is not None:  # the larger batch's value, this slice's gradient
-                aggregate = aggregate_component_probs.detach() + (aggregate - aggregate.detach())
-            terms["ckl"] = (log_k - categorical_entropy(probs)).sum(-1)
-            terms["agg_ckl"] = (log_k - categorical_entropy(aggregate)).sum()
-            terms["mi"] = (categorical_entropy(aggregate) - categorical_entropy(probs).mean(0)).sum()
-        return terms
+        with torch.autocast(self.device.type, enabled=False):
+            posterior = DEMVAEPosterior(**{name: value.to(self.dtype) for name, value in posterior.items()})
+            probs = posterior.component_probs
+            zero = torch.zeros(batch_size, device=self.device)
+            terms = {"zkl": zero, "dispersion": zero, "ckl": zero, "agg_ckl": zero.sum(), "mi": zero.sum()}
+            if self.config.has_mixture_prior:
+                terms["zkl"] = self.prior.kl_to_averaged(posterior.mean, posterior.logvar, probs)
+                terms["dispersion"] = self.prior.dispersion(probs)
+            elif posterior.mean is not None:  # N(0, I) prior: one group, one component
+                terms["zkl"] = self.prior.kl_to_averaged(posterior.mean, posterior.logvar,
+                                                         zero.new_ones(batch_size, 1, 1))
+            if probs is not None:
+                log_k = math.log(self.config.num_components)
+                aggregate = probs.mean(0)
+                if aggregate_component_probs is not None:  # the larger batch's value, this slice's gradient
+                    aggregate = aggregate_component_probs.detach() + (aggregate - aggregate.detach())
+                terms["ckl"] = (log_k - categorical_entropy(probs)).sum(-1)
+                terms["agg_ckl"] = (log_k - categorical_entropy(aggregate)).sum()
+                terms["mi"] = (categorical_entropy(aggregate) - categorical_entropy(probs).mean(0)).sum()
+            return terms
 
     # ----- forward -----
 

@@ -17,8 +17,9 @@ nmi (label -> score), mi (per group I(x; c) on the test set, nats), batch_mi (su
 30 as in training), active_components (per group exp(I(x; c))), component_spread (per group: mean distance of
 component means in pooled standard deviations), component_separation (per group: mean distance of each
 component to its nearest neighbour, same units; low when some components merged), dispersion (mean L_d), and
-"settings"; beside them details such as rppl_valid_ppl, unseen_test_token_rate (test tokens never
-generated: they keep the language model's softmax probability, not <unk>'s) and mi_total. With --metrics
+"settings" (its mixed_precision: what the NLL, the samples and the rPPL language models ran in, auto resolved);
+beside them details such as rppl_valid_ppl, unseen_test_token_rate (test tokens never generated: they keep the
+language model's softmax probability, not <unk>'s) and mi_total. With --metrics
 ceiling: ceiling (the rPPL keys of the language model trained on real sentences).
 
 The evaluation keeps what it has finished in OUTPUT.partial (the NLL in chunks of 200 test sentences, chunk i
@@ -42,6 +43,7 @@ from modeling_demvae.metrics.reverse_ppl import RPPL_PRESETS
 
 from .checks import checked_output_file, device, number
 from .loading import load_model_and_tokenizer
+from .precision import MIXED_PRECISION, autocast, resolve_mixed_precision
 
 POSITIVE = number(int, minimum=1)
 
@@ -76,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-tokens", type=POSITIVE, default=16384,
                         help="padded tokens per decoder call in the NLL (memory ~ this x vocabulary size floats)")
     parser.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto",
+                        help="precision of the NLL, the prior samples and the rPPL language models: auto (bf16 where "
+                             "the CPU or GPU has bf16 arithmetic, else float32), no (float32), bf16, or fp16 (GPUs)")
     parser.add_argument("--output", default="evaluation.json",
                         help="JSON file to write (default evaluation.json); never one of the model's own files")
     parser.add_argument("--seed", type=number(int, minimum=0), default=0)
@@ -198,25 +203,30 @@ def evaluate(model, tokenizer, splits: dict, args, progress_path: Path | None = 
     max_length = config.max_sentence_length
     test, test_split = sentences_of(splits["test"], tokenizer, max_length, args.max_sentences)
     train_samples, valid_samples = rppl_sample_counts(args)
-    settings = evaluation_settings(args, config, len(test), (train_samples, valid_samples))
+    precision = resolve_mixed_precision(args.mixed_precision, model.device)
+    settings = {**evaluation_settings(args, config, len(test), (train_samples, valid_samples)),
+                "mixed_precision": precision}  # what the NLL, the samples and the language models run in
     state = Progress(progress_path, settings, getattr(args, "resume", False))
     lm_options = {"vocab_size": config.vocab_size, "pad_token_id": config.pad_token_id,
                   "max_epochs": args.rppl_max_epochs, "seed": args.seed, "device": model.device, "progress": progress}
     if "nll" in requested:
-        state.run("nll", lambda: chunked_nll(model, test, args, state))
+        with autocast(precision, model.device):
+            state.run("nll", lambda: chunked_nll(model, test, args, state))
     if "rppl" in requested or ("wkl" in requested and "train" in splits):
-        state.run("samples", lambda: sample_metrics(model, tokenizer, splits, test, requested,
-                                                    (train_samples, valid_samples),
-                                                    {**lm_options, "checkpoint": state.checkpoint("rppl")}))
+        with autocast(precision, model.device):
+            state.run("samples", lambda: sample_metrics(model, tokenizer, splits, test, requested,
+                                                        (train_samples, valid_samples),
+                                                        {**lm_options, "checkpoint": state.checkpoint("rppl")}))
     if config.variant != "rnnlm" and "bleu" in requested:
         state.run("bleu", lambda: metrics.reconstruction_bleu(model, test, tokenizer=tokenizer))
     if config.has_discrete_latent and requested & {"homogeneity", "collapse"}:
         state.run("posterior", lambda: posterior_metrics(model, test, test_split, requested, args.labels, progress))
     if "ceiling" in requested:
-        state.run("ceiling", lambda: {"ceiling": metrics.reverse_perplexity_ceiling(
-            sentences_of(splits["train"], tokenizer, max_length)[0],
-            sentences_of(splits["validation"], tokenizer, max_length)[0], test,
-            num_train=train_samples, num_valid=valid_samples, checkpoint=state.checkpoint("ceiling"), **lm_options)})
+        with autocast(precision, model.device):
+            state.run("ceiling", lambda: {"ceiling": metrics.reverse_perplexity_ceiling(
+                sentences_of(splits["train"], tokenizer, max_length)[0],
+                sentences_of(splits["validation"], tokenizer, max_length)[0], test, num_train=train_samples,
+                num_valid=valid_samples, checkpoint=state.checkpoint("ceiling"), **lm_options)})
     return {**state.state["results"], "settings": settings}
 
 

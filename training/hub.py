@@ -403,6 +403,7 @@ def recorded_training_settings(folder: Path) -> dict:
     settings = dict(summary.get("training_arguments") or {})
     settings.pop("output_dir", None)  # a folder of the training machine
     settings["steps"] = summary.get("step")
+    settings["mixed_precision"] = (summary.get("ran") or {}).get("mixed_precision", settings.get("mixed_precision"))
     settings.update({f"validation_{key}": value for key, value in (summary.get("validation") or {}).items()})
     return {key: value for key, value in settings.items() if value is not None}
 

@@ -38,6 +38,7 @@ from .budgets import BUDGETS, DATASETS, TABLES, Run, all_runs, run_settings
 from .checks import checked_output_file, checked_output_folder, number
 from .evaluate import remove_progress, write_json
 from .loading import RUN_SUMMARY
+from .precision import cpu_model_name
 from .reproduction_report import ceiling_path, write_report
 from .trainer import LEARNING_CURVE
 
@@ -218,9 +219,7 @@ def machine_description(threads: int) -> str:
 
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "CPU") if Path("/proc/cpuinfo").is_file() else "CPU"
-    return f"{model}, {threads} thread(s)"
+    return f"{cpu_model_name()}, {threads} thread(s)"
 
 
 # ----- the command -----

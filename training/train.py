@@ -36,9 +36,10 @@ from modeling_demvae.data import load_corpus, text_files_corpus, tokenize_corpus
 
 from .checks import check_number, number
 from .finetuning import load_for_finetuning
+from .precision import MIXED_PRECISION
 from .reporting import print_report
 from .runs import check_output_dir
-from .trainer import MIXED_PRECISION, SELECTION_METRICS, DEMVAETrainer, TrainingArguments
+from .trainer import SELECTION_METRICS, DEMVAETrainer, TrainingArguments
 
 PRESET_DIR = Path(str(resources.files("demvae.configuration")))  # the repository's configuration/, installed
 SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id")  # fixed by the tokenizer

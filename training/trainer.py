@@ -47,11 +47,11 @@ from .checkpoints import (
 )
 from .checks import check_number
 from .loading import RUN_SUMMARY, model_files
+from .precision import resolve_mixed_precision
 from .runs import check_output_dir, ctrl_c_between_steps, run_settings, setting_differences
 
 LOGGED_TERMS = ("loss", "nll", "zkl", "dispersion", "agg_ckl", "mi", "elbo")
 SELECTION_METRICS = {"elbo": +1, "loss": -1}  # validation ELBO is maximized, the training objective minimized
-MIXED_PRECISION = ("no", "bf16", "fp16")
 NOISE, DROPOUT, VALIDATION_NOISE = range(3)  # the random streams seeded by (seed, stream, position)
 # settings a resumed run may change: none of them moves the trajectory
 FREE_ON_RESUME = ("output_dir", "max_steps", "checkpoint_every", "keep_checkpoints", "logging_steps", "report_to",
@@ -85,7 +85,8 @@ class TrainingArguments:
             objective at full KL weight, minimized; the reference DailyDialog runs).
         gradient_accumulation_steps: Micro-batches per optimizer step on each process (the same step as one
             batch, to rounding, with dropout 0).
-        mixed_precision: no, bf16 or fp16 autocast (fp16 with loss scaling).
+        mixed_precision: auto (bf16 where the CPU or GPU has bf16 arithmetic, detected at run time, else float32),
+            no (float32), bf16 autocast, or fp16 autocast with loss scaling (GPUs only). Weights stay float32.
         seed: Seed of the weights, the data order, the sampling noise and the dropout masks.
         eval_batch_size: Sentences per validation batch.
         logging_steps: Steps between progress-bar and tracker updates.
@@ -110,7 +111,7 @@ class TrainingArguments:
     early_stopping_patience: int = 10
     selection_metric: str = "elbo"
     gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"
+    mixed_precision: str = "auto"
     seed: int = 0
     eval_batch_size: int = 100
     logging_steps: int = 20
@@ -132,15 +133,12 @@ class TrainingArguments:
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other: --resume continues the run in output_dir, "
                              "--overwrite replaces it.")
-        if self.mixed_precision == "fp16" and not torch.cuda.is_available():
-            raise ValueError("mixed_precision='fp16' needs a CUDA GPU: a CPU has no fp16 autocast and would train in "
-                             "fp32; use bf16 or no.")
+        # an unknown value, or fp16 without a GPU, is refused here, before any work
+        resolve_mixed_precision(self.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu")
         if self.selection_metric not in SELECTION_METRICS:
             raise ValueError(
                 f"selection_metric must be one of {tuple(SELECTION_METRICS)}, got {self.selection_metric!r}."
             )
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}.")
         if self.report_to not in ("auto", "tensorboard", "none"):
             raise ValueError(f"report_to must be 'auto', 'tensorboard' or 'none', got {self.report_to!r}.")
 
@@ -203,9 +201,10 @@ class DEMVAETrainer:
         if args.report_to == "tensorboard" and not is_tensorboard_available():
             raise ValueError("report_to='tensorboard' needs TensorBoard: pip install tensorboard (or use none).")
         tensorboard = args.report_to != "none" and is_tensorboard_available()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         self.accelerator = accelerator or Accelerator(
-            mixed_precision=args.mixed_precision,
-            cpu=not torch.cuda.is_available(),
+            mixed_precision=resolve_mixed_precision(args.mixed_precision, device),
+            cpu=device == "cpu",
             log_with="tensorboard" if tensorboard else None,
             project_dir=str(self.output_dir),
         )
@@ -233,6 +232,7 @@ class DEMVAETrainer:
         self.state = TrainingState()
         self.run_settings = run_settings(self.config, args, self.accelerator.num_processes, self.train_ids,
                                          self.eval_ids, tokenizer, free=FREE_ON_RESUME)
+        self.run_settings["training"]["mixed_precision"] = self.accelerator.mixed_precision  # auto resolved: what runs
         self._interrupt_requested = False
 
     # ----- data -----
@@ -276,7 +276,8 @@ class DEMVAETrainer:
             self._diverged(self.state.step + 1, "the loss is not finite", dict(zip(LOGGED_TERMS, totals.tolist(),
                                                                                    strict=True)))
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
-        if self.args.mixed_precision != "fp16" and not torch.isfinite(grad_norm):  # fp16: the scaler skips the step
+        fp16 = self.accelerator.mixed_precision == "fp16"
+        if not fp16 and not torch.isfinite(grad_norm):  # fp16: the scaler skips the step
             self._diverged(self.state.step + 1, "the loss is not finite", {"gradient norm": float(grad_norm)})
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -540,7 +541,8 @@ class DEMVAETrainer:
             accelerator.init_trackers("runs", config={k: v for k, v in {**asdict(args), **self.config.to_dict()}.items()
                                                       if isinstance(v, int | float | str | bool)})
         accelerator.print(f"Training on {accelerator.num_processes} process(es) ({accelerator.distributed_type}, "
-                          f"{accelerator.device}), {args.batch_size} sentences per step.")
+                          f"{accelerator.device}), {args.batch_size} sentences per step, mixed precision "
+                          f"{accelerator.mixed_precision}.")
         self._trim_learning_curve()
         self._batches = self._train_batches()
         checkpoint_every = args.checkpoint_every or args.eval_every

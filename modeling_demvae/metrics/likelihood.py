@@ -10,6 +10,10 @@ The proposal and densities follow the decoder: whatever it is conditioned on is 
 - rnnlm: no latent; log p(x) is exact.
 All sentences and samples of a batch go through the decoder together; weights are summed in float64 and combined
 with log-sum-exp, so a sentence with a tiny likelihood is kept (the reference code dropped those that underflowed).
+
+Under bf16 autocast the encoder, the decoder and the output layer run their products in bf16; the latents are drawn
+in float32 from the posterior they computed (a bf16-rounded latent would not be the draw whose density enters the
+weight), and the log-softmax, densities and weights stay in float32 and float64.
 """
 
 import math
@@ -18,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..modeling_demvae import IGNORE_INDEX
+from ..modeling_demvae import IGNORE_INDEX, DEMVAEPosterior
 from ..priors import gaussian_log_density
 from .sentences import as_id_lists, length_sorted_batches, pad_batch
 
@@ -105,6 +109,8 @@ def _batch_log_likelihood(model, batch, samples: int, max_tokens: int):
         log_px = sentence_log_likelihood_given_latent(model, input_ids, attention_mask, latent).cpu()
         return log_px, log_px
     posterior = model.encode(input_ids, attention_mask)
+    posterior = DEMVAEPosterior(**{name: value.to(torch.promote_types(value.dtype, torch.float32))
+                                   for name, value in posterior.items()})
     latent = model.posterior_latent(posterior, num_samples=samples)
     rows_per_call = max(1, max_tokens // input_ids.shape[1])
     row_ids, row_mask = input_ids.repeat_interleave(samples, 0), attention_mask.repeat_interleave(samples, 0)

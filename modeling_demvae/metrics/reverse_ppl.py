@@ -1,5 +1,6 @@
 """Reverse perplexity (rPPL): train a fresh LSTM language model on sentences sampled from the model's prior and
 measure its perplexity on the real test set. Low only when samples are fluent AND cover the data.
+Under bf16 autocast the sampling decoder and the language model run their products in bf16, their losses in float32.
 
 Protocol (spec section 6): 40,000 prior samples to train on and 3,000 more for early stopping (presets below
 shrink this for quick runs). Samples are z ~ p(z) decoded greedily, batched.
@@ -39,7 +40,12 @@ class LSTMLanguageModel(nn.Module):
         self.pad_token_id = pad_token_id
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        hidden, _ = self.lstm(self.dropout(self.embedding(input_ids)))
+        embedded = self.dropout(self.embedding(input_ids))
+        if embedded.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # CPU autocast sends an LSTM with float32 inputs to oneDNN's bf16 LSTM, which fails on CPUs without
+            # AVX-512 or Arm bf16; given bf16 inputs, PyTorch takes oneDNN's where the CPU has it and its own elsewhere
+            embedded = embedded.to(torch.get_autocast_dtype("cpu"))
+        hidden, _ = self.lstm(embedded)
         return self.output(self.dropout(hidden))
 
     def token_nll(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -116,6 +122,7 @@ def train_language_model(
                 (nll / tokens).backward()
                 nn.utils.clip_grad_norm_(lm.parameters(), 5.0)
                 optimizer.step()
+                torch.clear_autocast_cache()  # under the caller's autocast, its copies of the weights are now stale
         history.append(language_model_perplexity(lm, valid_sentences))
         if best_state is None or history[-1] < min(history[:-1]):
             best_state, best_epoch = copy.deepcopy(lm.state_dict()), epoch
@@ -127,6 +134,7 @@ def train_language_model(
         if stopped:
             break
     lm.load_state_dict(best_state)
+    torch.clear_autocast_cache()  # the same for the best epoch's weights
     return lm.eval(), history
 
 
