@@ -32,7 +32,7 @@ from modeling_demvae.configuration_demvae import PRIOR_FAMILIES, VARIANTS
 from modeling_demvae.data import load_corpus, text_files_corpus, tokenize_corpus
 from modeling_demvae.synthetic import synthetic_corpus
 
-from .finetuning import load_for_finetuning
+from .finetuning import base_kl_annealing_step, base_model_origin, load_for_finetuning
 from .reporting import print_report
 from .trainer import MIXED_PRECISION, SELECTION_METRICS, DEMVAETrainer, TrainingArguments
 
@@ -104,7 +104,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            **_option_type(DEMVAEConfig.__annotations__[name]), **CHOICES.get(name, {}))
     model.add_argument("--init-from", metavar="MODEL",
                        help="Fine-tune a saved model (folder or Hub id); its tokenizer is kept, unknown words map to "
-                            "<unk>. Architecture options may not change.")
+                            "<unk>. Architecture options may not change. The KL annealing continues where the "
+                            "model's run left it (see --kl-annealing-start); the run summary records the base model.")
     model.add_argument("--extend-vocabulary", action="store_true",
                        help="With --init-from: add the new corpus's words (up to --vocab-size in all) to the "
                             "tokenizer and grow the embeddings.")
@@ -211,6 +212,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.time()
     hf_logging.disable_progress_bar()  # weight loading/saving bars; training has its own
     settings = resolve_settings(args)
+    origin = base_model_origin(args.init_from) if args.init_from else None
+    if args.init_from and "kl_annealing_start" not in settings:
+        settings["kl_annealing_start"] = base_kl_annealing_step(args.init_from)
     training_args = TrainingArguments(**{k: v for k, v in settings.items() if k in TRAINING_FIELDS})
     threads = torch.get_num_threads()
     set_threads(settings)
@@ -218,7 +222,11 @@ def run(args: argparse.Namespace) -> int:
         corpus = load_training_corpus(args, settings)
         model, tokenizer = build_model(args, settings, corpus)
         data = tokenize_corpus(corpus, tokenizer, max_length=model.config.max_sentence_length)
-        trainer = DEMVAETrainer(model, tokenizer, data["train"], data["validation"], training_args)
+        trainer = DEMVAETrainer(model, tokenizer, data["train"], data["validation"], training_args, origin=origin)
+        if args.init_from and trainer.accelerator.is_main_process:
+            step = training_args.kl_annealing_start
+            print(f"Fine-tuning {args.init_from}: KL weight {trainer.kl_weight(0):.3g} at the first step ("
+                  + ("full weight" if step is None else f"step {step} of the annealing schedule") + ").")
         state = trainer.train()
         if trainer.accelerator.is_main_process:
             print_report(training_args.output_dir, data, state, training_args.selection_metric,

@@ -55,6 +55,10 @@ class TrainingArguments:
         logging_steps: Steps between progress-bar and tracker updates.
         report_to: auto (TensorBoard when installed), tensorboard or none.
         resume: Continue from the latest checkpoint in output_dir/checkpoints, on the same trajectory.
+        kl_annealing_start: Step of the KL-annealing schedule at the run's first step; 0 warms up from the start
+            (None: full weight from the start). With --init-from the default continues the base model's run where
+            it left the schedule (at full weight when the model has no training record), so fine-tuning does not
+            switch the KL terms off again; 0 restarts the warm-up. A resumed run keeps the value it started with.
     """
 
     output_dir: str = "demvae-output"
@@ -76,6 +80,7 @@ class TrainingArguments:
     logging_steps: int = 20
     report_to: str = "auto"
     resume: bool = False
+    kl_annealing_start: int | None = 0
 
     def __post_init__(self):
         for name in ("batch_size", "max_steps", "eval_every", "gradient_accumulation_steps", "eval_batch_size",
@@ -95,6 +100,9 @@ class TrainingArguments:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}.")
         if self.report_to not in ("auto", "tensorboard", "none"):
             raise ValueError(f"report_to must be 'auto', 'tensorboard' or 'none', got {self.report_to!r}.")
+        start = self.kl_annealing_start
+        if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+            raise ValueError(f"kl_annealing_start must be None or a step >= 0, got {start!r}.")
 
 
 @dataclass
@@ -108,13 +116,14 @@ class TrainingState:
     best_step: int = 0
     validations_without_improvement: int = 0
     stopped_early: bool = False
+    kl_annealing_start: int | None = 0  # of the run's schedule, kept here so that --resume cannot change it
 
     def state_dict(self) -> dict:
         return asdict(self)
 
     def load_state_dict(self, state: dict) -> None:
-        for item in fields(self):
-            setattr(self, item.name, state[item.name])
+        for item in fields(self):  # a checkpoint from before a field existed keeps its default
+            setattr(self, item.name, state.get(item.name, getattr(self, item.name)))
 
 
 def adam(parameters, *, learning_rate: float) -> torch.optim.Adam:
@@ -128,10 +137,14 @@ class TrainingDiverged(ValueError):
 
 
 class DEMVAETrainer:
-    """Trains a `DEMVAEForGeneration` on tokenized "train" and "validation" datasets (columns "input_ids")."""
+    """Trains a `DEMVAEForGeneration` on tokenized "train" and "validation" datasets (columns "input_ids").
 
-    def __init__(self, model, tokenizer, train_dataset, eval_dataset, args: TrainingArguments, *, accelerator=None):
-        self.args, self.tokenizer = args, tokenizer
+    `origin` goes into the run summary beside the exported model: the base model of a fine-tuning run.
+    """
+
+    def __init__(self, model, tokenizer, train_dataset, eval_dataset, args: TrainingArguments, *, accelerator=None,
+                 origin: dict | None = None):
+        self.args, self.tokenizer, self.origin = args, tokenizer, dict(origin or {})
         self.output_dir = Path(args.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         if args.report_to == "tensorboard" and not is_tensorboard_available():
@@ -164,8 +177,13 @@ class DEMVAETrainer:
         ))
         optimizer = adam(model.parameters(), learning_rate=args.learning_rate)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.state = TrainingState()
+        self.state = TrainingState(kl_annealing_start=args.kl_annealing_start)
         self.accelerator.register_for_checkpointing(self.state)
+
+    def kl_weight(self, step: int) -> float:
+        """The KL weight at a step of this run: the model's annealing schedule, from kl_annealing_start on."""
+        start = self.state.kl_annealing_start
+        return 1.0 if start is None else self.config.kl_weight(start + step)
 
     # ----- data -----
 
@@ -191,7 +209,7 @@ class DEMVAETrainer:
 
     def _training_step(self) -> dict[str, float]:
         self.model.train()
-        kl_weight = self.config.kl_weight(self.state.step)
+        kl_weight = self.kl_weight(self.state.step)
         parts = self._micro_batches(next(self._batches))
         totals = torch.zeros(len(LOGGED_TERMS), device=self.accelerator.device)
         for index, part in enumerate(parts):
@@ -274,7 +292,12 @@ class DEMVAETrainer:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             model = self.accelerator.unwrap_model(self.model)
-            summary = {"step": self.state.step, "validation": metrics, "training_arguments": asdict(self.args)}
+            start, step = self.state.kl_annealing_start, self.state.step
+            summary = {  # kl_annealing_step: where a fine-tuning run from this model continues the schedule
+                "step": step, "kl_annealing_step": None if start is None else start + step,
+                "kl_weight": self.kl_weight(step), **self.origin, "validation": metrics,
+                "training_arguments": {**asdict(self.args), "kl_annealing_start": start},
+            }
 
             def save(folder: Path):
                 model.save_pretrained(folder)
@@ -297,6 +320,9 @@ class DEMVAETrainer:
         if args.resume and (checkpoint := latest_checkpoint(self.checkpoint_dir)) is not None:
             accelerator.load_state(str(checkpoint))
             accelerator.print(f"Resumed from {checkpoint} (step {state.step}).")
+            if state.kl_annealing_start != args.kl_annealing_start:
+                accelerator.print(f"The resumed run keeps its KL-annealing start {state.kl_annealing_start} "
+                                  f"(not {args.kl_annealing_start}).")
         elif args.resume:
             accelerator.print(f"--resume: no checkpoint in {self.checkpoint_dir} yet; starting from scratch.")
         if accelerator.log_with:
