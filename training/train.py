@@ -11,6 +11,7 @@ examples:
   demvae train --config ptb-dgm-vae-mi --output-dir runs/ptb
   demvae train --train-file a.txt --valid-file b.txt --num-groups 1 --num-components 8
   demvae train --init-from runs/ptb --dataset new_corpus.txt --output-dir runs/tuned
+  demvae train --init-from runs/ptb --dataset new_corpus.txt --kl-annealing-start 0   # with a new KL warm-up
   accelerate launch --config_file configuration/accelerate/multi_gpu.yaml -m training.cli train --config ...
 """
 
@@ -225,8 +226,9 @@ def run(args: argparse.Namespace) -> int:
         trainer = DEMVAETrainer(model, tokenizer, data["train"], data["validation"], training_args, origin=origin)
         if args.init_from and trainer.accelerator.is_main_process:
             step = training_args.kl_annealing_start
-            print(f"Fine-tuning {args.init_from}: KL weight {trainer.kl_weight(0):.3g} at the first step ("
-                  + ("full weight" if step is None else f"step {step} of the annealing schedule") + ").")
+            where = ("no annealing" if not model.config.kl_annealing else "full weight" if step is None
+                     else f"step {step} of the annealing schedule")
+            print(f"Fine-tuning {args.init_from}: KL weight {trainer.kl_weight(0):.3g} at the first step ({where}).")
         state = trainer.train()
         if trainer.accelerator.is_main_process:
             print_report(training_args.output_dir, data, state, training_args.selection_metric,

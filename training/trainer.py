@@ -55,10 +55,11 @@ class TrainingArguments:
         logging_steps: Steps between progress-bar and tracker updates.
         report_to: auto (TensorBoard when installed), tensorboard or none.
         resume: Continue from the latest checkpoint in output_dir/checkpoints, on the same trajectory.
-        kl_annealing_start: Step of the KL-annealing schedule at the run's first step; 0 warms up from the start
-            (None: full weight from the start). With --init-from the default continues the base model's run where
-            it left the schedule (at full weight when the model has no training record), so fine-tuning does not
-            switch the KL terms off again; 0 restarts the warm-up. A resumed run keeps the value it started with.
+        kl_annealing_start: Step of the KL-annealing schedule at the run's first step: 0 warms up from the start,
+            None (in Python; --no-kl-annealing on the command line) trains at full weight. With --init-from the
+            default continues where the base model's run left the schedule (full weight for a model without a
+            training record), so fine-tuning does not switch the KL terms off again; 0 restarts the warm-up. A
+            resumed run keeps the value it started with.
     """
 
     output_dir: str = "demvae-output"
