@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -292,6 +293,29 @@ def test_push_finds_the_picture_demvae_inspect_wrote(trained, logged_in, monkeyp
     assert "![Latent space](latent_space.png)" in hub.files["README.md"].decode()
 
 
+@pytest.mark.parametrize("origin", [{"base_model": "tester/demvae-ptb"}, {"base_model_folder": "ptb-run"}])
+def test_push_names_the_base_model_that_fine_tuning_recorded(trained, logged_in, monkeypatch, tmp_path, origin):
+    """A Hub id recorded by `demvae train --init-from` becomes the card's base_model; a local folder's name is
+    only a training setting (base_model metadata must name a Hub model)."""
+    folder = tmp_path / "tuned"
+    shutil.copytree(trained[0], folder)
+    summary = json.loads((folder / "training_summary.json").read_text())
+    summary.update(origin, kl_annealing_step=340, kl_weight=0.75)
+    summary["training_arguments"]["kl_annealing_start"] = 300
+    (folder / "training_summary.json").write_text(json.dumps(summary))
+    hub = FakeHub(monkeypatch)
+    assert demvae(["push", str(folder), REPO_ID]) == 0
+    card = ModelCard(hub.files["README.md"].decode())
+    assert card.data.base_model == origin.get("base_model")
+    assert ("fine-tuned from [`tester/demvae-ptb`]" in card.text) == ("base_model" in origin)
+    (name, value), = origin.items()
+    for row in (f"| `{name}` | `{value}` |", "| `kl_annealing_start` | `300` |", "| `kl_annealing_step` | `340` |",
+                "| `kl_weight` | `0.75` |"):
+        assert row in card.text
+    assert demvae(["push", str(folder), REPO_ID, "--base-model", "tester/other"]) == 0  # the option wins
+    assert ModelCard(hub.files["README.md"].decode()).data.base_model == "tester/other"
+
+
 def test_push_model_carries_tokenizer_and_card(trained, logged_in, monkeypatch, tmp_path):
     folder, _, tokenizer = trained
     hub = FakeHub(monkeypatch)
@@ -441,8 +465,12 @@ def test_fine_tune_a_pushed_model_and_push_the_result(trained, logged_in, monkey
                             env=env, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
+    summary = json.loads((tmp_path / "tuned" / "training_summary.json").read_text())
+    assert summary["base_model"] == REPO_ID  # recorded by --init-from, and found by the push without --base-model
+    assert summary["kl_weight"] == 1.0  # a pushed model carries no run summary: taken as fully trained
+
     tuned_hub = FakeHub(monkeypatch)
-    assert demvae(["push", str(tmp_path / "tuned"), "tester/demvae-tiny-finance", "--base-model", REPO_ID]) == 0
+    assert demvae(["push", str(tmp_path / "tuned"), "tester/demvae-tiny-finance"]) == 0
     assert set(tuned_hub.files) == PUSHED_FILES
     card = ModelCard(tuned_hub.files["README.md"].decode())
     assert card.data.base_model == REPO_ID and f"fine-tuned from [`{REPO_ID}`]" in card.text

@@ -1,14 +1,18 @@
-"""Fine-tuning: start from a saved model on a new corpus, keeping its tokenizer (optionally with new words added)."""
+"""Fine-tuning: start from a saved model on a new corpus, keeping its tokenizer (optionally with new words added)
+and its place on the KL-annealing schedule."""
 
 import json
+import re
 from collections import Counter
+from pathlib import Path
 
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
+from transformers.utils import cached_file
 
 from modeling_demvae import DEMVAEConfig, DEMVAETokenizer
 
-from .loading import load_model_and_tokenizer
+from .loading import RUN_SUMMARY, load_model_and_tokenizer
 
 # Settings that shape the weights: a fine-tuned model keeps its own.
 ARCHITECTURE_FIELDS = ("vocab_size", "embed_size", "encoder_hidden_size", "bidirectional_encoder",
@@ -55,4 +59,29 @@ def load_for_finetuning(source, texts, settings: dict, *, explicit=(), extend_vo
     return model, tokenizer
 
 
-__all__ = ["ARCHITECTURE_FIELDS", "extended_tokenizer", "load_for_finetuning"]
+def base_kl_annealing_step(source) -> int | None:
+    """Where the base model's run left the KL-annealing schedule, read from the run summary saved beside it (in a
+    folder or on the Hub); None, full weight, for a model without one (e.g. pushed: a finished model)."""
+    path = cached_file(source, RUN_SUMMARY, _raise_exceptions_for_missing_entries=False,
+                       _raise_exceptions_for_connection_errors=False)
+    if path is None:
+        return None
+    summary = json.loads(Path(path).read_text(encoding="utf-8"))
+    return summary.get("kl_annealing_step", summary.get("step"))  # older summaries: runs that started at step 0
+
+
+def base_model_origin(source) -> dict[str, str]:
+    """How a fine-tuned model names its base: {"base_model": Hub id} when it came from the Hub (by id, or from a
+    folder of the Hub cache), else {"base_model_folder": the folder's name}; run summaries and cards are shared,
+    the paths of the machine that trained the model are not."""
+    path = Path(source)
+    if not path.is_dir():
+        return {"base_model": str(source)}
+    path = path.resolve()
+    if path.parent.name == "snapshots" and (cached := re.fullmatch(r"models--(.+)", path.parent.parent.name)):
+        return {"base_model": cached.group(1).replace("--", "/")}
+    return {"base_model_folder": path.name}
+
+
+__all__ = ["ARCHITECTURE_FIELDS", "base_kl_annealing_step", "base_model_origin", "extended_tokenizer",
+           "load_for_finetuning"]

@@ -394,16 +394,22 @@ def _saved_tokenizer(model):
         raise ValueError(f"{error.args[0].removesuffix('.')}; {hint}") from None
 
 
-def recorded_training_settings(folder: Path) -> dict:
-    """The training arguments, steps and best validation numbers `demvae train` recorded beside the model."""
+def training_summary(folder: Path) -> dict:
+    """The run summary `demvae train` wrote beside the model, {} when there is none."""
     path = folder / RUN_SUMMARY
-    if not path.is_file():
-        return {}
-    summary = json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def recorded_training_settings(folder: Path) -> dict:
+    """The training arguments, steps, KL schedule, base model and best validation numbers `demvae train` recorded
+    beside the model."""
+    summary = training_summary(folder)
     settings = dict(summary.get("training_arguments") or {})
     settings.pop("output_dir", None)  # a folder of the training machine
     settings["steps"] = summary.get("step")
     settings["mixed_precision"] = (summary.get("ran") or {}).get("mixed_precision", settings.get("mixed_precision"))
+    for key in ("kl_annealing_step", "kl_weight", "base_model", "base_model_folder"):
+        settings[key] = summary.get(key)
     settings.update({f"validation_{key}": value for key, value in (summary.get("validation") or {}).items()})
     return {key: value for key, value in settings.items() if value is not None}
 
@@ -414,7 +420,8 @@ def push_folder(folder: str | os.PathLike, repo_id: str, **options):
     The model and tokenizer are loaded from it and saved again for the push, so the Hub gets the current
     config format and modeling source, the samples in the card come from these weights, and extra files there
     (checkpoints, logs) stay local. The card's training settings come from the folder's training summary, and its
-    picture from `demvae inspect`'s default output there, unless `training_settings=` or `latent_image=` are given.
+    picture from `demvae inspect`'s default output there, and the base model of a fine-tuned one from the Hub id
+    `demvae train --init-from` recorded, unless `training_settings=`, `latent_image=` or `base_model=` are given.
     `options` are those of `push_model`.
     """
     checked_repo_id(repo_id)
@@ -422,6 +429,8 @@ def push_folder(folder: str | os.PathLike, repo_id: str, **options):
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"no saved model in {folder}: expected the save_pretrained layout (config.json, ...).")
     options.setdefault("training_settings", recorded_training_settings(folder))
+    if options.get("base_model") is None:
+        options["base_model"] = training_summary(folder).get("base_model")
     if options.get("latent_image") is None and (folder / INSPECTION_IMAGE).is_file():
         options["latent_image"] = folder / INSPECTION_IMAGE
     model, tokenizer = load_model_and_tokenizer(folder)

@@ -42,7 +42,7 @@ def model_files(folder) -> list[Path]:
     return sorted({path for pattern in MODEL_FILE_PATTERNS for path in folder.glob(pattern) if path.is_file()})
 
 
-def _checked_folder(source: str) -> Path | None:
+def checked_model_folder(source: str) -> Path | None:
     """A local path must be a folder holding config.json, and its JSON files must hold JSON objects; anything else
     may be a Hub id (None)."""
     folder = Path(source).expanduser()
@@ -100,7 +100,7 @@ def load_model_and_tokenizer(source, *, device=None) -> tuple[DEMVAEForGeneratio
     """A saved model in eval mode (on `device` when given) and its tokenizer; ValueError or FileNotFoundError with
     one line naming `source` and the problem."""
     source = str(source)
-    folder = _checked_folder(source)
+    folder = checked_model_folder(source)
     enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # loading a DEM-VAE takes a blink; its bar would bury the command's output
     try:
@@ -120,4 +120,11 @@ def load_model_and_tokenizer(source, *, device=None) -> tuple[DEMVAEForGeneratio
     return model, load_tokenizer(source)
 
 
-__all__ = ["RUN_SUMMARY", "load_model_and_tokenizer", "load_tokenizer", "model_files", "one_line"]
+__all__ = [
+    "RUN_SUMMARY",
+    "checked_model_folder",
+    "load_model_and_tokenizer",
+    "load_tokenizer",
+    "model_files",
+    "one_line",
+]

@@ -31,7 +31,8 @@ def add_arguments(parser) -> None:
                         "MODEL/inspection/latent_space.png, written by `demvae inspect MODEL`, when it exists)")
     parser.add_argument("--dataset", action="append", default=[], dest="datasets", metavar="ID",
                         help="Hub id of a dataset the model was trained on, for the card's metadata; repeatable")
-    parser.add_argument("--base-model", metavar="ID", help="Hub id of the model this one was fine-tuned from")
+    parser.add_argument("--base-model", metavar="ID", help="Hub id of the model this one was fine-tuned from "
+                        "(default: the one `demvae train --init-from` recorded, when it came from the Hub)")
     parser.add_argument("--license", metavar="ID", help="license of the weights for the card, e.g. apache-2.0")
     parser.add_argument("--commit-message", metavar="TEXT", help="commit message (default: 'Upload <variant> ...')")
 

@@ -14,6 +14,7 @@ examples:
   demvae train --train-file a.txt --valid-file b.txt --num-groups 1 --num-components 8
   demvae train --init-from runs/ptb --dataset new_corpus.txt --output-dir runs/tuned
   accelerate launch --multi_gpu --num_processes 2 -m demvae train --config ptb-dgm-vae-mi
+  demvae train --init-from runs/ptb --dataset new_corpus.txt --kl-annealing-start 0   # with a new KL warm-up
 """
 
 import argparse
@@ -35,7 +36,8 @@ from modeling_demvae.configuration_demvae import PRIOR_FAMILIES, VARIANTS
 from modeling_demvae.data import load_corpus, text_files_corpus, tokenize_corpus
 
 from .checks import check_number, number
-from .finetuning import load_for_finetuning
+from .finetuning import base_kl_annealing_step, base_model_origin, load_for_finetuning
+from .loading import checked_model_folder
 from .precision import MIXED_PRECISION
 from .reporting import print_report
 from .runs import check_output_dir
@@ -112,7 +114,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            **_option_type(DEMVAEConfig.__annotations__[name]), **CHOICES.get(name, {}))
     model.add_argument("--init-from", metavar="MODEL",
                        help="Fine-tune a saved model (folder or Hub id); its tokenizer is kept, unknown words map to "
-                            "<unk>. Architecture options may not change.")
+                            "<unk>. Architecture options may not change. The KL annealing continues where the "
+                            "model's run left it (see --kl-annealing-start); the run summary records the base model.")
     model.add_argument("--extend-vocabulary", action="store_true",
                        help="With --init-from: add the new corpus's words (up to --vocab-size in all) to the "
                             "tokenizer and grow the embeddings.")
@@ -255,6 +258,11 @@ def run(args: argparse.Namespace) -> int:
     start = time.time()
     hf_logging.disable_progress_bar()  # weight loading/saving bars; training has its own
     settings = resolve_settings(args)
+    if args.init_from:
+        checked_model_folder(str(args.init_from))  # one line for a folder that is not a model, before its summary
+    origin = base_model_origin(args.init_from) if args.init_from else None
+    if args.init_from and "kl_annealing_start" not in settings:
+        settings["kl_annealing_start"] = base_kl_annealing_step(args.init_from)
     training_args = TrainingArguments(**{k: v for k, v in settings.items() if k in TRAINING_FIELDS})
     check_data_settings(settings)
     if not args.init_from:  # the model's settings, before the corpus is read (fine-tuning checks them on its model)
@@ -267,7 +275,12 @@ def run(args: argparse.Namespace) -> int:
         model, tokenizer = build_model(args, settings, corpus)
         data = tokenize_corpus(corpus, tokenizer, max_length=model.config.max_sentence_length)
         trainer = DEMVAETrainer(model, tokenizer, data["train"], data["validation"], training_args,
-                                data_sources=data_sources(args, settings))
+                                data_sources=data_sources(args, settings), origin=origin)
+        if args.init_from and trainer.accelerator.is_main_process:
+            step = training_args.kl_annealing_start
+            where = ("no annealing" if not model.config.kl_annealing else "full weight" if step is None
+                     else f"step {step} of the annealing schedule")
+            print(f"Fine-tuning {args.init_from}: KL weight {trainer.kl_weight(0):.3g} at the first step ({where}).")
         state = trainer.train()
         if trainer.accelerator.is_main_process:
             print_report(training_args.output_dir, data, state, training_args.selection_metric,

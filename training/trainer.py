@@ -94,6 +94,11 @@ class TrainingArguments:
         resume: Continue from the newest intact checkpoint in output_dir/checkpoints, on the same trajectory (the
             settings must be the run's).
         overwrite: Start afresh in an output_dir that holds an earlier run: its checkpoints and model are removed.
+        kl_annealing_start: Step of the KL-annealing schedule at the run's first step: 0 warms up from the start,
+            None (in Python; --no-kl-annealing on the command line) trains at full weight. With --init-from the
+            default continues where the base model's run left the schedule (full weight for a model without a
+            training record), so fine-tuning does not switch the KL terms off again; 0 restarts the warm-up. A
+            resumed run keeps the value it started with.
     """
 
     output_dir: str = "demvae-output"
@@ -118,6 +123,7 @@ class TrainingArguments:
     report_to: str = "auto"
     resume: bool = False
     overwrite: bool = False
+    kl_annealing_start: int | None = 0
 
     def __post_init__(self):
         for name in POSITIVE_INTEGERS:
@@ -141,6 +147,9 @@ class TrainingArguments:
             )
         if self.report_to not in ("auto", "tensorboard", "none"):
             raise ValueError(f"report_to must be 'auto', 'tensorboard' or 'none', got {self.report_to!r}.")
+        start = self.kl_annealing_start
+        if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+            raise ValueError(f"kl_annealing_start must be None or a step >= 0, got {start!r}.")
 
 
 @dataclass
@@ -154,13 +163,14 @@ class TrainingState:
     best_step: int = 0
     validations_without_improvement: int = 0
     stopped_early: bool = False
+    kl_annealing_start: int | None = 0  # of the run's schedule, kept here so that --resume cannot change it
 
     def state_dict(self) -> dict:
         return asdict(self)
 
     def load_state_dict(self, state: dict) -> None:
-        for item in fields(self):
-            setattr(self, item.name, state[item.name])
+        for item in fields(self):  # a checkpoint from before a field existed keeps its default
+            setattr(self, item.name, state.get(item.name, getattr(self, item.name)))
 
 
 def adam(parameters, *, learning_rate: float) -> torch.optim.Adam:
@@ -191,11 +201,15 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class DEMVAETrainer:
-    """Trains a `DEMVAEForGeneration` on tokenized "train" and "validation" datasets (columns "input_ids")."""
+    """Trains a `DEMVAEForGeneration` on tokenized "train" and "validation" datasets (columns "input_ids").
+
+    `origin` goes into the run summary beside the exported model: the base model of a fine-tuning run.
+    """
 
     def __init__(self, model, tokenizer, train_dataset, eval_dataset, args: TrainingArguments, *, accelerator=None,
-                 data_sources: dict | None = None):
+                 data_sources: dict | None = None, origin: dict | None = None):
         self.args, self.tokenizer, self.data_sources = args, tokenizer, data_sources or {}
+        self.origin = dict(origin or {})
         self.output_dir = Path(args.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         if args.report_to == "tensorboard" and not is_tensorboard_available():
@@ -229,11 +243,16 @@ class DEMVAETrainer:
         ))
         optimizer = adam(model.parameters(), learning_rate=args.learning_rate)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.state = TrainingState()
+        self.state = TrainingState(kl_annealing_start=args.kl_annealing_start)
         self.run_settings = run_settings(self.config, args, self.accelerator.num_processes, self.train_ids,
                                          self.eval_ids, tokenizer, free=FREE_ON_RESUME)
         self.run_settings["training"]["mixed_precision"] = self.accelerator.mixed_precision  # auto resolved: what runs
         self._interrupt_requested = False
+
+    def kl_weight(self, step: int) -> float:
+        """The KL weight at a step of this run: the model's annealing schedule, from kl_annealing_start on."""
+        start = self.state.kl_annealing_start
+        return 1.0 if start is None else self.config.kl_weight(start + step)
 
     # ----- data -----
 
@@ -259,7 +278,7 @@ class DEMVAETrainer:
 
     def _training_step(self) -> dict[str, float]:
         self.model.train()
-        kl_weight = self.config.kl_weight(self.state.step)
+        kl_weight = self.kl_weight(self.state.step)
         parts = self._micro_batches(next(self._batches))
         noise = self._posterior_noise(parts)
         aggregate = self._aggregate_component_probs(parts)
@@ -442,8 +461,13 @@ class DEMVAETrainer:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             model = self.accelerator.unwrap_model(self.model)
-            summary = {"step": self.state.step, "validation": metrics, "training_arguments": asdict(self.args),
-                       "ran": self._what_ran(), "data": {**self.run_settings["data"], "sources": self.data_sources}}
+            start, step = self.state.kl_annealing_start, self.state.step
+            summary = {  # kl_annealing_step: where a fine-tuning run from this model continues the schedule
+                "step": step, "kl_annealing_step": None if start is None else start + step,
+                "kl_weight": self.kl_weight(step), **self.origin, "validation": metrics,
+                "training_arguments": {**asdict(self.args), "kl_annealing_start": start},
+                "ran": self._what_ran(), "data": {**self.run_settings["data"], "sources": self.data_sources},
+            }
 
             def save(folder: Path):
                 model.save_pretrained(folder)
