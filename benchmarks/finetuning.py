@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 from datasets import DatasetDict
-from modeling_demvae.hub import training_summary
+from demvae.cli import main as demvae
+from demvae.hub import training_summary
+from demvae.trainer import DEMVAETrainer, TrainingArguments
 from transformers import PreTrainedTokenizerFast
 
 from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration
 from modeling_demvae.data import default_data_dir, load_corpus, tokenize_corpus
 from modeling_demvae.metrics.likelihood import importance_weighted_nll
-from training.cli import main as demvae
-from training.trainer import DEMVAETrainer, TrainingArguments
 
 FINE_TUNINGS = {  # name -> options added to the README's recipe
     "fine-tuned as the README says": [],
