@@ -21,11 +21,10 @@ import torch
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
 from huggingface_hub.utils import validate_repo_id
-from transformers.utils import logging as transformers_logging
 
 from modeling_demvae import DEMVAEConfig
 
-from .loading import RUN_SUMMARY, load_model_and_tokenizer, load_tokenizer, one_line
+from .loading import RUN_SUMMARY, load_model_and_tokenizer, load_tokenizer, one_line, quiet_progress_bars
 
 try:  # the Hub client's HTTP library: httpx2 under huggingface_hub 2.x, httpx under 1.x
     import httpx2 as hub_http
@@ -312,18 +311,6 @@ def _hub_errors(repo_id: str):
         ) from error
 
 
-@contextmanager
-def _quiet_progress_bars():
-    """Loading and saving a DEM-VAE takes a blink; their bars would only bury the push's one line of outcome."""
-    enabled = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            transformers_logging.enable_progress_bar()
-
-
 def push_model(
     model,
     repo_id: str,
@@ -360,7 +347,7 @@ def push_model(
         repo_id = api.create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id  # namespace resolved
     with tempfile.TemporaryDirectory(prefix="demvae-push-") as staging:
         staging = Path(staging)
-        with _quiet_progress_bars():
+        with quiet_progress_bars():
             model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         if latent_image is not None:

@@ -5,6 +5,7 @@ instead of a traceback from deep inside transformers.
 """
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -96,15 +97,26 @@ def load_tokenizer(source) -> DEMVAETokenizer:
         raise ValueError(f"no usable tokenizer beside the model at {source} ({reason}).") from None
 
 
+@contextmanager
+def quiet_progress_bars():
+    """Loading and saving a DEM-VAE takes a blink; transformers' bars would only bury a command's output."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_model_and_tokenizer(source, *, device=None) -> tuple[DEMVAEForGeneration, DEMVAETokenizer]:
     """A saved model in eval mode (on `device` when given) and its tokenizer; ValueError or FileNotFoundError with
     one line naming `source` and the problem."""
     source = str(source)
     folder = checked_model_folder(source)
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # loading a DEM-VAE takes a blink; its bar would bury the command's output
     try:
-        model = DEMVAEForGeneration.from_pretrained(source)
+        with quiet_progress_bars():
+            model = DEMVAEForGeneration.from_pretrained(source)
     except LOAD_ERRORS as error:
         reason = one_line(error)
         if folder is not None and (folder / "model.safetensors").is_file():
@@ -113,9 +125,6 @@ def load_model_and_tokenizer(source, *, device=None) -> tuple[DEMVAEForGeneratio
             except LOAD_ERRORS:
                 pass
         raise ValueError(f"cannot load the model at {source}: {reason}") from None
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
     model = model.eval() if device is None else model.to(device).eval()
     return model, load_tokenizer(source)
 
@@ -127,4 +136,5 @@ __all__ = [
     "load_tokenizer",
     "model_files",
     "one_line",
+    "quiet_progress_bars",
 ]
