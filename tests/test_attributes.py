@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BLOCK_OUR_PACKAGE, TINY, tiny_batch, tiny_model
+from conftest import BLOCK_OUR_PACKAGE, TINY, components_of, sharp_prior, tiny_batch, tiny_model
 from demvae.checkpoints import list_checkpoints
 from demvae.cli import main as demvae
 from safetensors.torch import load_file
@@ -136,20 +136,6 @@ def test_slices_of_a_batch_with_unlabelled_rows_have_its_attribute_loss_and_grad
 # ----- generation by label -----
 
 
-def sharp_prior(model):
-    """Component means far apart and variances ~0: a sampled z_g is its component's mean, which names it."""
-    with torch.no_grad():
-        model.prior.means.copy_(torch.arange(model.prior.means.numel(), dtype=torch.float).view_as(model.prior.means))
-        model.prior.log_variances.fill_(-40.0)
-    return model
-
-
-def components_of(model, latent: torch.Tensor) -> torch.Tensor:
-    """(n, G) component index of each group's z (the nearest mean)."""
-    z = latent.view(latent.shape[0], model.config.num_groups, 1, model.config.latent_size)
-    return (z - model.prior.means.unsqueeze(0)).norm(dim=-1).argmin(-1)
-
-
 def test_sample_prior_fixes_the_attribute_s_component_and_draws_the_others():
     model = sharp_prior(attribute_model())
     components = components_of(model, model.sample_prior(300, attributes={"act": "directive", "emotion": "fear"}))
@@ -241,15 +227,6 @@ def test_labelled_fraction_hides_whole_rows_chosen_by_the_seed():
     assert half[0] == half[1] != half[2]
     kept = [i for i, row in enumerate(half[0]) if row != [-100]]
     assert len(kept) == 10 and all(half[0][i] == full[i] for i in kept)
-
-
-@pytest.fixture(scope="module")
-def labelled_corpus(tmp_path_factory) -> str:
-    """A .jsonl corpus with the synthetic corpus's known "mode" labels."""
-    split = synthetic_corpus(num_train=240, num_valid=0, num_test=0, seed=2)["train"]
-    path = tmp_path_factory.mktemp("labelled") / "train.jsonl"
-    path.write_text("".join(json.dumps({"text": t, "mode": m}) + "\n" for t, m in zip(split["text"], split["mode"])))
-    return str(path)
 
 
 def final_weights(output_dir) -> dict[str, torch.Tensor]:

@@ -58,7 +58,7 @@ def majority_labels(components: list[int], labels: list[str], num_components: in
     rows = []
     for count in counts:
         total = sum(count.values())
-        label, most = max(count.items(), key=lambda item: (item[1], item[0])) if total else ("", 0)
+        label, most = min(count.items(), key=lambda item: (-item[1], item[0])) if total else ("", 0)  # ties: a-z
         rows.append((label, most / total if total else 0.0, total))
     return rows
 
