@@ -1,13 +1,16 @@
 """DEM-VAE configuration: one dataclass holding the architecture, the latent layout and the loss switches."""
 
 import math
+from dataclasses import field
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 VARIANTS = ("dem", "vae", "discrete", "semi", "rnnlm")
 PRIOR_FAMILIES = ("gaussian",)
-FLOAT_FIELDS = ("dispersion_weight", "kl_annealing_slope", "dropout", "gumbel_temperature", "initializer_range")
+FLOAT_FIELDS = ("dispersion_weight", "kl_annealing_slope", "dropout", "gumbel_temperature", "initializer_range",
+                "attribute_loss_weight")
+ATTRIBUTE_KEYS = ("group", "variable", "labels", "supervised", "values")
 
 
 @strict
@@ -42,6 +45,14 @@ class DEMVAEConfig(PreTrainedConfig):
             codes) instead of a sample, so that two forward passes agree; training always samples.
         gumbel_temperature: Gumbel-softmax temperature for discrete codes in training.
         max_sentence_length: Longest sentence in tokens, `<s>` and `</s>` included; the default generation length.
+        attributes: Label columns tied to discrete latents, name -> `{"group": g, "variable": None, "labels": [...],
+            "supervised": bool, "values": {label: [latent values]}}`, kept sorted by name (as config.json keeps
+            them): the order of `forward`'s `attribute_labels` columns. `variable` None ties the attribute to group
+            g's component c_g (num_components >= number of labels when supervised). A supervised attribute (`demvae
+            train --supervise`) trains q(c_g|x) toward its label, label i being component i (`values` may be left
+            out); an unsupervised one (`demvae label-components`) maps each label to the components whose majority
+            label it is. `generate(attributes={"act": "question"})` fixes the latent to the label's value(s).
+        attribute_loss_weight: Weight of the supervised attributes' cross-entropy in the loss (not annealed).
     """
 
     model_type = "demvae"
@@ -67,6 +78,8 @@ class DEMVAEConfig(PreTrainedConfig):
     deterministic_eval: bool = False
     gumbel_temperature: float | int = 1.0
     max_sentence_length: int = 40
+    attributes: dict = field(default_factory=dict)
+    attribute_loss_weight: float | int = 1.0
     initializer_range: float | int = 0.1
     pad_token_id: int | None = 0
     bos_token_id: int | None = 1
@@ -107,6 +120,10 @@ class DEMVAEConfig(PreTrainedConfig):
             raise ValueError(f"DEMVAEConfig.gumbel_temperature must be positive, got {self.gumbel_temperature}.")
         if self.initializer_range < 0:
             raise ValueError(f"DEMVAEConfig.initializer_range must be non-negative, got {self.initializer_range}.")
+        if self.attribute_loss_weight < 0:
+            raise ValueError(f"DEMVAEConfig.attribute_loss_weight must be non-negative, got "
+                             f"{self.attribute_loss_weight}.")
+        self.attributes = self._checked_attributes()
         if self.kl_annealing_slope <= 0:
             raise ValueError(f"DEMVAEConfig.kl_annealing_slope must be positive, got {self.kl_annealing_slope}.")
         if self.tie_word_embeddings and self.decoder_hidden_size != self.embed_size:
@@ -120,6 +137,65 @@ class DEMVAEConfig(PreTrainedConfig):
                 raise ValueError(
                     f"DEMVAEConfig.{name} must be None or in [0, vocab_size={self.vocab_size}), got {value}."
                 )
+
+    def _checked_attributes(self) -> dict:
+        """`attributes` sorted by name with every key filled in (a supervised label i is latent value i), or a
+        one-line error naming the attribute and what it accepts."""
+        if not isinstance(self.attributes, dict):
+            raise ValueError(f"DEMVAEConfig.attributes must be a dict of name -> spec, got {self.attributes!r}.")
+        checked, tied = {}, {}
+        for name, spec in sorted(self.attributes.items()):
+            where = f"DEMVAEConfig.attributes[{name!r}]"
+            if not isinstance(spec, dict) or set(spec) - set(ATTRIBUTE_KEYS):
+                raise ValueError(f"{where} must be a dict with keys among {ATTRIBUTE_KEYS}, got {spec!r}.")
+            if not self.has_discrete_latent:
+                raise ValueError(f"{where}: variant={self.variant!r} has no discrete latent to tie an attribute to; "
+                                 "use variant 'dem', 'discrete' or 'semi'.")
+            group, variable, labels = spec.get("group"), spec.get("variable"), spec.get("labels")
+            supervised = spec.get("supervised", True)
+            if isinstance(group, bool) or not isinstance(group, int) or not 0 <= group < self.num_groups:
+                raise ValueError(f"{where}: group must be an integer in [0, num_groups={self.num_groups}), got "
+                                 f"{group!r}.")
+            size, latent = self.num_components, f"group {group}'s component (num_components)"
+            if variable is not None:
+                if self.prior_family != "categorical":
+                    raise ValueError(f"{where}: variable={variable!r} ties the attribute to a categorical variable "
+                                     "of z, which only prior_family='categorical' has; use variable None (the "
+                                     "group's component c_g).")
+                if isinstance(variable, bool) or not isinstance(variable, int) or not 0 <= variable < self.latent_size:
+                    raise ValueError(f"{where}: variable must be None or an integer in [0, latent_size="
+                                     f"{self.latent_size}), got {variable!r}.")
+                size, latent = self.categorical_size, f"variable {variable} of group {group} (categorical_size)"
+            if (not isinstance(labels, list) or not labels or len(set(labels)) != len(labels)
+                    or not all(isinstance(label, str) and label for label in labels)):
+                raise ValueError(f"{where}: labels must be a non-empty list of distinct label names, got {labels!r}.")
+            if not isinstance(supervised, bool):
+                raise ValueError(f"{where}: supervised must be true or false, got {supervised!r}.")
+            if supervised and len(labels) > size:
+                raise ValueError(f"{where} has {len(labels)} labels but {latent} takes {size} values; raise it to at "
+                                 f"least {len(labels)}.")
+            identity = {label: [index] for index, label in enumerate(labels)}
+            values = spec.get("values", identity if supervised else None)
+            if not isinstance(values, dict) or set(values) != set(labels):
+                raise ValueError(f"{where}: values must map each label of {labels} to a list of latent values, got "
+                                 f"{values!r}.")
+            values = {label: values[label] for label in labels}
+            flat = [v for vs in values.values() for v in (vs if isinstance(vs, list) else [None])]
+            if any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < size for v in flat) or (
+                    len(set(flat)) != len(flat)):
+                raise ValueError(f"{where}: values must hold distinct integers in [0, {size}) (each latent value "
+                                 f"under one label at most), got {values!r}.")
+            if supervised and values != identity:
+                raise ValueError(f"{where}: a supervised attribute maps label i to latent value i ({identity}), got "
+                                 f"{values!r}.")
+            if supervised and (group, variable) in tied:
+                raise ValueError(f"{where} and attributes[{tied[group, variable]!r}] supervise the same latent; give "
+                                 "each supervised attribute its own group (or variable).")
+            if supervised:
+                tied[group, variable] = name
+            checked[name] = {"group": group, "variable": variable, "labels": list(labels), "supervised": supervised,
+                             "values": {label: list(vs) for label, vs in values.items()}}
+        return checked
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):

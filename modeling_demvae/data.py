@@ -21,11 +21,17 @@ import torch
 from datasets import Dataset, DatasetDict, load_dataset
 
 from .modeling_demvae import IGNORE_INDEX
-from .synthetic import synthetic_corpus
+from .synthetic import MODE_NAMES, synthetic_corpus
 
 SPLIT_NAMES = {"train": "train", "valid": "validation", "validation": "validation", "dev": "validation", "test": "test"}
 BUILTIN_CORPORA = ("ptb", "daily_dialog")  # read from the data folder; "synthetic" is generated
 LABEL_COLUMNS = ("act", "emotion", "mode")  # label columns a corpus may carry (DailyDialog; the synthetic modes)
+# the names of their values (DailyDialog's, spec section 7; the synthetic sentence types)
+LABEL_NAMES = {
+    "act": {1: "inform", 2: "question", 3: "directive", 4: "commissive"},
+    "emotion": {0: "no emotion", 1: "anger", 2: "disgust", 3: "fear", 4: "happiness", 5: "sadness", 6: "surprise"},
+    "mode": dict(enumerate(MODE_NAMES)),
+}
 TABLE_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv"}
 logger = logging.getLogger(__name__)
 
@@ -272,6 +278,45 @@ def _hub_corpus(name: str, text_column: str) -> DatasetDict:
     return _with_text_column(corpus, text_column, f"Hub dataset {name}")
 
 
+# ----- labels -----
+
+
+def label_names(column: str, values) -> dict:
+    """Value -> name of a label column's labels: the known names of DailyDialog's and the synthetic corpus's columns
+    (all of them, so that label ids do not depend on the sample), else each distinct value as its own name, sorted.
+    Missing values (None) are unlabelled rows."""
+    distinct = sorted({value for value in values if value is not None}, key=lambda value: (str(type(value)), value))
+    known = LABEL_NAMES.get(column)
+    if known is None:
+        return {value: str(value) for value in distinct}
+    unknown = [value for value in distinct if value not in known]
+    if unknown:
+        raise ValueError(f"label column {column!r} holds {unknown[:5]}, which are none of its labels {known}.")
+    return dict(known)
+
+
+def with_attribute_labels(dataset: Dataset, columns: Sequence[str], names: dict[str, dict], *,
+                          labelled_fraction: float = 1.0, seed: int = 0) -> Dataset:
+    """`dataset` with an "attribute_labels" column: per row, each label column's label id (the value's position in
+    `names[column]`, see `label_names`), -100 where the value is missing. With `labelled_fraction` < 1 only that share
+    of the rows, chosen by `seed`, keeps its labels (semi-supervised training); the others get -100 throughout."""
+    if not 0 < labelled_fraction <= 1:
+        raise ValueError(f"labelled_fraction must lie in (0, 1], got {labelled_fraction}.")
+    rows = np.full((len(dataset), len(columns)), IGNORE_INDEX, dtype=np.int64)
+    for index, column in enumerate(columns):
+        if column not in dataset.column_names:
+            raise ValueError(f"the corpus has no label column {column!r}; its columns are {dataset.column_names}.")
+        ids = {value: position for position, value in enumerate(names[column])}
+        for row, value in enumerate(dataset[column]):
+            if value is not None and value not in ids:
+                raise ValueError(f"label column {column!r}, row {row}: {value!r} is none of its labels {list(ids)}.")
+            rows[row, index] = IGNORE_INDEX if value is None else ids[value]
+    if labelled_fraction < 1:
+        kept = round(labelled_fraction * len(dataset))
+        rows[np.random.default_rng(seed).permutation(len(dataset))[kept:]] = IGNORE_INDEX
+    return dataset.add_column("attribute_labels", rows.tolist())
+
+
 # ----- tokenizing and batching -----
 
 
@@ -393,13 +438,16 @@ class LengthBucketBatchSampler:
 __all__ = [
     "IGNORE_INDEX",
     "LABEL_COLUMNS",
+    "LABEL_NAMES",
     "LengthBucketBatchSampler",
     "PaddingCollator",
     "daily_dialog_corpus",
     "default_data_dir",
+    "label_names",
     "load_corpus",
     "read_sentences",
     "sentence_ids",
     "text_files_corpus",
     "tokenize_corpus",
+    "with_attribute_labels",
 ]

@@ -15,6 +15,7 @@ from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput, can_return_tuple
 
+from .attributes import IGNORE_INDEX, attribute_latents, attribute_loss, with_fixed_variables
 from .configuration_demvae import DEMVAEConfig
 from .networks import (
     DEMVAEPosterior,
@@ -28,15 +29,14 @@ from .networks import (
 )
 from .priors import PRIOR_CLASSES, GaussianMixturePrior, checked_components
 
-IGNORE_INDEX = -100
-
 
 @dataclass
 class DEMVAEOutput(ModelOutput):
     """Loss terms are per-sentence batch means in nats, summed over groups; `elbo` is the usual negative number.
 
     `latent` is the decoder's conditioning vector, (B, D), or (B, S, D) with S > 1 posterior samples.
-    `cache` is the decoder's GRU state, (1, B, H), during generation.
+    `cache` is the decoder's GRU state, (1, B, H), during generation. `attribute_loss` (with `attribute_labels`) is
+    the supervised attributes' cross-entropy, included in `loss` with `config.attribute_loss_weight`.
     """
 
     loss: torch.Tensor | None = None
@@ -53,6 +53,7 @@ class DEMVAEOutput(ModelOutput):
     posterior_mean: torch.Tensor | None = None
     posterior_logvar: torch.Tensor | None = None
     cache: torch.Tensor | None = None
+    attribute_loss: torch.Tensor | None = None
 
 
 def repeat_rows(x: torch.Tensor, times: int) -> torch.Tensor:
@@ -256,6 +257,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         kl_weight: float | None = None,
         posterior_noise: dict[str, torch.Tensor] | None = None,
         aggregate_component_probs: torch.Tensor | None = None,
+        attribute_labels: torch.LongTensor | None = None,
         **kwargs,
     ) -> DEMVAEOutput:
         r"""
@@ -271,6 +273,8 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         slice's mean of q(c|x), whose value is the global q_bar and whose gradient is m's. A term F(q_bar) thus has
         the gradient F'(q_bar) dm (the surrogate sum_i <dF/dq_i, q_i> at the global q_bar), and the slices' mean of
         dm is dq_bar: F'(q_bar) dq_bar, the larger batch's gradient by the chain rule.
+        `attribute_labels` (B, len(config.attributes)): label ids of the supervised attributes, -100 where a sentence
+        is unlabelled; their cross-entropy (see `attributes.attribute_loss`) is added to the loss, not annealed.
 
         With `latent` (B, D): decode only, from `cache` (the GRU state) when given; this is what `generate` calls.
         `attention_mask` then covers the cached and the new tokens; padded positions leave the state as it is.
@@ -281,7 +285,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
             return self._decode(input_ids, latent, cache, use_cache, attention_mask)
         check_input_ids(input_ids)
         config, batch, samples = self.config, input_ids.shape[0], self.config.num_posterior_samples
-        self._check_batch_inputs(batch, posterior_noise, aggregate_component_probs)
+        self._check_batch_inputs(batch, posterior_noise, aggregate_component_probs, attribute_labels)
         packed, lengths, order = real_tokens_first(input_ids, mask_from(input_ids, attention_mask, config.pad_token_id))
         # position t predicts token t + 1 of the sentence: shifting the labels (not the logits) spares a copy of the
         # logits; targets are built in the sentence's own order, then put back at the input's positions
@@ -318,9 +322,14 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
             + (1.0 - config.dispersion_weight) * terms["dispersion"].mean()
         )
         elbo = -(nll + terms["zkl"] + terms["dispersion"] + terms["ckl"])
+        loss = nll.mean() + weight * regularizer
+        supervised = None
+        if attribute_labels is not None:
+            supervised = attribute_loss(config, posterior, attribute_labels.to(input_ids.device))
+            loss = loss + config.attribute_loss_weight * supervised
         latent, logits = latent.view(batch, samples, -1), logits.view(batch, samples, *logits.shape[1:])
         return DEMVAEOutput(
-            loss=nll.mean() + weight * regularizer,
+            loss=loss,
             logits=logits[:, 0],
             nll=nll.mean(),
             zkl=terms["zkl"].mean(),
@@ -333,15 +342,20 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
             latent=latent[:, 0] if samples == 1 else latent,
             posterior_mean=posterior.mean,
             posterior_logvar=posterior.logvar,
+            attribute_loss=supervised,
         )
 
-    def _check_batch_inputs(self, batch_size: int, posterior_noise, aggregate_component_probs) -> None:
+    def _check_batch_inputs(self, batch_size: int, posterior_noise, aggregate_component_probs,
+                            attribute_labels) -> None:
         if posterior_noise is not None:
             expected = self.posterior_noise_shapes(batch_size)
             given = {name: tuple(value.shape) for name, value in posterior_noise.items()}
             if given != expected:
                 raise ValueError(f"posterior_noise must hold {expected} for this batch of {batch_size} "
                                  f"(see posterior_noise()), got {given}.")
+        if attribute_labels is not None and not self.config.attributes:
+            raise ValueError("attribute_labels needs attributes in the config (DEMVAEConfig.attributes, or `demvae "
+                             "train --supervise COLUMN`); this model has none.")
         if aggregate_component_probs is not None:
             expected = (self.config.num_groups, self.config.num_components)
             if not self.config.has_discrete_latent:
@@ -362,10 +376,20 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
     # ----- generation -----
 
     @torch.no_grad()
-    def sample_prior(self, num_samples: int, component=None, *, generator: torch.Generator | None = None):
+    def sample_prior(self, num_samples: int, component=None, *, attributes: dict | None = None,
+                     generator: torch.Generator | None = None):
         """Decoder latents drawn from the prior, from one component (an int when G = 1, else one index per group)
-        or, with `component=None`, from the whole mixture: (num_samples, D)."""
+        or, with `component=None`, from the whole mixture: (num_samples, D). `attributes` ({"act": "question"})
+        fixes each named attribute's latent to its label's value (drawn uniformly among several) and draws the
+        rest from the prior."""
         config = self.config
+        if attributes is not None:
+            if component is not None:
+                raise ValueError("pass either component= or attributes=, not both: attributes= fixes the attributes' "
+                                 "latents and draws the other groups from the prior.")
+            component, fixed_variables = attribute_latents(config, attributes, num_samples, generator=generator)
+            return with_fixed_variables(config, self.sample_prior(num_samples, component, generator=generator),
+                                        fixed_variables)
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
         if component is not None and not config.has_discrete_latent:
@@ -387,8 +411,11 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         return torch.cat(parts, dim=-1)
 
     @torch.no_grad()
-    def generate(self, inputs=None, *, component=None, num_samples: int | None = None, latent=None, **kwargs):
-        """Sentences decoded from latents: given ones, or drawn from `component` (or the whole mixture).
+    def generate(self, inputs=None, *, component=None, attributes: dict | None = None, num_samples: int | None = None,
+                 latent=None, **kwargs):
+        """Sentences decoded from latents: given ones, or drawn from `component`, from `attributes` ({"act":
+        "question"}: the attributes' latents fixed, the rest from the prior; see `sample_prior`), or from the whole
+        mixture.
 
         A prompt (`inputs` or `input_ids=`, left-padded with its `attention_mask` when rows differ in length) is
         continued; without one each sentence starts with `<s>`. Drawn latents: one per prompt row, or
@@ -398,7 +425,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         default; `do_sample`, `top_k`, `top_p`, `num_beams`, `max_new_tokens`, ...).
         """
         if "generate_kwargs" in kwargs:  # text-generation pipelines pass their documented dict as one keyword
-            named = {"component": component, "num_samples": num_samples, "latent": latent}
+            named = {"component": component, "attributes": attributes, "num_samples": num_samples, "latent": latent}
             named = {key: value for key, value in named.items() if value is not None}
             return self.generate(inputs, **named, **(kwargs.pop("generate_kwargs") or {}), **kwargs)
         if inputs is not None and kwargs.get("input_ids") is not None:
@@ -408,8 +435,8 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         if prompt is not None:
             check_input_ids(prompt, name="the prompt (input_ids)")
         if latent is not None:
-            if component is not None:
-                raise ValueError("pass either latent= or component=, not both.")
+            if component is not None or attributes is not None:
+                raise ValueError("pass either latent= or component= / attributes=, not both.")
             if num_samples is not None and num_samples != latent.shape[0]:
                 raise ValueError(f"num_samples={num_samples} but latent has {latent.shape[0]} rows.")
             if latent.dim() != 2 or latent.shape[1] != self.config.decoder_latent_size:
@@ -420,7 +447,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         else:
             rows = num_samples if num_samples is not None else 1 if prompt is None else prompt.shape[0]
             draws = self._latents_per_sequence(kwargs)
-            latent = self.sample_prior(rows * draws, component)
+            latent = self.sample_prior(rows * draws, component, attributes=attributes)
         if prompt is None:
             prompt = torch.full((rows, 1), self.config.bos_token_id, device=self.device)
         elif prompt.shape[0] not in (1, rows):

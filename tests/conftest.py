@@ -1,3 +1,4 @@
+import json
 import os
 import textwrap
 from pathlib import Path
@@ -127,3 +128,29 @@ def tiny_trainer(tmp_path, model_settings=None, **overrides):
                                              max_sentence_length=16, **(model_settings or {})))
     args = TrainingArguments(output_dir=str(tmp_path), batch_size=8, report_to="none", **overrides)
     return DEMVAETrainer(model, tokenizer, data["train"], data["validation"], args), model
+
+
+# ----- attributes -----
+
+
+@pytest.fixture(scope="module")
+def labelled_corpus(tmp_path_factory) -> str:
+    """A .jsonl corpus with the synthetic corpus's known "mode" labels."""
+    split = synthetic_corpus(num_train=240, num_valid=0, num_test=0, seed=2)["train"]
+    path = tmp_path_factory.mktemp("labelled") / "train.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "mode": m}) + "\n" for t, m in zip(split["text"], split["mode"])))
+    return str(path)
+
+
+def sharp_prior(model):
+    """Component means far apart and variances ~0: a sampled z_g is its component's mean, which names it."""
+    with torch.no_grad():
+        model.prior.means.copy_(torch.arange(model.prior.means.numel(), dtype=torch.float).view_as(model.prior.means))
+        model.prior.log_variances.fill_(-40.0)
+    return model
+
+
+def components_of(model, latent: torch.Tensor) -> torch.Tensor:
+    """(n, G) component index of each group's z (the nearest mean)."""
+    z = latent.view(latent.shape[0], model.config.num_groups, 1, model.config.latent_size)
+    return (z - model.prior.means.unsqueeze(0)).norm(dim=-1).argmin(-1)

@@ -72,7 +72,9 @@ def test_every_preset_builds_its_model_and_training_arguments():
     presets = sorted(PRESET_DIR.glob("*.json"))
     variants = {"vae": "vae", "di-vae": "discrete", "semi-vae": "semi", "semi-vae-mi": "semi", "gm-vae": "dem",
                 "gm-vae-mi": "dem", "dgm-vae": "dem", "dgm-vae-mi": "dem", "rnnlm": "rnnlm"}
-    assert {p.stem for p in presets} == {f"{d}-{v}" for d in ("ptb", "dailydialog") for v in variants}
+    supervised = {"dailydialog-dgm-vae-mi-act": ["act"]}
+    assert {p.stem for p in presets} == {f"{d}-{v}" for d in ("ptb", "dailydialog") for v in variants} | set(supervised)
+    variants["dgm-vae-mi-act"] = "dem"
     for path in presets:
         settings = load_preset(path.stem)
         config = DEMVAEConfig(**{k: v for k, v in settings.items() if k in DEMVAEConfig.__annotations__})
@@ -80,7 +82,8 @@ def test_every_preset_builds_its_model_and_training_arguments():
         dataset, name = path.stem.split("-", 1)
         assert config.variant == variants[name]
         if name.startswith(("gm", "dgm", "semi")):
-            assert config.use_mutual_information == name.endswith("-mi")
+            assert config.use_mutual_information == ("-mi" in name)
+        assert settings.get("supervise") == supervised.get(path.stem)
         if config.variant == "dem":
             expected_beta = 0.0 if name.startswith("gm") else {"ptb": 0.8, "dailydialog": 0.7}[dataset]
             assert config.dispersion_weight == expected_beta

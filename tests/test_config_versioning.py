@@ -19,12 +19,13 @@ SHAPE_FIELDS = {
     "num_groups", "num_components", "latent_size", "variant", "concat_latent_to_inputs", "tie_word_embeddings",
     "prior_family",
 }
-DEFAULTS = {field.name: field.default for field in dataclasses.fields(DEMVAEConfig) if field.name in
-            DEMVAEConfig.__annotations__}
+DEFAULTS = {field.name: field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+            for field in dataclasses.fields(DEMVAEConfig) if field.name in DEMVAEConfig.__annotations__}
 # values unlike the defaults, so that a loaded default cannot be mistaken for the saved value
 SAVED = dict(dispersion_weight=0.5, use_mutual_information=False, kl_annealing=False, kl_annealing_slope=0.01,
              kl_annealing_midpoint=100, dropout=0.1, num_posterior_samples=2, gumbel_temperature=0.5,
-             max_sentence_length=12, initializer_range=0.05, unk_token_id=4, use_cache=False, deterministic_eval=True)
+             max_sentence_length=12, initializer_range=0.05, unk_token_id=4, use_cache=False, deterministic_eval=True,
+             attribute_loss_weight=0.5, attributes={"act": {"group": 1, "labels": ["inform", "question"]}})
 
 
 @pytest.fixture(scope="module")

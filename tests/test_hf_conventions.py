@@ -127,8 +127,8 @@ def test_text_generation_pipeline(model, tokenizer, monkeypatch):
     text is the decoded `generate` of the same prompts from the latents the pipeline's call drew."""
     drawn = []
     sample_prior = model.sample_prior
-    monkeypatch.setattr(model, "sample_prior", lambda n, component=None: drawn.append((component, sample_prior(
-        n, component))) or drawn[-1][1])
+    monkeypatch.setattr(model, "sample_prior", lambda n, component=None, **options: drawn.append((
+        component, sample_prior(n, component, **options))) or drawn[-1][1])
     generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
     component = [1, 2, 0]
     options = dict(max_new_tokens=5, min_new_tokens=5)

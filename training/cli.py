@@ -12,6 +12,7 @@ COMMANDS = {
     "generate": "generate",
     "evaluate": "evaluate",
     "inspect": "inspect_model",
+    "label-components": "label_components",
     "push": "push",
     "reproduce": "reproduce",
 }

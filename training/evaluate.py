@@ -10,6 +10,7 @@ with homogeneity, completeness and NMI of the argmax components.
   demvae evaluate out/model --test-file test.txt --train-file train.txt --rppl-preset quick --output eval.json
   demvae evaluate out/model --dataset ptb --metrics ceiling --output ptb-ceiling.json   # real sentences' rPPL
   demvae evaluate out/model --dataset ptb --resume              # continue where an interrupted one stopped
+  demvae evaluate out/model --dataset daily_dialog --metrics control --control-samples 200   # generation by label
 
 JSON keys (where measured): elbo, nll, ppl (nats per sentence; per-token perplexity, </s> counted), rppl, bleu
 and sacrebleu (0-100), wkl (KL(generated || train) of unigrams, add-one smoothing), homogeneity / completeness /
@@ -20,7 +21,12 @@ component to its nearest neighbour, same units; low when some components merged)
 "settings" (its mixed_precision: what the NLL, the samples and the rPPL language models ran in, auto resolved);
 beside them details such as rppl_valid_ppl, unseen_test_token_rate (test tokens never generated: they keep the
 language model's softmax probability, not <unk>'s) and mi_total. With --metrics
-ceiling: ceiling (the rPPL keys of the language model trained on real sentences).
+ceiling: ceiling (the rPPL keys of the language model trained on real sentences). For a model with attributes
+(`demvae train --supervise`, `demvae label-components`) whose label columns the corpus has: control_accuracy
+(attribute -> macro accuracy over its labels of a classifier reading back the label of --control-samples sentences
+generated per label), control_per_label ("attribute: label" -> accuracy) and control_ceiling (attribute -> the
+classifier's accuracy on the real test sentences). The classifier, a bag-of-n-grams logistic regression trained on
+the real training sentences, is cached in --classifier-cache.
 
 The evaluation keeps what it has finished in OUTPUT.partial (the NLL in chunks of 200 test sentences, chunk i
 seeded with --seed + i; the rPPL language models after each epoch; each other metric group as a whole), so that
@@ -39,6 +45,7 @@ import torch
 import transformers
 
 from modeling_demvae import data, metrics
+from modeling_demvae.metrics.control import cached_classifier, control_accuracy, default_cache_dir
 from modeling_demvae.metrics.reverse_ppl import RPPL_PRESETS
 
 from .checks import checked_output_file, device, number
@@ -47,7 +54,7 @@ from .precision import MIXED_PRECISION, autocast, resolve_mixed_precision
 
 POSITIVE = number(int, minimum=1)
 
-METRIC_NAMES = ("nll", "rppl", "bleu", "wkl", "homogeneity", "collapse", "ceiling")
+METRIC_NAMES = ("nll", "rppl", "bleu", "wkl", "homogeneity", "collapse", "control", "ceiling")
 DEFAULT_METRICS = METRIC_NAMES[:-1]  # the ceiling describes the corpus, not the model
 NLL_CHUNK = 200  # test sentences per NLL chunk: an interrupted evaluation loses at most one chunk
 LANGUAGE_MODELS = ("rppl", "ceiling")  # the rPPL language models, checkpointed after each epoch
@@ -74,6 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rppl-max-epochs", type=POSITIVE, default=30,
                         help="epochs at most of the rPPL language model, which stops early on its validation "
                              "perplexity (30)")
+    parser.add_argument("--control-samples", type=POSITIVE, default=100,
+                        help="sentences generated per label for the control accuracy (100)")
+    parser.add_argument("--classifier-cache", default=None,
+                        help=f"folder of the control accuracy's cached classifiers (default {default_cache_dir()}, "
+                             "or $DEMVAE_CACHE/classifiers)")
     parser.add_argument("--max-sentences", type=POSITIVE, help="evaluate on the first N test sentences only")
     parser.add_argument("--batch-tokens", type=POSITIVE, default=16384,
                         help="padded tokens per decoder call in the NLL (memory ~ this x vocabulary size floats)")
@@ -121,6 +133,7 @@ def evaluation_settings(args, config, num_test: int, rppl_samples: tuple[int, in
         "rppl_samples": list(rppl_samples), "rppl_max_epochs": args.rppl_max_epochs,
         "wkl_smoothing": "add-one over the union of words",
         "seed": args.seed, "variant": config.variant, "metrics": sorted(args.metrics),
+        "control_samples": args.control_samples,
     }
 
 
@@ -221,6 +234,12 @@ def evaluate(model, tokenizer, splits: dict, args, progress_path: Path | None = 
         state.run("bleu", lambda: metrics.reconstruction_bleu(model, test, tokenizer=tokenizer))
     if config.has_discrete_latent and requested & {"homogeneity", "collapse"}:
         state.run("posterior", lambda: posterior_metrics(model, test, test_split, requested, args.labels, progress))
+    attributes = control_attributes(config, splits)
+    if "control" in requested and attributes:
+        state.run("control", lambda: control_metrics(model, tokenizer, splits, attributes, args))
+    elif "control" in requested and config.attributes:
+        print(f"control: skipped, the corpus has none of the model's attribute columns {list(config.attributes)} in "
+              "its train and test splits.")
     if "ceiling" in requested:
         with autocast(precision, model.device):
             state.run("ceiling", lambda: {"ceiling": metrics.reverse_perplexity_ceiling(
@@ -247,6 +266,39 @@ def sample_metrics(model, tokenizer, splits, test, requested, sample_counts, lm_
             results["wkl"] = metrics.unigram_kl(generated, train, ignore=special)
         else:  # a model that ends every sentence at once (untrained): no word distribution to compare
             results["wkl"] = math.nan
+    return results
+
+
+def control_attributes(config, splits) -> list[str]:
+    """The model's attributes whose label column the training and test sentences both carry."""
+    if "train" not in splits:
+        return []
+    return [name for name in config.attributes
+            if name in splits["train"].column_names and name in splits["test"].column_names]
+
+
+def named_labels(split, column: str, names: dict) -> tuple[list[str], list[str]]:
+    """The labelled sentences of a split and their label names."""
+    rows = [(text, names[value]) for text, value in zip(split["text"], split[column], strict=True) if value is not None]
+    return [text for text, _ in rows], [label for _, label in rows]
+
+
+def control_metrics(model, tokenizer, splits, attributes: list[str], args) -> dict:
+    """Control accuracy per attribute, with the classifier's accuracy on the real test sentences (its ceiling)."""
+    results = {"control_accuracy": {}, "control_per_label": {}, "control_ceiling": {}}
+    for name in attributes:
+        labels = model.config.attributes[name]["labels"]
+        names = data.label_names(name, [v for split in ("train", "test") for v in splits[split][name]])
+        unknown = sorted(set(names.values()) - set(labels))
+        if unknown:
+            raise ValueError(f"the corpus's {name!r} labels {unknown} are not among the model's {labels}.")
+        classifier, _ = cached_classifier(*named_labels(splits["train"], name, names), label_names=labels,
+                                          cache_dir=args.classifier_cache)
+        control = control_accuracy(model, tokenizer, classifier, name, num_samples=args.control_samples,
+                                   seed=args.seed)
+        results["control_accuracy"][name] = control["macro"]
+        results["control_ceiling"][name] = classifier.accuracy(*named_labels(splits["test"], name, names))
+        results["control_per_label"].update({f"{name}: {label}": v for label, v in control["per_label"].items()})
     return results
 
 

@@ -55,6 +55,9 @@ METRICS = {
     "component_spread": ("component_spread", "Component spread (pooled std)"),
     "component_separation": ("component_separation", "Nearest-component distance (pooled std)"),
     "dispersion": ("dispersion", "Dispersion L_d"),
+    "control_accuracy": ("control_accuracy", "Control accuracy, macro over labels"),
+    "control_per_label": ("control_accuracy_per_label", "Control accuracy"),
+    "control_ceiling": ("control_classifier_accuracy", "Control classifier accuracy on real test sentences (ceiling)"),
 }
 SUMMED_OVER_GROUPS = ("mi",)
 
@@ -179,6 +182,12 @@ def usage_snippets(repo_id: str, config: DEMVAEConfig) -> tuple[str, str]:
         )
     else:
         sampling = "ids = model.generate(num_samples=3)\nprint(tokenizer.batch_decode(ids, skip_special_tokens=True))"
+    for name, spec in config.attributes.items():  # generation by label, with the first label that has a latent value
+        label = next((label for label in spec["labels"] if spec["values"][label]), None)
+        if label is not None:
+            sampling += (f"\nids = model.generate(attributes={{{name!r}: {label!r}}}, num_samples=3)  # labels: "
+                         f"{', '.join(spec['labels'])}\nprint(tokenizer.batch_decode(ids, skip_special_tokens=True))")
+            break
     package = (
         "from transformers import AutoTokenizer\n\nfrom modeling_demvae import DEMVAEForGeneration\n\n"
         f"model = DEMVAEForGeneration.from_pretrained({repo_id!r})\n"

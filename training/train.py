@@ -15,6 +15,8 @@ examples:
   demvae train --init-from runs/ptb --dataset new_corpus.txt --output-dir runs/tuned
   accelerate launch --multi_gpu --num_processes 2 -m demvae train --config ptb-dgm-vae-mi
   demvae train --init-from runs/ptb --dataset new_corpus.txt --kl-annealing-start 0   # with a new KL warm-up
+  demvae train --config dailydialog-dgm-vae-mi --supervise act emotion   # act tied to group 0's c, emotion to 1's
+  demvae train --supervise mode --labelled-fraction 0.1   # the synthetic modes, semi-supervised (10% labelled)
 """
 
 import argparse
@@ -33,7 +35,7 @@ from transformers.utils import logging as hf_logging
 
 from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer
 from modeling_demvae.configuration_demvae import PRIOR_FAMILIES, VARIANTS
-from modeling_demvae.data import load_corpus, text_files_corpus, tokenize_corpus
+from modeling_demvae.data import label_names, load_corpus, text_files_corpus, tokenize_corpus, with_attribute_labels
 
 from .checks import check_number, number
 from .finetuning import base_kl_annealing_step, base_model_origin, load_for_finetuning
@@ -45,10 +47,11 @@ from .trainer import SELECTION_METRICS, DEMVAETrainer, TrainingArguments
 
 PRESET_DIR = Path(str(resources.files("demvae.configuration")))  # the repository's configuration/, installed
 SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id")  # fixed by the tokenizer
-MODEL_FIELDS = tuple(name for name in DEMVAEConfig.__annotations__ if name not in SPECIAL_IDS)
+DERIVED_FIELDS = (*SPECIAL_IDS, "attributes")  # attributes: from --supervise and the corpus's labels
+MODEL_FIELDS = tuple(name for name in DEMVAEConfig.__annotations__ if name not in DERIVED_FIELDS)
 TRAINING_FIELDS = tuple(f.name for f in fields(TrainingArguments))
 DATA_FIELDS = {"dataset": str, "text_column": str, "data_dir": str, "validation_fraction": float, "min_frequency": int,
-               "num_threads": int}
+               "num_threads": int, "supervise": list, "supervise_groups": list, "labelled_fraction": float}
 PRESET_KEYS = (*MODEL_FIELDS, *TRAINING_FIELDS, *DATA_FIELDS)
 SETTING_TYPES = {**{name: DEMVAEConfig.__annotations__[name] for name in MODEL_FIELDS},
                  **{item.name: item.type for item in fields(TrainingArguments)}, **DATA_FIELDS}
@@ -67,7 +70,7 @@ CHOICES = {"variant": {"choices": VARIANTS}, "prior_family": {"choices": PRIOR_F
            "mixed_precision": {"choices": MIXED_PRECISION}, "selection_metric": {"choices": tuple(SELECTION_METRICS)},
            "report_to": {"choices": ("auto", "tensorboard", "none")}}
 DEFAULTS = {"dataset": "synthetic", "text_column": "text", "validation_fraction": 0.05, "min_frequency": 1,
-            "output_dir": "demvae-output"}
+            "output_dir": "demvae-output", "labelled_fraction": 1.0}
 
 
 def docstring_arguments(cls) -> dict[str, str]:
@@ -106,6 +109,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Share of the training text held out for validation when the corpus has no validation "
                            "split (default: 0.05).")
     data.add_argument("--min-frequency", type=int, help="Fewest occurrences for a word to enter the vocabulary.")
+    data.add_argument("--supervise", nargs="+", metavar="COLUMN",
+                      help="Label columns to train as attributes (DailyDialog: act, emotion; the synthetic corpus: "
+                           "mode): the i-th is tied to group i's component c_i (see --supervise-groups), which gets a "
+                           "cross-entropy term toward the label (--attribute-loss-weight); then "
+                           "generate(attributes={COLUMN: label}) fixes it.")
+    data.add_argument("--supervise-groups", nargs="+", type=number(int, minimum=0), metavar="GROUP",
+                      help="The group of each --supervise column (default: 0, 1, ...).")
+    data.add_argument("--labelled-fraction", type=float,
+                      help="Share of the training sentences that keep their labels, chosen with --seed; the others "
+                           "train unlabelled (semi-supervised; default 1).")
 
     model = parser.add_argument_group("model (any DEMVAEConfig field; --vocab-size caps the vocabulary)")
     helps = docstring_arguments(DEMVAEConfig)
@@ -190,6 +203,13 @@ def check_data_settings(settings: dict) -> None:
     """The corpus and thread settings in range, before any work (the model's and training's check themselves)."""
     check_number("validation_fraction", settings["validation_fraction"], above=0, below=1)
     check_number("min_frequency", settings["min_frequency"], integer=True, minimum=1)
+    check_number("labelled_fraction", settings["labelled_fraction"], above=0, maximum=1)
+    columns, groups = settings.get("supervise") or [], settings.get("supervise_groups")
+    if groups is not None and len(groups) != len(columns):
+        raise ValueError(f"--supervise-groups gives {len(groups)} group(s) for {len(columns)} --supervise column(s); "
+                         "give one group per column.")
+    if len(set(columns)) != len(columns) or not all(isinstance(column, str) for column in columns):
+        raise ValueError(f"--supervise must name distinct label columns, got {columns}.")
     if settings.get("num_threads") is not None:
         check_number("num_threads", settings["num_threads"], integer=True, minimum=1)
 
@@ -230,9 +250,41 @@ def load_training_corpus(args, settings):
     return corpus
 
 
-def build_model(args, settings, corpus):
+def supervised_labels(settings, corpus) -> dict[str, dict]:
+    """Each --supervise column's labels (value -> name, as `data.label_names` names them), over all splits."""
+    labels = {}
+    for column in settings.get("supervise") or []:
+        missing = [name for name, split in corpus.items() if column not in split.column_names]
+        if missing:
+            raise ValueError(f"--supervise {column}: the {missing[0]} split has no such column; its columns are "
+                             f"{corpus[missing[0]].column_names}.")
+        labels[column] = label_names(column, [value for split in corpus.values() for value in split[column]])
+    return labels
+
+
+def supervised_attributes(settings, labels: dict[str, dict]) -> dict:
+    """`DEMVAEConfig.attributes` for the --supervise columns: column i tied to group i's component, or to its
+    --supervise-groups entry."""
+    groups = settings.get("supervise_groups") or list(range(len(labels)))
+    return {column: {"group": group, "variable": None, "labels": list(names.values()), "supervised": True}
+            for (column, names), group in zip(labels.items(), groups, strict=True)}
+
+
+def labelled_data(data, settings, labels: dict[str, dict], config):
+    """The tokenized splits with the --supervise columns as "attribute_labels", in the order of the model's
+    attributes (the training split's thinned to --labelled-fraction)."""
+    for name in data if labels else ():
+        fraction = settings["labelled_fraction"] if name == "train" else 1.0
+        data[name] = with_attribute_labels(data[name], list(config.attributes), labels, labelled_fraction=fraction,
+                                           seed=settings.get("seed", 0))
+    return data
+
+
+def build_model(args, settings, corpus, labels: dict[str, dict]):
     """A fresh model and a tokenizer built from the training split, or a saved one to fine-tune."""
     model_settings = {k: v for k, v in settings.items() if k in MODEL_FIELDS}
+    if labels:
+        model_settings["attributes"] = supervised_attributes(settings, labels)
     max_vocab = model_settings.pop("vocab_size", 10_000)
     if args.init_from:
         explicit = {k for k, v in vars(args).items() if k in MODEL_FIELDS and v is not None}
@@ -272,8 +324,10 @@ def run(args: argparse.Namespace) -> int:
     set_threads(settings)
     try:
         corpus = load_training_corpus(args, settings)
-        model, tokenizer = build_model(args, settings, corpus)
-        data = tokenize_corpus(corpus, tokenizer, max_length=model.config.max_sentence_length)
+        labels = supervised_labels(settings, corpus)
+        model, tokenizer = build_model(args, settings, corpus, labels)
+        data = labelled_data(tokenize_corpus(corpus, tokenizer, max_length=model.config.max_sentence_length),
+                             settings, labels, model.config)
         trainer = DEMVAETrainer(model, tokenizer, data["train"], data["validation"], training_args,
                                 data_sources=data_sources(args, settings), origin=origin)
         if args.init_from and trainer.accelerator.is_main_process:

@@ -13,7 +13,8 @@ processes and the gradient-accumulation micro-batches, and the step is the same 
 statistic of the loss (q_bar(c), the batch mean of q(c|x) in agg_ckl and mi) is taken over the whole batch by an
 encoder-only pass without gradients, and each sentence's sampling noise is its row of the whole batch's noise,
 drawn on every process from a generator seeded by the seed and the step. Dropout masks are the one thing that
-depends on the split.
+depends on the split. Datasets with an "attribute_labels" column (`data.with_attribute_labels`) train the supervised
+attributes too; their term is a per-sentence mean like the others, so it needs no batch statistic.
 """
 
 import json
@@ -48,7 +49,7 @@ from .checkpoints import (
 from .checks import check_number
 from .loading import RUN_SUMMARY, model_files
 from .precision import resolve_mixed_precision
-from .runs import check_output_dir, ctrl_c_between_steps, run_settings, setting_differences
+from .runs import check_output_dir, ctrl_c_between_steps, ids_record, run_settings, setting_differences
 
 LOGGED_TERMS = ("loss", "nll", "zkl", "dispersion", "agg_ckl", "mi", "elbo")
 SELECTION_METRICS = {"elbo": +1, "loss": -1}  # validation ELBO is maximized, the training objective minimized
@@ -233,6 +234,14 @@ class DEMVAETrainer:
         self.collate = PaddingCollator(pad_token_id=self.config.pad_token_id)
         # plain lists: indexing a datasets Column converts from Arrow at every access
         self.train_ids, self.eval_ids = train_dataset["input_ids"][:], eval_dataset["input_ids"][:]
+        self.train_labels, self.eval_labels = (
+            dataset["attribute_labels"][:] if "attribute_labels" in dataset.column_names else None
+            for dataset in (train_dataset, eval_dataset))
+        if (self.train_labels is None) != (self.eval_labels is None):
+            raise ValueError("attribute_labels must be in both the training and the validation data, or in neither.")
+        if self.train_labels is not None:
+            self.collate = PaddingCollator(pad_token_id=self.config.pad_token_id, extra_columns=("attribute_labels",))
+        self.logged_terms = LOGGED_TERMS + ("attribute_loss",) * (self.train_labels is not None)
         self.sampler = LengthBucketBatchSampler(
             train_dataset["length"][:], args.batch_size, seed=args.seed, drop_last=True,
             num_shards=processes, shard_index=self.accelerator.process_index,
@@ -246,6 +255,8 @@ class DEMVAETrainer:
         self.state = TrainingState(kl_annealing_start=args.kl_annealing_start)
         self.run_settings = run_settings(self.config, args, self.accelerator.num_processes, self.train_ids,
                                          self.eval_ids, tokenizer, free=FREE_ON_RESUME)
+        if self.train_labels is not None:  # which labels a semi-supervised run hides is part of its trajectory
+            self.run_settings["data"]["attribute_labels"] = ids_record(self.train_labels)
         self.run_settings["training"]["mixed_precision"] = self.accelerator.mixed_precision  # auto resolved: what runs
         self._interrupt_requested = False
 
@@ -261,8 +272,15 @@ class DEMVAETrainer:
         while True:
             self.sampler.set_epoch(self.state.data_epoch)
             for indices in list(self.sampler)[self.state.batch_in_epoch:]:
-                yield self.collate([{"input_ids": self.train_ids[i]} for i in indices])
+                yield self.collate(self._features(self.train_ids, self.train_labels, indices))
             self.state.data_epoch, self.state.batch_in_epoch = self.state.data_epoch + 1, 0
+
+    @staticmethod
+    def _features(ids, labels, indices) -> list[dict]:
+        """The collator's rows: the sentences and, when the data has them, their attribute labels."""
+        if labels is None:
+            return [{"input_ids": ids[i]} for i in indices]
+        return [{"input_ids": ids[i], "attribute_labels": labels[i]} for i in indices]
 
     def _micro_batches(self, batch: dict) -> list[dict]:
         """Split a process's batch into the accumulation micro-batches, each trimmed to its longest sentence."""
@@ -271,7 +289,8 @@ class DEMVAETrainer:
         for start in range(0, len(batch["input_ids"]), size):
             part = {key: value[start: start + size] for key, value in batch.items()}
             longest = int(part["attention_mask"].sum(1).max())
-            parts.append({key: value[:, :longest].to(self.accelerator.device) for key, value in part.items()})
+            parts.append({key: (value if key == "attribute_labels" else value[:, :longest]).to(self.accelerator.device)
+                          for key, value in part.items()})
         return parts
 
     # ----- one optimizer step -----
@@ -282,18 +301,18 @@ class DEMVAETrainer:
         parts = self._micro_batches(next(self._batches))
         noise = self._posterior_noise(parts)
         aggregate = self._aggregate_component_probs(parts)
-        totals = torch.zeros(len(LOGGED_TERMS), device=self.accelerator.device)
+        totals = torch.zeros(len(self.logged_terms), device=self.accelerator.device)
         for index, part in enumerate(parts):
             last = index == len(parts) - 1
             with nullcontext() if last else self.accelerator.no_sync(self.model), self._dropout_stream(index):
                 output = self.model(**part, kl_weight=kl_weight, posterior_noise=noise[index],
                                     aggregate_component_probs=aggregate)
                 self.accelerator.backward(output.loss / len(parts))
-            totals += torch.stack([getattr(output, term).detach().float() for term in LOGGED_TERMS]) / len(parts)
+            totals += torch.stack([getattr(output, term).detach().float() for term in self.logged_terms]) / len(parts)
         totals = self.accelerator.reduce(totals, reduction="mean")  # equal slices: the whole batch's values
         if not torch.isfinite(totals[0]):
-            self._diverged(self.state.step + 1, "the loss is not finite", dict(zip(LOGGED_TERMS, totals.tolist(),
-                                                                                   strict=True)))
+            self._diverged(self.state.step + 1, "the loss is not finite", dict(zip(self.logged_terms, totals.tolist(),
+                                                                                        strict=True)))
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
         fp16 = self.accelerator.mixed_precision == "fp16"
         if not fp16 and not torch.isfinite(grad_norm):  # fp16: the scaler skips the step
@@ -302,7 +321,7 @@ class DEMVAETrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
         self.state.batch_in_epoch += 1
-        return {**dict(zip(LOGGED_TERMS, totals.tolist(), strict=True)), "kl_weight": kl_weight,
+        return {**dict(zip(self.logged_terms, totals.tolist(), strict=True)), "kl_weight": kl_weight,
                 "grad_norm": float(grad_norm), "lr": self.optimizer.param_groups[0]["lr"]}
 
     def _posterior_noise(self, parts: list[dict]) -> list[dict[str, torch.Tensor]]:
@@ -374,23 +393,23 @@ class DEMVAETrainer:
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
-        sums = torch.zeros(len(LOGGED_TERMS) + 1, device=self.accelerator.device)
+        sums = torch.zeros(len(self.logged_terms) + 1, device=self.accelerator.device)
         generator = torch.Generator(self.accelerator.device)
         gathered = []
         for indices in self.eval_batches:
-            batch = self.collate([{"input_ids": self.eval_ids[i]} for i in indices])
+            batch = self.collate(self._features(self.eval_ids, self.eval_labels, indices))
             batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
             generator.manual_seed(stream_seed(self.args.seed, VALIDATION_NOISE, indices[0]))
             noise = model.posterior_noise(len(indices), generator=generator)
             with self.accelerator.autocast():
                 output = model(**batch, kl_weight=1.0, posterior_noise=noise)
-            terms = torch.stack([getattr(output, term).float() for term in LOGGED_TERMS])
+            terms = torch.stack([getattr(output, term).float() for term in self.logged_terms])
             sums += torch.cat((terms * len(indices), terms.new_ones(1) * len(indices)))
             if component_probs and output.component_probs is not None:
                 gathered.append(output.component_probs.float().cpu())
         model.train(was_training)
         sums = self.accelerator.reduce(sums, reduction="sum")
-        metrics = dict(zip(LOGGED_TERMS, (sums[:-1] / sums[-1]).tolist(), strict=True))
+        metrics = dict(zip(self.logged_terms, (sums[:-1] / sums[-1]).tolist(), strict=True))
         if not (component_probs and self.config.has_discrete_latent):
             return metrics, None
         return metrics, torch.cat([probs for part in gather_object([gathered]) for probs in part])
