@@ -8,10 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny_batch, tiny_config, tiny_model, tiny_trainer
+from demvae.hub import render_model_card
 from torch.distributions import Categorical, kl_divergence
 
-from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration
+from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer, metrics
 from modeling_demvae.metrics import sentence_log_likelihoods
+from modeling_demvae.priors import CategoricalMixturePrior
 
 CATEGORICAL = {"prior_family": "categorical", "categorical_size": 3}
 
@@ -163,3 +165,29 @@ def test_training_lowers_the_loss_and_beta_keeps_the_components_apart(tmp_path):
         after[beta] = trainer.evaluate()
         assert after[beta]["loss"] < before - 5.0, (beta, before, after[beta])
     assert after[0.8]["dispersion"] > 1.2 * after[0.0]["dispersion"], after
+
+
+def test_model_card_names_the_family_its_layout_and_its_distance_unit():
+    tokenizer = build_tokenizer(["the cat sat on the mat", "a dog ran home"])
+    model = categorical_model(num_groups=1, vocab_size=len(tokenizer)).float().eval()
+    evaluation = {"component_spread": [0.25], "component_distance": "Jensen-Shannon bits per variable",
+                  "settings": {"dataset": "synthetic"}}
+    text = render_model_card(model, tokenizer, repo_id="user/dcm", evaluations=[evaluation]).text
+    assert "DCM-VAE + MI" in text and "products of categoricals" in text
+    assert "| Categorical variables per group d | 2 |" in text and "| Values per categorical variable V | 3 |" in text
+    assert "Component spread (Jensen-Shannon bits per variable), per group | [0.25" in text
+    assert "model.generate(component=k, num_samples=3)" in text
+
+
+def test_categorical_component_distance_is_jensen_shannon_in_bits_by_hand():
+    """Components [1, 0], [0, 1], [1/2, 1/2] of one binary variable: JS = 1 bit for the disjoint pair, and
+    H(M) - (H(p) + H(q)) / 2 = H(3/4, 1/4) - 1/2 bits between [1/2, 1/2] and either other one."""
+    prior = CategoricalMixturePrior(num_groups=1, num_components=3, latent_size=1, categorical_size=2).double()
+    with torch.no_grad():
+        prior.logits.copy_(torch.tensor([50.0, -50.0, 0.0], dtype=torch.float64).view(1, 3, 1, 1))
+    half = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25)) - 0.5
+    expected = torch.tensor([[0.0, 1.0, half], [1.0, 0.0, half], [half, half, 0.0]], dtype=torch.float64)
+    distances = metrics.component_distances(prior)
+    torch.testing.assert_close(distances[0], expected, atol=1e-9, rtol=0)
+    torch.testing.assert_close(metrics.spread_of(distances), torch.tensor([(1 + 2 * half) / 3], dtype=torch.float64))
+    torch.testing.assert_close(metrics.separation_of(distances), torch.tensor([half], dtype=torch.float64))
