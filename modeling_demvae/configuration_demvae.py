@@ -7,7 +7,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 VARIANTS = ("dem", "vae", "discrete", "semi", "rnnlm")
-PRIOR_FAMILIES = ("gaussian",)
+PRIOR_FAMILIES = ("gaussian", "categorical")
 FLOAT_FIELDS = ("dispersion_weight", "kl_annealing_slope", "dropout", "gumbel_temperature", "initializer_range",
                 "attribute_loss_weight")
 ATTRIBUTE_KEYS = ("group", "variable", "labels", "supervised", "values")
@@ -28,8 +28,12 @@ class DEMVAEConfig(PreTrainedConfig):
         decoder_hidden_size: GRU units in the decoder; must equal `embed_size` when weights are tied.
         num_groups: G, the number of independent mixture groups in the latent.
         num_components: K, the number of mixture components (or discrete codes) per group.
-        latent_size: d, the dimension of each group's continuous latent.
-        prior_family: Exponential family of the mixture components (`"gaussian"`: diagonal Gaussians).
+        latent_size: d, the dimension of each group's continuous latent; for the categorical family, the number of
+            categorical variables per group.
+        prior_family: Exponential family of the mixture components: `"gaussian"` (diagonal Gaussians: GM-VAE,
+            DGM-VAE) or `"categorical"` (d categorical variables of `categorical_size` values per group, the paper's
+            CM-VAE and DCM-VAE; variant `"dem"` only). The decoder then sees z one-hot, laid out (G, d, V).
+        categorical_size: V, the number of values of each categorical variable (categorical family only; >= 2).
         variant: `"dem"` (mixture prior: GM-VAE when `dispersion_weight` is 0, DGM-VAE otherwise), `"vae"`
             (one Gaussian latent with an N(0, I) prior), `"discrete"` (DI-VAE), `"semi"` (semi-VAE: Gaussian and
             discrete latents side by side) or `"rnnlm"` (the decoder alone).
@@ -43,7 +47,8 @@ class DEMVAEConfig(PreTrainedConfig):
         num_posterior_samples: Samples of z per sentence averaged in the reconstruction term.
         deterministic_eval: Whether a model in eval mode reconstructs from the posterior mean of z (and the argmax
             codes) instead of a sample, so that two forward passes agree; training always samples.
-        gumbel_temperature: Gumbel-softmax temperature for discrete codes in training.
+        gumbel_temperature: Gumbel-softmax temperature of the discrete latent in training (the DI-VAE and semi-VAE
+            codes, the categorical family's z).
         max_sentence_length: Longest sentence in tokens, `<s>` and `</s>` included; the default generation length.
         attributes: Label columns tied to discrete latents, name -> `{"group": g, "variable": None, "labels": [...],
             "supervised": bool, "values": {label: [latent values]}}`, kept sorted by name (as config.json keeps
@@ -66,6 +71,7 @@ class DEMVAEConfig(PreTrainedConfig):
     num_components: int = 5
     latent_size: int = 2
     prior_family: str = "gaussian"
+    categorical_size: int = 10
     variant: str = "dem"
     dispersion_weight: float | int = 0.8
     use_mutual_information: bool = True
@@ -112,6 +118,11 @@ class DEMVAEConfig(PreTrainedConfig):
             raise ValueError(f"DEMVAEConfig.variant must be one of {VARIANTS}, got {self.variant!r}.")
         if self.prior_family not in PRIOR_FAMILIES:
             raise ValueError(f"DEMVAEConfig.prior_family must be one of {PRIOR_FAMILIES}, got {self.prior_family!r}.")
+        if self.categorical_size < 2:  # the strict dataclass has checked that it is an int
+            raise ValueError(f"DEMVAEConfig.categorical_size (V) must be an integer >= 2, got {self.categorical_size}.")
+        if self.prior_family == "categorical" and self.variant != "dem":
+            raise ValueError(f"DEMVAEConfig.prior_family='categorical' is a mixture prior: it needs variant='dem', "
+                             f"got variant={self.variant!r} (the other variants take prior_family='gaussian').")
         if not 0.0 <= self.dispersion_weight <= 1.0:
             raise ValueError(f"DEMVAEConfig.dispersion_weight (beta) must lie in [0, 1], got {self.dispersion_weight}.")
         if not 0.0 <= self.dropout < 1.0:
@@ -211,12 +222,14 @@ class DEMVAEConfig(PreTrainedConfig):
 
     @property
     def paper_name(self) -> str:
-        """The paper's name of this model: DGM-VAE or GM-VAE (+ MI), VAE, DI-VAE, semi-VAE (+ MI) or RNNLM.
+        """The paper's name of this model: DGM-VAE or GM-VAE (+ MI), DCM-VAE or CM-VAE (+ MI) for the categorical
+        family, VAE, DI-VAE, semi-VAE (+ MI) or RNNLM.
 
         DI-VAE's batch-prior regularization is its definition (the MI switch on), so it takes no "+ MI"."""
         mi = " + MI" if self.use_mutual_information else ""
         if self.variant == "dem":
-            return ("DGM-VAE" if self.dispersion_weight > 0 else "GM-VAE") + mi
+            family = "C" if self.prior_family == "categorical" else "G"
+            return ("D" if self.dispersion_weight > 0 else "") + family + "M-VAE" + mi
         return {"vae": "VAE", "discrete": "DI-VAE", "semi": "semi-VAE" + mi, "rnnlm": "RNNLM"}[self.variant]
 
     @property
@@ -225,7 +238,12 @@ class DEMVAEConfig(PreTrainedConfig):
 
     @property
     def has_continuous_latent(self) -> bool:
-        return self.variant in ("dem", "vae", "semi")
+        return self.variant in ("vae", "semi") or (self.variant == "dem" and self.prior_family == "gaussian")
+
+    @property
+    def has_categorical_latent(self) -> bool:
+        """Whether z is the categorical family's: G x d categorical variables of V values, fed one-hot."""
+        return self.variant == "dem" and self.prior_family == "categorical"
 
     @property
     def has_discrete_latent(self) -> bool:
@@ -238,9 +256,11 @@ class DEMVAEConfig(PreTrainedConfig):
 
     @property
     def decoder_latent_size(self) -> int:
-        """Width of the vector the decoder is conditioned on: z, the one-hot codes, or both."""
+        """Width of the vector the decoder is conditioned on: z (Gaussian, or one-hot categorical (G, d, V)), the
+        one-hot codes, or z and codes."""
         codes = self.num_groups * self.num_components if self.variant in ("discrete", "semi") else 0
-        return self.continuous_size + codes
+        categorical = self.num_groups * self.latent_size * self.categorical_size if self.has_categorical_latent else 0
+        return self.continuous_size + codes + categorical
 
     def kl_weight(self, step: int) -> float:
         """The annealing weight w_t of the KL terms at a training step (1 when annealing is off)."""

@@ -27,7 +27,7 @@ from .networks import (
     mask_from,
     real_tokens_first,
 )
-from .priors import PRIOR_CLASSES, GaussianMixturePrior, checked_components
+from .priors import PRIOR_CLASSES, CategoricalMixturePrior, GaussianMixturePrior, checked_components
 
 
 @dataclass
@@ -74,7 +74,8 @@ class DEMVAEPreTrainedModel(PreTrainedModel):
     _is_stateful = True  # the GRU state cannot be rewound, so no assisted generation
 
     def _init_weights(self, module):
-        """Uniform(-r, r) for weights as in the reference code, zero biases, N(0, 1) component means."""
+        """Uniform(-r, r) for weights as in the reference code, zero biases, N(0, 1) component means and categorical
+        logits (as the reference code: identical components would get identical gradients and never move apart)."""
         r = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Embedding)):
             init.uniform_(module.weight, -r, r)
@@ -89,6 +90,8 @@ class DEMVAEPreTrainedModel(PreTrainedModel):
             else:  # the VAE's fixed N(0, I): not in the checkpoint, so from_pretrained relies on this
                 init.zeros_(module.means)
             init.zeros_(module.log_variances)
+        elif isinstance(module, CategoricalMixturePrior):
+            init.normal_(module.logits, 0.0, 1.0)
 
 
 class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
@@ -103,8 +106,10 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
             encoder_size = config.encoder_hidden_size * (2 if config.bidirectional_encoder else 1)
             self.posterior = PosteriorHeads(config, encoder_size)
         if config.has_mixture_prior:
+            family = {"categorical_size": config.categorical_size} if config.has_categorical_latent else {}
             self.prior = PRIOR_CLASSES[config.prior_family](
-                num_groups=config.num_groups, num_components=config.num_components, latent_size=config.latent_size
+                num_groups=config.num_groups, num_components=config.num_components, latent_size=config.latent_size,
+                **family,
             )
         elif config.has_continuous_latent:  # VAE and semi-VAE: z ~ N(0, I)
             self.prior = GaussianMixturePrior(
@@ -162,12 +167,15 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
 
     def posterior_noise_shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
         """Shapes of the noise `forward` draws for `batch_size` sentences (S = num_posterior_samples): "gaussian"
-        (B, S, G*d) for z and "gumbel" (B, S, G, K) for the discrete codes, each only where the variant has it."""
+        (B, S, G*d) for z and "gumbel" for the discrete latent the decoder sees, (B, S, G, K) for the codes or
+        (B, S, G, d, V) for the categorical family's z, each only where the model has it."""
         config, samples, shapes = self.config, self.config.num_posterior_samples, {}
         if config.has_continuous_latent:
             shapes["gaussian"] = (batch_size, samples, config.continuous_size)
         if config.variant in ("discrete", "semi"):
             shapes["gumbel"] = (batch_size, samples, config.num_groups, config.num_components)
+        if config.has_categorical_latent:
+            shapes["gumbel"] = (batch_size, samples, config.num_groups, config.latent_size, config.categorical_size)
         return shapes
 
     def posterior_noise(self, batch_size: int, *, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -186,9 +194,10 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
                          noise: dict[str, torch.Tensor] | None = None):
         """Decoder latents from q(z, c|x): (B * num_samples, D), samples of one sentence adjacent.
 
-        `sample=False` gives the posterior mode (the mean of z, the argmax code), as used for reconstruction.
-        `noise` (see `posterior_noise`) replaces fresh draws: z = mean + std * gaussian, and the codes are
-        softmax((logits + gumbel) / tau) in training and the Gumbel-max sample argmax(logits + gumbel) otherwise.
+        `sample=False` gives the posterior mode (the mean of z, the argmax code or categorical value), as used for
+        reconstruction. `noise` (see `posterior_noise`) replaces fresh draws: z = mean + std * gaussian, and the
+        discrete latent (the codes, or the categorical family's z) is softmax((logits + gumbel) / tau) in training and
+        the Gumbel-max sample, one-hot argmax(logits + gumbel), otherwise.
         """
         parts = []
         if posterior.mean is not None:
@@ -198,11 +207,13 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
                 gaussian = torch.randn_like(std) if noise is None else noise["gaussian"].flatten(0, 1).to(std.dtype)
                 mean = mean + std * gaussian
             parts.append(mean)
-        if self.config.variant in ("discrete", "semi"):
-            logits = repeat_rows(posterior.component_logits, num_samples)
+        discrete_logits = (posterior.latent_logits if self.config.has_categorical_latent
+                           else posterior.component_logits if self.config.variant in ("discrete", "semi") else None)
+        if discrete_logits is not None:
+            logits = repeat_rows(discrete_logits, num_samples)
             gumbel = None if noise is None else noise["gumbel"].flatten(0, 1).to(logits.dtype)
             if not sample:
-                codes = F.one_hot(logits.argmax(-1), self.config.num_components).to(logits.dtype)
+                codes = F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
             elif self.training:  # the Gumbel-softmax relaxation, drawn as F.gumbel_softmax draws it
                 if gumbel is None:
                     gumbel = -torch.empty_like(logits).exponential_().log()
@@ -228,7 +239,8 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
             zero = torch.zeros(batch_size, device=self.device)
             terms = {"zkl": zero, "dispersion": zero, "ckl": zero, "agg_ckl": zero.sum(), "mi": zero.sum()}
             if self.config.has_mixture_prior:
-                terms["zkl"] = self.prior.kl_to_averaged(posterior.mean, posterior.logvar, probs)
+                posterior_parameters = [posterior[name] for name in self.prior.posterior_fields]
+                terms["zkl"] = self.prior.kl_to_averaged(*posterior_parameters, probs)
                 terms["dispersion"] = self.prior.dispersion(probs)
             elif posterior.mean is not None:  # N(0, I) prior: one group, one component
                 terms["zkl"] = self.prior.kl_to_averaged(posterior.mean, posterior.logvar,
@@ -265,7 +277,8 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         Sentences may be padded on either side (`attention_mask`, else the pad id, says which tokens are real).
         Reconstruction targets are `labels` (aligned with `input_ids`, shifted inside; -100 is ignored) or, without
         labels, the real tokens. `kl_weight` is the annealing weight w_t of the KL terms (default 1: no annealing).
-        In eval mode with `config.deterministic_eval`, z is the posterior mean (the argmax codes), not a sample.
+        In eval mode with `config.deterministic_eval`, z is the posterior mode (the mean, the argmax codes or
+        categorical values), not a sample.
         `posterior_noise` (see `posterior_noise`) replaces the fresh draws of z and of the codes.
         `aggregate_component_probs` (G, K) is q_bar(c), the mean of q(c|x) over a larger batch of which this one is an
         equal slice, the slices' losses averaged (processes, accumulation micro-batches). agg_ckl and mi, and the

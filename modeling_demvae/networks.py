@@ -16,10 +16,12 @@ from .gru import run_gru, run_grus
 
 @dataclass
 class DEMVAEPosterior(ModelOutput):
-    """q(z, c | x) = q(z|x) q(c|x): Gaussian parameters (B, G*d) and component probabilities (B, G, K)."""
+    """q(z, c | x) = q(z|x) q(c|x): Gaussian parameters (B, G*d), or for the categorical family the logits of z
+    (B, G, d, V), and component probabilities (B, G, K)."""
 
     mean: torch.Tensor | None = None
     logvar: torch.Tensor | None = None
+    latent_logits: torch.Tensor | None = None
     component_logits: torch.Tensor | None = None
     component_probs: torch.Tensor | None = None
 
@@ -101,14 +103,22 @@ class SentenceEncoder(GradientCheckpointingLayer):
 
 
 class PosteriorHeads(nn.Module):
-    """The three heads on the encoder state: q(z|x) mean and log-variance, and q(c|x) logits."""
+    """The heads on the encoder state: q(z|x) mean and log-variance (or, categorical family, its logits), and q(c|x)
+    logits. The categorical logits come from Linear, tanh, Linear, as in the reference code's BMVAE."""
 
     def __init__(self, config: DEMVAEConfig, encoder_size: int):
         super().__init__()
         self.num_groups, self.num_components = config.num_groups, config.num_components
+        self.latent_shape = (config.num_groups, config.latent_size, config.categorical_size)
         if config.has_continuous_latent:
             self.mean = nn.Linear(encoder_size, config.continuous_size)
             self.logvar = nn.Linear(encoder_size, config.continuous_size)
+        if config.has_categorical_latent:
+            self.latent_logits = nn.Sequential(
+                nn.Linear(encoder_size, encoder_size),
+                nn.Tanh(),
+                nn.Linear(encoder_size, config.decoder_latent_size),
+            )
         if config.has_discrete_latent:
             self.component_logits = nn.Sequential(
                 nn.Linear(encoder_size, encoder_size),
@@ -120,6 +130,8 @@ class PosteriorHeads(nn.Module):
         posterior = DEMVAEPosterior()
         if hasattr(self, "mean"):
             posterior.mean, posterior.logvar = self.mean(encoded), self.logvar(encoded)
+        if hasattr(self, "latent_logits"):
+            posterior.latent_logits = self.latent_logits(encoded).view(-1, *self.latent_shape)
         if hasattr(self, "component_logits"):
             logits = self.component_logits(encoded).view(-1, self.num_groups, self.num_components)
             posterior.component_logits, posterior.component_probs = logits, logits.softmax(-1)

@@ -3,12 +3,14 @@
 The paper's point holds for any exponential family: the ELBO's prior term hides minus the dispersion
 L_d = E_q(c|x) A(eta_c) - A(E_q(c|x) eta_c) >= 0, so it pulls the components together. The base class
 computes L_d from two family-specific pieces, the natural parameters and the log-partition A; a family
-adds its KL, sampling and density. `GaussianMixturePrior` (diagonal) is the family shipped now.
+adds its KL, sampling and density. Two families: `GaussianMixturePrior` (diagonal; GM-VAE, DGM-VAE) and
+`CategoricalMixturePrior` (products of categoricals; CM-VAE, DCM-VAE).
 """
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 LOG_2PI = math.log(2 * math.pi)
@@ -24,11 +26,21 @@ def gaussian_log_density(z, mean, logvar):
     return -0.5 * (LOG_2PI + logvar + (z - mean) ** 2 / logvar.exp())
 
 
+def categorical_kl(logits_q: torch.Tensor, log_probs_p: torch.Tensor) -> torch.Tensor:
+    """KL( Cat(softmax(logits_q)) || Cat(exp(log_probs_p)) ) over the last dimension."""
+    log_q = F.log_softmax(logits_q, dim=-1)
+    return (log_q.exp() * (log_q - log_probs_p)).sum(-1)
+
+
 class ExponentialFamilyMixture(nn.Module):
     """G independent groups, each a uniform mixture of K components over a d-dimensional latent.
 
-    Natural parameters have shape (G, K, d, P): P parameters per dimension (2 for a diagonal Gaussian).
+    Natural parameters have shape (G, K, d, P): P parameters per dimension (2 for a diagonal Gaussian, V - 1 for a
+    categorical of V values). `posterior_fields` names the `DEMVAEPosterior` fields that parametrize q(z|x), the
+    arguments `kl_to_averaged` and `component_kl` take before the component probabilities.
     """
+
+    posterior_fields: tuple[str, ...] = ()
 
     def __init__(self, *, num_groups: int, num_components: int, latent_size: int):
         super().__init__()
@@ -61,6 +73,15 @@ class ExponentialFamilyMixture(nn.Module):
                 self.num_components, (num_samples, self.num_groups), device=device, generator=generator
             )
         return checked_components(component, self.num_groups, self.num_components, num_samples).to(device)
+
+    def component_log_density(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z_g | c_g = k) for every group and component: (B, decoder latent) -> (B, G, K)."""
+        raise NotImplementedError
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) = sum_g log (1/K) sum_k p(z_g|k): (B,)."""
+        per_component = self.component_log_density(z)
+        return (torch.logsumexp(per_component, dim=-1) - math.log(self.num_components)).sum(-1)
 
 
 def checked_components(component, num_groups: int, num_components: int, num_samples: int) -> torch.Tensor:
@@ -97,6 +118,8 @@ class GaussianMixturePrior(ExponentialFamilyMixture):
 
     With `learnable=False` and K = 1 it is the standard normal N(0, I) of the VAE baselines.
     """
+
+    posterior_fields = ("mean", "logvar")
 
     def __init__(self, *, num_groups: int, num_components: int, latent_size: int, learnable: bool = True):
         super().__init__(num_groups=num_groups, num_components=num_components, latent_size=latent_size)
@@ -148,12 +171,59 @@ class GaussianMixturePrior(ExponentialFamilyMixture):
         """log p(z_g | c_g = k) for every group and component: (B, G * d) -> (B, G, K)."""
         return gaussian_log_density(self._grouped(z).unsqueeze(2), self.means, self.log_variances).sum(-1)
 
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z) = sum_g log (1/K) sum_k p(z_g|k): (B,)."""
-        per_component = self.component_log_density(z)
-        return (torch.logsumexp(per_component, dim=-1) - math.log(self.num_components)).sum(-1)
+
+class CategoricalMixturePrior(ExponentialFamilyMixture):
+    """Mixture of products of categoricals: per group, z_g is d variables of V values, each drawn from its component.
+
+    Per variable, component k's natural parameters eta are its first V - 1 logits, the last fixed at 0 (the minimal
+    parametrization: each distribution has one eta, and A is strictly convex): p(z = i | k) = softmax([eta, 0])_i and
+    A(eta) = log(1 + sum_i exp eta_i). z is handled one-hot, (B, G * d * V) laid out (G, d, V).
+    """
+
+    posterior_fields = ("latent_logits",)
+
+    def __init__(self, *, num_groups: int, num_components: int, latent_size: int, categorical_size: int):
+        super().__init__(num_groups=num_groups, num_components=num_components, latent_size=latent_size)
+        self.categorical_size = categorical_size
+        self.logits = nn.Parameter(torch.zeros(num_groups, num_components, latent_size, categorical_size - 1))
+
+    def natural_parameters(self) -> torch.Tensor:
+        return self.logits
+
+    def log_partition(self, natural: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(F.pad(natural, (0, 1)), dim=-1)
+
+    @staticmethod
+    def log_probabilities(natural: torch.Tensor) -> torch.Tensor:
+        """log softmax([eta, 0]): (..., V - 1) -> (..., V)."""
+        return F.log_softmax(F.pad(natural, (0, 1)), dim=-1)
+
+    def _grouped(self, z: torch.Tensor) -> torch.Tensor:
+        return z.view(z.shape[0], self.num_groups, self.latent_size, self.categorical_size)
+
+    def kl_to_averaged(self, latent_logits, component_probs) -> torch.Tensor:
+        """zkl = KL( q(z|x) || Cat(softmax([eta_bar, 0])) ), summed over groups and variables: (B, G, d, V) -> (B,)."""
+        averaged = self.log_probabilities(self.averaged_natural_parameters(component_probs))
+        return categorical_kl(latent_logits, averaged).sum(dim=(1, 2))
+
+    def component_kl(self, latent_logits) -> torch.Tensor:
+        """KL( q(z|x) || p(z|c) ) for every group and component: (B, G, d, V) -> (B, G, K)."""
+        return categorical_kl(latent_logits.unsqueeze(2), self.log_probabilities(self.logits)).sum(-1)
+
+    def sample(self, num_samples: int, component=None, *, generator=None) -> torch.Tensor:
+        """One-hot z ~ p(z|c) with c ~ p(c) or fixed: (num_samples, G * d * V)."""
+        indices = self.component_indices(num_samples, component, generator=generator)
+        groups = torch.arange(self.num_groups, device=indices.device)
+        probs = self.log_probabilities(self.logits[groups, indices]).exp()  # (n, G, d, V)
+        values = torch.multinomial(probs.flatten(0, -2), 1, generator=generator).view(probs.shape[:-1])
+        return F.one_hot(values, self.categorical_size).to(probs.dtype).flatten(1)
+
+    def component_log_density(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z_g | c_g = k) of a one-hot z for every group and component: (B, G * d * V) -> (B, G, K)."""
+        return torch.einsum("bgdv,gkdv->bgk", self._grouped(z), self.log_probabilities(self.logits).to(z.dtype))
 
 
-PRIOR_CLASSES = {"gaussian": GaussianMixturePrior}
+PRIOR_CLASSES = {"gaussian": GaussianMixturePrior, "categorical": CategoricalMixturePrior}
 
-__all__ = ["ExponentialFamilyMixture", "GaussianMixturePrior", "PRIOR_CLASSES", "gaussian_kl"]
+__all__ = ["CategoricalMixturePrior", "ExponentialFamilyMixture", "GaussianMixturePrior", "PRIOR_CLASSES",
+           "categorical_kl", "gaussian_kl"]

@@ -73,12 +73,18 @@ def test_every_preset_builds_its_model_and_training_arguments():
     variants = {"vae": "vae", "di-vae": "discrete", "semi-vae": "semi", "semi-vae-mi": "semi", "gm-vae": "dem",
                 "gm-vae-mi": "dem", "dgm-vae": "dem", "dgm-vae-mi": "dem", "rnnlm": "rnnlm"}
     supervised = {"dailydialog-dgm-vae-mi-act": ["act"]}
-    assert {p.stem for p in presets} == {f"{d}-{v}" for d in ("ptb", "dailydialog") for v in variants} | set(supervised)
+    categorical = {"dailydialog-dcm-vae"}
+    assert {p.stem for p in presets} == ({f"{d}-{v}" for d in ("ptb", "dailydialog") for v in variants}
+                                         | set(supervised) | categorical)
     variants["dgm-vae-mi-act"] = "dem"
     for path in presets:
         settings = load_preset(path.stem)
         config = DEMVAEConfig(**{k: v for k, v in settings.items() if k in DEMVAEConfig.__annotations__})
         TrainingArguments(**{k: v for k, v in settings.items() if k in TrainingArguments.__annotations__})
+        if path.stem in categorical:  # the reference BMVAE: G = 1, K = 30, d = 30, V = 8, beta 0.4 (spec section 8)
+            layout = (config.num_groups, config.num_components, config.latent_size, config.categorical_size)
+            assert (config.paper_name, layout, config.dispersion_weight) == ("DCM-VAE", (1, 30, 30, 8), 0.4)
+            continue
         dataset, name = path.stem.split("-", 1)
         assert config.variant == variants[name]
         if name.startswith(("gm", "dgm", "semi")):

@@ -7,12 +7,14 @@ from conftest import save_tiny_model, write_dialog_corpus
 from demvae.cli import main
 from demvae.inspect_model import characteristic_words, project_to_2d
 
+FAMILIES = {"gaussian": {}, "categorical": {"prior_family": "categorical", "categorical_size": 3}}
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def saved(tmp_path_factory, request):
     root = tmp_path_factory.mktemp("inspect")
     corpus = write_dialog_corpus(root / "corpus")
-    return save_tiny_model(root / "model", corpus, num_groups=4, latent_size=3), corpus
+    return save_tiny_model(root / "model", corpus, num_groups=4, latent_size=3, **FAMILIES[request.param]), corpus
 
 
 def test_inspect_writes_the_picture_and_a_report_per_component(saved, tmp_path, capsys):

@@ -22,6 +22,8 @@ except Exception as error:  # no network, no sdist for this version: say so inst
 class DEMVAEModelTester:
     """A tiny DEM-VAE and a right-padded batch, in the shape the common tests expect."""
 
+    family = {}  # the Gaussian mixture prior
+
     def __init__(self, parent, batch_size=3, seq_length=7, vocab_size=99, is_training=True):
         self.parent, self.batch_size, self.seq_length = parent, batch_size, seq_length
         self.vocab_size, self.is_training = vocab_size, is_training
@@ -30,7 +32,8 @@ class DEMVAEModelTester:
         return DEMVAEConfig(
             vocab_size=self.vocab_size, embed_size=16, encoder_hidden_size=12, decoder_hidden_size=16,
             num_groups=2, num_components=3, latent_size=2, max_sentence_length=self.seq_length + 3,
-            deterministic_eval=True,  # eval forwards decode the posterior mean: two forwards can be compared
+            deterministic_eval=True,  # eval forwards decode the posterior mode: two forwards can be compared
+            **self.family,
         )
 
     def prepare_config_and_inputs_for_common(self):
@@ -68,3 +71,14 @@ class DEMVAEModelTest(common.ModelTesterMixin, unittest.TestCase):
     @unittest.skip("GenerationTesterMixin is not in the sdist; generation is tested in test_generation.py")
     def test_generation_tester_mixin_inheritance(self):
         pass
+
+
+class DEMVAECategoricalModelTester(DEMVAEModelTester):
+    family = {"prior_family": "categorical", "categorical_size": 3}
+
+
+class DEMVAECategoricalModelTest(DEMVAEModelTest):
+    """The same common tests with the categorical mixture prior (DCM-VAE)."""
+
+    def setUp(self):
+        self.model_tester = DEMVAECategoricalModelTester(self)

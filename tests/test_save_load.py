@@ -13,12 +13,14 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from modeling_demvae import DEMVAEForGeneration, build_tokenizer
 
+FAMILIES = {"gaussian": {}, "categorical": {"prior_family": "categorical", "num_groups": 1, "categorical_size": 3}}
 
-@pytest.fixture
-def saved(tmp_path):
+
+@pytest.fixture(params=sorted(FAMILIES))
+def saved(tmp_path, request):
     texts = ["the cat sat on the mat", "a dog ran home", "the dog sat"]
     tokenizer = build_tokenizer(texts)
-    model = tiny_model(vocab_size=len(tokenizer)).eval()
+    model = tiny_model(vocab_size=len(tokenizer), **FAMILIES[request.param]).eval()
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     return tmp_path, model, tokenizer

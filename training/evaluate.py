@@ -16,8 +16,10 @@ JSON keys (where measured): elbo, nll, ppl (nats per sentence; per-token perplex
 and sacrebleu (0-100), wkl (KL(generated || train) of unigrams, add-one smoothing), homogeneity / completeness /
 nmi (label -> score), mi (per group I(x; c) on the test set, nats), batch_mi (summed over groups, from batches of
 30 as in training), active_components (per group exp(I(x; c))), component_spread (per group: mean distance of
-component means in pooled standard deviations), component_separation (per group: mean distance of each
-component to its nearest neighbour, same units; low when some components merged), dispersion (mean L_d), and
+component means in pooled standard deviations; for the categorical family, mean Jensen-Shannon divergence of the
+components' distributions in bits per variable, the unit named by component_distance), component_separation (per
+group: mean distance of each component to its nearest neighbour, same units; low when some components merged),
+dispersion (mean L_d), and
 "settings" (its mixed_precision: what the NLL, the samples and the rPPL language models ran in, auto resolved);
 beside them details such as rppl_valid_ppl, unseen_test_token_rate (test tokens never generated: they keep the
 language model's softmax probability, not <unk>'s) and mi_total. With --metrics

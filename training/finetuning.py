@@ -16,8 +16,8 @@ from .loading import RUN_SUMMARY, load_model_and_tokenizer
 
 # Settings that shape the weights: a fine-tuned model keeps its own.
 ARCHITECTURE_FIELDS = ("vocab_size", "embed_size", "encoder_hidden_size", "bidirectional_encoder",
-                       "decoder_hidden_size", "num_groups", "num_components", "latent_size", "prior_family", "variant",
-                       "concat_latent_to_inputs", "tie_word_embeddings")
+                       "decoder_hidden_size", "num_groups", "num_components", "latent_size", "prior_family",
+                       "categorical_size", "variant", "concat_latent_to_inputs", "tie_word_embeddings")
 
 
 def extended_tokenizer(tokenizer: PreTrainedTokenizerFast, texts, *, max_vocab_size: int, min_frequency: int = 1):

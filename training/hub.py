@@ -52,14 +52,15 @@ METRICS = {
     "mi": ("mutual_information", "I(x; c) on the test set (nats)"),
     "batch_mi": ("batch_mutual_information", "I(x; c) in training-size batches, summed over groups (nats)"),
     "active_components": ("active_components", "Effective components exp(I(x; c))"),
-    "component_spread": ("component_spread", "Component spread (pooled std)"),
-    "component_separation": ("component_separation", "Nearest-component distance (pooled std)"),
+    "component_spread": ("component_spread", "Component spread ({unit})"),
+    "component_separation": ("component_separation", "Nearest-component distance ({unit})"),
     "dispersion": ("dispersion", "Dispersion L_d"),
     "control_accuracy": ("control_accuracy", "Control accuracy, macro over labels"),
     "control_per_label": ("control_accuracy_per_label", "Control accuracy"),
     "control_ceiling": ("control_classifier_accuracy", "Control classifier accuracy on real test sentences (ceiling)"),
 }
 SUMMED_OVER_GROUPS = ("mi",)
+GAUSSIAN_DISTANCE = "pooled standard deviations"  # the unit of evaluations that predate `component_distance`
 
 VARIANT_DESCRIPTIONS = {
     "dem": "a GRU sentence VAE whose prior is a mixture of Gaussians per latent group; each component is a mode of "
@@ -69,6 +70,9 @@ VARIANT_DESCRIPTIONS = {
     "semi": "a GRU sentence VAE with a Gaussian latent and discrete codes side by side.",
     "rnnlm": "the GRU decoder alone, a language model without latent variables.",
 }
+CATEGORICAL_DESCRIPTION = ("a GRU sentence VAE whose latent is, per group, categorical variables fed one-hot to the "
+                           "decoder, with a mixture prior of products of categoricals; each component is a mode of "
+                           "the data that `generate(component=...)` samples from.")
 
 
 class HubPushError(RuntimeError):
@@ -117,10 +121,16 @@ def _dataset_name(evaluation: Mapping) -> str:
     return "evaluation data"
 
 
+def _metric_names(evaluation: Mapping):
+    """(key, metric type, pretty name) of every metric, distances named in the unit the evaluation measured them in."""
+    unit = evaluation.get("component_distance", GAUSSIAN_DISTANCE)
+    return [(key, metric_type, pretty.format(unit=unit)) for key, (metric_type, pretty) in METRICS.items()]
+
+
 def _metrics(evaluation: Mapping) -> list[tuple[str, str, str | None, float]]:
     """(metric type, pretty name, config, value) for every measured number, one per homogeneity label."""
     metrics = []
-    for key, (metric_type, pretty) in METRICS.items():
+    for key, metric_type, pretty in _metric_names(evaluation):
         value = evaluation.get(key)
         if isinstance(value, Mapping):  # homogeneity: label -> score
             metrics += [(metric_type, f"{pretty} ({label})", str(label), v) for label, v in value.items()]
@@ -157,7 +167,7 @@ def _format(value) -> str:
 def _evaluation_table(evaluation: Mapping) -> dict:
     """One card section: the metrics (per-group lists in full) and the settings they were measured with."""
     rows = []
-    for key, (_, pretty) in METRICS.items():
+    for key, _, pretty in _metric_names(evaluation):
         value = evaluation.get(key)
         if isinstance(value, Mapping):
             rows += [(f"{pretty} ({label})", _format(v)) for label, v in value.items()]
@@ -273,11 +283,13 @@ def render_model_card(
         template_path=str(template_path),
         model_title=model_name,
         variant_name=name,
-        variant_description=VARIANT_DESCRIPTIONS[config.variant],
+        variant_description=(CATEGORICAL_DESCRIPTION if config.has_categorical_latent
+                             else VARIANT_DESCRIPTIONS[config.variant]),
         base_model=base_model,
         num_groups=config.num_groups,
         num_components=config.num_components,
         latent_size=config.latent_size,
+        categorical_size=config.categorical_size if config.has_categorical_latent else None,
         vocab_size=config.vocab_size,
         num_parameters=f"{model.num_parameters():,}",
         usage_package=package,

@@ -3,12 +3,15 @@
 The picture is the paper's figure for any model: per mixture group (up to --max-groups panels), samples drawn from
 each component (dots) and the posterior means of real sentences (crosses), coloured by component (crosses by
 their most probable component), in 2-D (the latent itself when d = 2, a PCA projection when d > 2, a jittered
-axis when d = 1). Collapsed components sit on top of each other; dispersed ones apart.
+axis when d = 1). Collapsed components sit on top of each other; dispersed ones apart. For the categorical family
+(DCM-VAE) the picture is, per group, a heat map of each component's distribution p(z_j = v | c = k) over the d
+variables' V values, beside the data's mean q(z|x): collapsed components have the same rows.
 
 The report gives, per group and component: its share of the data (mean q(c|x), beside the mutual information
 I(x; c) that says whether the group tells sentences apart at all), its most characteristic words (largest
 contribution to KL(words of the component || all words), counts weighted by q(c|x)), sentences sampled from it
-(greedy; the other groups' components drawn from the prior) and the real sentences closest to its mean.
+(greedy; the other groups' components drawn from the prior) and the real sentences whose posterior mode (the mean of
+q(z|x), or its most probable value) the component gives the highest density.
 
   demvae inspect out/model --dataset synthetic          # -> out/model/inspection/{latent_space.png,components.md}
 """
@@ -70,6 +73,41 @@ def component_samples(prior, group: int, per_component: int) -> torch.Tensor:
     return mean[:, None] + std[:, None] * torch.randn(mean.shape[0], per_component, mean.shape[1])
 
 
+def group_summaries(model, posterior) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per group I(x; c), component spread and separation, as `demvae evaluate` measures them: three (G,)."""
+    distances = metrics.component_distances(model.prior)
+    return (metrics.mutual_information(posterior.component_probs), metrics.spread_of(distances),
+            metrics.separation_of(distances))
+
+
+def draw_categorical_components(model, posterior, path: Path, *, max_groups: int, **_) -> None:
+    """Per group, p(z_j = v | c = k) as a heat map, one row per component (the d variables' V values side by side),
+    and the data's mean q(z|x) as the last row."""
+    config, prior = model.config, model.prior
+    groups, (d, values, k) = min(config.num_groups, max_groups), (config.latent_size, config.categorical_size,
+                                                                  config.num_components)
+    mi, spread, separation = group_summaries(model, posterior)
+    component_probs = prior.log_probabilities(prior.logits).detach().exp()  # (G, K, d, V)
+    data_probs = posterior.latent_logits.softmax(-1).mean(0)  # (G, d, V)
+    figure, axes = plt.subplots(groups, 1, figsize=(max(8.0, 0.12 * d * values + 4), (0.3 * (k + 1) + 1.4) * groups),
+                                squeeze=False, layout="constrained")
+    for group, axis in enumerate(axes.flat):
+        image = axis.imshow(torch.cat((component_probs[group], data_probs[group, None])).flatten(1), aspect="auto",
+                            cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+        for j in range(1, d):
+            axis.axvline(j * values - 0.5, color="white", linewidth=0.8)
+        axis.set_yticks(range(k + 1), [f"component {c}" for c in range(k)] + ["data: mean q(z|x)"], fontsize=7)
+        axis.set_xticks([j * values + (values - 1) / 2 for j in range(d)], [f"z{j}" for j in range(d)], fontsize=6)
+        axis.set_title(f"group {group}: I(x;c)={mi[group]:.2f} nats, exp(I)={mi[group].exp():.2f},\n"
+                       f"spread={spread[group]:.2f}, separation={separation[group]:.2f} (Jensen-Shannon bits per "
+                       "variable)", fontsize=8)
+    figure.colorbar(image, ax=axes.ravel().tolist(), label="probability of the value")
+    figure.suptitle(f"{config.paper_name}: p(z_j = v | component) of {d} variables x {values} values", fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def draw_latent_space(model, posterior, path: Path, *, max_groups: int, per_component: int) -> None:
     config, prior = model.config, model.prior
     groups = min(config.num_groups, max_groups)
@@ -78,9 +116,7 @@ def draw_latent_space(model, posterior, path: Path, *, max_groups: int, per_comp
     figure, axes = plt.subplots(rows, columns, figsize=(max(6.0, 4.6 * columns), 4.2 * rows + 0.6), squeeze=False)
     colors = plt.get_cmap("tab10" if config.num_components <= 10 else "tab20")
     probs = posterior.component_probs
-    mi = metrics.mutual_information(probs)
-    spread = metrics.component_spread(prior.means, prior.log_variances)
-    separation = metrics.component_separation(prior.means, prior.log_variances)
+    mi, spread, separation = group_summaries(model, posterior)
     posterior_means = posterior.mean.view(-1, config.num_groups, config.latent_size)
     with torch.no_grad():
         for group, axis in enumerate(axes.flat):
@@ -134,12 +170,12 @@ def write_report(model, tokenizer, sentences, posterior, path: Path, *, max_grou
                  top_words: int) -> None:
     config, prior = model.config, model.prior
     probs = posterior.component_probs
-    mi = metrics.mutual_information(probs)
-    spread = metrics.component_spread(prior.means, prior.log_variances)
-    separation = metrics.component_separation(prior.means, prior.log_variances)
-    means = posterior.mean.view(-1, config.num_groups, config.latent_size)
-    lines = [f"# Components of {config.variant} model ({config.num_groups} group(s) x {config.num_components} "
-             f"components, d = {config.latent_size})", "",
+    mi, spread, separation = group_summaries(model, posterior)
+    with torch.no_grad():  # log p(posterior mode | c = k): (N, G, K)
+        mode_density = prior.component_log_density(model.posterior_latent(posterior, sample=False))
+    values = f", V = {config.categorical_size}" if config.has_categorical_latent else ""
+    lines = [f"# Components of {config.paper_name} model ({config.num_groups} group(s) x {config.num_components} "
+             f"components, d = {config.latent_size}{values})", "",
              f"Placed {len(sentences)} real sentences. Share = mean q(c|x); it says nothing about usage on its own: "
              "a collapsed group (I(x; c) near 0, exp(I) near 1) gives every sentence the same q(c|x).", ""]
     for group in range(min(config.num_groups, max_groups)):
@@ -150,9 +186,7 @@ def write_report(model, tokenizer, sentences, posterior, path: Path, *, max_grou
             codes = torch.randint(config.num_components, (examples, config.num_groups))
             codes[:, group] = k
             generated = model.generate(component=codes, num_samples=examples)
-            variance = prior.log_variances[group, k].exp()
-            distance = (((means[:, group] - prior.means[group, k]) ** 2) / variance).sum(-1)
-            closest = distance.argsort()[:examples].tolist()
+            closest = mode_density[:, group, k].argsort(descending=True)[:examples].tolist()
             words = characteristic_words(sentences, weights, tokenizer, config, top_words)
             lines += [f"### Component {k}", "",
                       f"- share of the data: {weights.mean():.1%} (most probable component for "
@@ -182,8 +216,9 @@ def run(args) -> int:
     model.cpu()
     posterior = metrics.encode_sentences(model, sentences)
     posterior = type(posterior)(**{k: v.detach() for k, v in posterior.items()})
-    draw_latent_space(model, posterior, output / OUTPUT_FILES[0], max_groups=args.max_groups,
-                      per_component=args.samples_per_component)
+    draw = draw_categorical_components if model.config.has_categorical_latent else draw_latent_space
+    draw(model, posterior, output / OUTPUT_FILES[0], max_groups=args.max_groups,
+         per_component=args.samples_per_component)
     write_report(model, tokenizer, sentences, posterior, output / OUTPUT_FILES[1], max_groups=args.max_groups,
                  examples=args.examples, top_words=args.top_words)
     print(f"wrote {output / OUTPUT_FILES[0]} and {output / OUTPUT_FILES[1]}")

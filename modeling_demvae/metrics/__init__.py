@@ -10,9 +10,12 @@ from .collapse import (
     active_components,
     batch_mutual_information,
     collapse_diagnostics,
+    component_distances,
     component_separation,
     component_spread,
     mutual_information,
+    separation_of,
+    spread_of,
 )
 from .likelihood import importance_weighted_nll, nll_summary, sentence_log_likelihoods
 from .reverse_ppl import (
@@ -37,6 +40,7 @@ __all__ = [
     "cluster_scores",
     "collapse_diagnostics",
     "combined_cluster_ids",
+    "component_distances",
     "component_separation",
     "component_spread",
     "decode_sentences",
@@ -53,6 +57,8 @@ __all__ = [
     "reverse_perplexity_from_samples",
     "sample_sentences",
     "sentence_log_likelihoods",
+    "separation_of",
+    "spread_of",
     "strip_special",
     "train_language_model",
     "unigram_counts",

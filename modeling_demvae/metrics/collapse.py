@@ -4,6 +4,11 @@ A collapsed group gives every sentence the same near-uniform q(c|x), so argmax c
 still look as if all components were used; they are never a usage measure on their own. What does measure use is
 the mutual information I(x; c) = H(q_bar(c)) - mean_x H(q(c|x)) (0 when collapsed, up to log K) and its exponential,
 the effective number of components the group distinguishes (1 when collapsed, up to K).
+
+Whether the components themselves sit apart is measured by a distance between every pair of a group's components,
+in the family's own terms: for Gaussians the distance of their means in pooled standard deviations; for categorical
+components the Jensen-Shannon divergence of their distributions, in bits per variable (0: the same distribution, 1:
+values that never overlap). A Gaussian distance has no upper bound, so the two scales are not comparable.
 """
 
 import math
@@ -11,6 +16,9 @@ import math
 import torch
 
 from ..modeling_demvae import categorical_entropy
+from ..priors import CategoricalMixturePrior
+
+DISTANCE_UNITS = {"gaussian": "pooled standard deviations", "categorical": "Jensen-Shannon bits per variable"}
 
 
 def _checked_probs(component_probs: torch.Tensor) -> torch.Tensor:
@@ -49,30 +57,59 @@ def standardized_distances(means: torch.Tensor, log_variances: torch.Tensor) -> 
     return (means[:, :, None] - means[:, None]).norm(dim=-1) / pooled_std
 
 
-def component_spread(means: torch.Tensor, log_variances: torch.Tensor) -> torch.Tensor:
-    """Mean standardized distance over the pairs i < j of a group's components: (G, K, d) -> (G,); about 0 when
-    the components sit on top of each other."""
-    num_components = means.shape[1]
+def jensen_shannon_distances(log_probs: torch.Tensor) -> torch.Tensor:
+    """JS(p_i, p_j) in bits, averaged over the variables, for every pair of a group's categorical components:
+    log-probabilities (G, K, d, V) -> (G, K, K), in [0, 1]."""
+    probs = log_probs.detach().double().exp()
+    middle = (probs[:, :, None] + probs[:, None]) / 2  # (G, K, K, d, V)
+
+    def kl_to_middle(p):
+        return (torch.special.xlogy(p, p) - torch.special.xlogy(p, middle)).sum(-1)
+
+    return ((kl_to_middle(probs[:, :, None]) + kl_to_middle(probs[:, None])) / (2 * math.log(2))).mean(-1)
+
+
+def component_distances(prior) -> torch.Tensor:
+    """The distance of every pair of a group's components in the prior's family (see the module): (G, K, K)."""
+    if isinstance(prior, CategoricalMixturePrior):
+        return jensen_shannon_distances(prior.log_probabilities(prior.logits))
+    return standardized_distances(prior.means, prior.log_variances)
+
+
+def spread_of(distances: torch.Tensor) -> torch.Tensor:
+    """Mean distance over the pairs i < j of a group's components: (G, K, K) -> (G,); about 0 when the components
+    sit on top of each other."""
+    num_components = distances.shape[1]
     if num_components < 2:
-        return means.new_zeros(means.shape[0], dtype=torch.float64)
+        return distances.new_zeros(distances.shape[0])
     i, j = torch.triu_indices(num_components, num_components, offset=1)
-    return standardized_distances(means, log_variances)[:, i, j].mean(-1)
+    return distances[:, i, j].mean(-1)
 
 
-def component_separation(means: torch.Tensor, log_variances: torch.Tensor) -> torch.Tensor:
-    """Mean over a group's components of the standardized distance to the nearest other component: (G,). Unlike
+def separation_of(distances: torch.Tensor) -> torch.Tensor:
+    """Mean over a group's components of the distance to the nearest other component: (G, K, K) -> (G,). Unlike
     the spread, it drops when some components merge while others stay apart (partial collapse)."""
-    num_components = means.shape[1]
+    num_components = distances.shape[1]
     if num_components < 2:
-        return means.new_zeros(means.shape[0], dtype=torch.float64)
-    distances = standardized_distances(means, log_variances)
+        return distances.new_zeros(distances.shape[0])
     distances = distances + torch.diag(torch.full((num_components,), float("inf"), dtype=distances.dtype))
     return distances.min(-1).values.mean(-1)
 
 
+def component_spread(means: torch.Tensor, log_variances: torch.Tensor) -> torch.Tensor:
+    """The spread of Gaussian components (G, K, d), in pooled standard deviations: (G,)."""
+    return spread_of(standardized_distances(means, log_variances))
+
+
+def component_separation(means: torch.Tensor, log_variances: torch.Tensor) -> torch.Tensor:
+    """The separation of Gaussian components (G, K, d), in pooled standard deviations: (G,)."""
+    return separation_of(standardized_distances(means, log_variances))
+
+
 def collapse_diagnostics(model, posterior) -> dict:
-    """Per group `mi`, `active_components` and (mixture prior) `component_spread` and `component_separation`; the
-    batch-estimated MI summed over groups; and the mean dispersion L_d. `posterior` is from `encode_sentences`."""
+    """Per group `mi`, `active_components` and (mixture prior) `component_spread` and `component_separation` (in the
+    unit `component_distance` names); the batch-estimated MI summed over groups; and the mean dispersion L_d.
+    `posterior` is from `encode_sentences`."""
     probs = posterior.component_probs
     if probs is None:
         raise ValueError(f"variant={model.config.variant!r} has no components to diagnose.")
@@ -85,9 +122,10 @@ def collapse_diagnostics(model, posterior) -> dict:
         "max_mi": math.log(model.config.num_components),
     }
     if model.config.has_mixture_prior:
-        prior = model.prior
-        result["component_spread"] = component_spread(prior.means, prior.log_variances).tolist()
-        result["component_separation"] = component_separation(prior.means, prior.log_variances).tolist()
+        prior, distances = model.prior, component_distances(model.prior)
+        result["component_spread"] = spread_of(distances).tolist()
+        result["component_separation"] = separation_of(distances).tolist()
+        result["component_distance"] = DISTANCE_UNITS[model.config.prior_family]
         with torch.no_grad():
             result["dispersion"] = prior.dispersion(probs).mean().item()
     return result
@@ -97,8 +135,12 @@ __all__ = [
     "mutual_information",
     "batch_mutual_information",
     "active_components",
+    "component_distances",
     "component_spread",
     "component_separation",
+    "jensen_shannon_distances",
+    "separation_of",
+    "spread_of",
     "standardized_distances",
     "collapse_diagnostics",
 ]

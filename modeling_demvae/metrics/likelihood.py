@@ -3,7 +3,8 @@
     log p(x) ~= logsumexp_s [ log p(x|z_s) + log p(z_s, c_s) - log q(z_s, c_s|x) ] - log S,  (z_s, c_s) ~ q(z, c|x)
 
 The proposal and densities follow the decoder: whatever it is conditioned on is sampled, the rest is summed out.
-- dem: the decoder sees only z, so c is summed out exactly: log p(z) is the mixture density, the proposal q(z|x).
+- dem: the decoder sees only z, so c is summed out exactly: log p(z) is the mixture density, the proposal q(z|x)
+  (for the categorical family a product of categoricals, z drawn one-hot by Gumbel-max).
 - vae: the proposal q(z|x), the prior N(0, I).
 - discrete: summing over K^G codes is intractable, so codes are sampled from q(c|x); p(c) is uniform.
 - semi: z and codes are both sampled, from q(z|x) q(c|x).
@@ -55,6 +56,10 @@ def log_importance_terms(model, posterior, latent, repeats: int) -> torch.Tensor
         mean = posterior.mean.double().repeat_interleave(repeats, 0)
         logvar = posterior.logvar.double().repeat_interleave(repeats, 0)
         log_ratio += model.prior.log_prob(z).double() - gaussian_log_density(z, mean, logvar).sum(-1)
+    if config.has_categorical_latent:
+        z = latent.double()
+        log_q = F.log_softmax(posterior.latent_logits.double(), -1).repeat_interleave(repeats, 0)
+        log_ratio += model.prior.log_prob(z) - (z.view_as(log_q) * log_q).sum(dim=(1, 2, 3))
     if config.variant in ("discrete", "semi"):
         codes = latent[:, config.continuous_size :].double().view(-1, config.num_groups, config.num_components)
         log_q = F.log_softmax(posterior.component_logits.double(), -1).repeat_interleave(repeats, 0)

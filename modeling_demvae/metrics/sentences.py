@@ -67,11 +67,7 @@ def encode_sentences(model, sentences, *, batch_size: int = 256, progress: bool 
             parts.append(model.encode(input_ids, attention_mask))
     finally:
         model.train(was_training)
-    fields = {}
-    for name in ("mean", "logvar", "component_logits", "component_probs"):
-        if getattr(parts[0], name) is not None:
-            fields[name] = torch.cat([getattr(p, name) for p in parts])
-    return DEMVAEPosterior(**fields)
+    return DEMVAEPosterior(**{name: torch.cat([part[name] for part in parts]) for name in parts[0].keys()})
 
 
 @torch.no_grad()
