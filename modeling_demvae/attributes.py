@@ -78,21 +78,33 @@ def allowed_values(config, attributes: dict) -> dict[tuple[int, int | None], lis
     return allowed
 
 
-def attribute_latents(config, attributes: dict, num_samples: int, *, generator=None):
-    """Component indices (num_samples, G), uniform from p(c) except in the groups whose c_g an attribute fixes (a
-    label with several components: uniform among them), and {(group, variable): values (num_samples,)} for the
-    categorical variables the attributes fix."""
+def attribute_latents(config, attributes: dict, num_samples: int, *, generator=None, variable_log_probs=None):
+    """Component indices (num_samples, G) and {(group, variable): values (num_samples,)} for the categorical variables
+    the attributes fix. A group whose c_g an attribute fixes takes the label's component (uniform among several);
+    a group whose variables an attribute fixes draws c_g from p(c_g | those variables), proportional to
+    prod_j p(z_{g,j} = v_j | c_g) (`variable_log_probs`, the prior's log p(z_{g,j} = v | c_g = k) laid out
+    (G, K, d, V)), so that the rest of z comes from the prior given the label; the other groups draw c_g from p(c)."""
     device = generator.device if generator is not None else torch.device("cpu")
     components = torch.randint(config.num_components, (num_samples, config.num_groups), generator=generator,
                                device=device)
-    fixed_variables = {}
+    fixed_variables, fixed_groups = {}, set()
     for (group, variable), values in allowed_values(config, attributes).items():
         choice = torch.randint(len(values), (num_samples,), generator=generator, device=device)
         drawn = torch.tensor(values, device=device)[choice]
         if variable is None:
             components[:, group] = drawn
+            fixed_groups.add(group)
         else:
             fixed_variables[group, variable] = drawn
+    if variable_log_probs is not None:
+        log_probs = variable_log_probs.detach().to(device, torch.float32)
+        log_posterior = {}  # group -> (num_samples, K): sum_j log p(z_{g,j} = v_j | c_g)
+        for (group, variable), values in fixed_variables.items():
+            terms = log_probs[group, :, variable, values].T
+            log_posterior[group] = log_posterior.get(group, 0) + terms
+        for group, logits in log_posterior.items():
+            if group not in fixed_groups:
+                components[:, group] = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
     return components, fixed_variables
 
 

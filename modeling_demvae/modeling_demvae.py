@@ -394,13 +394,15 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         """Decoder latents drawn from the prior, from one component (an int when G = 1, else one index per group)
         or, with `component=None`, from the whole mixture: (num_samples, D). `attributes` ({"act": "question"})
         fixes each named attribute's latent to its label's value (drawn uniformly among several) and draws the
-        rest from the prior."""
+        rest from the prior given it (in the categorical family, c from p(c | the fixed variables))."""
         config = self.config
         if attributes is not None:
             if component is not None:
                 raise ValueError("pass either component= or attributes=, not both: attributes= fixes the attributes' "
                                  "latents and draws the other groups from the prior.")
-            component, fixed_variables = attribute_latents(config, attributes, num_samples, generator=generator)
+            log_probs = self.prior.log_probabilities(self.prior.logits) if config.has_categorical_latent else None
+            component, fixed_variables = attribute_latents(config, attributes, num_samples, generator=generator,
+                                                           variable_log_probs=log_probs)
             return with_fixed_variables(config, self.sample_prior(num_samples, component, generator=generator),
                                         fixed_variables)
         if not isinstance(num_samples, int) or num_samples < 1:

@@ -51,7 +51,8 @@ DERIVED_FIELDS = (*SPECIAL_IDS, "attributes")  # attributes: from --supervise an
 MODEL_FIELDS = tuple(name for name in DEMVAEConfig.__annotations__ if name not in DERIVED_FIELDS)
 TRAINING_FIELDS = tuple(f.name for f in fields(TrainingArguments))
 DATA_FIELDS = {"dataset": str, "text_column": str, "data_dir": str, "validation_fraction": float, "min_frequency": int,
-               "num_threads": int, "supervise": list, "supervise_groups": list, "labelled_fraction": float}
+               "num_threads": int, "supervise": list, "supervise_groups": list, "supervise_variables": list,
+               "labelled_fraction": float}
 PRESET_KEYS = (*MODEL_FIELDS, *TRAINING_FIELDS, *DATA_FIELDS)
 SETTING_TYPES = {**{name: DEMVAEConfig.__annotations__[name] for name in MODEL_FIELDS},
                  **{item.name: item.type for item in fields(TrainingArguments)}, **DATA_FIELDS}
@@ -111,11 +112,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--min-frequency", type=int, help="Fewest occurrences for a word to enter the vocabulary.")
     data.add_argument("--supervise", nargs="+", metavar="COLUMN",
                       help="Label columns to train as attributes (DailyDialog: act, emotion; the synthetic corpus: "
-                           "mode): the i-th is tied to group i's component c_i (see --supervise-groups), which gets a "
-                           "cross-entropy term toward the label (--attribute-loss-weight); then "
+                           "mode): the i-th is tied to group i's component c_i (the categorical family: to the i-th "
+                           "categorical variable of group 0; see --supervise-groups, --supervise-variables), which "
+                           "gets a cross-entropy term toward the label (--attribute-loss-weight); then "
                            "generate(attributes={COLUMN: label}) fixes it.")
     data.add_argument("--supervise-groups", nargs="+", type=number(int, minimum=0), metavar="GROUP",
-                      help="The group of each --supervise column (default: 0, 1, ...).")
+                      help="The group of each --supervise column (default: 0, 1, ...; the categorical family: 0).")
+    data.add_argument("--supervise-variables", nargs="+", type=number(int, minimum=0), metavar="VARIABLE",
+                      help="The categorical family: the variable z_j of its group each --supervise column is tied to "
+                           "(default: 0, 1, ..., the reference BMVAE's first variables).")
     data.add_argument("--labelled-fraction", type=float,
                       help="Share of the training sentences that keep their labels, chosen with --seed; the others "
                            "train unlabelled (semi-supervised; default 1).")
@@ -204,10 +209,12 @@ def check_data_settings(settings: dict) -> None:
     check_number("validation_fraction", settings["validation_fraction"], above=0, below=1)
     check_number("min_frequency", settings["min_frequency"], integer=True, minimum=1)
     check_number("labelled_fraction", settings["labelled_fraction"], above=0, maximum=1)
-    columns, groups = settings.get("supervise") or [], settings.get("supervise_groups")
-    if groups is not None and len(groups) != len(columns):
-        raise ValueError(f"--supervise-groups gives {len(groups)} group(s) for {len(columns)} --supervise column(s); "
-                         "give one group per column.")
+    columns = settings.get("supervise") or []
+    for option, what in (("supervise_groups", "group"), ("supervise_variables", "variable")):
+        given = settings.get(option)
+        if given is not None and len(given) != len(columns):
+            raise ValueError(f"--{option.replace('_', '-')} gives {len(given)} {what}(s) for {len(columns)} "
+                             f"--supervise column(s); give one {what} per column.")
     if len(set(columns)) != len(columns) or not all(isinstance(column, str) for column in columns):
         raise ValueError(f"--supervise must name distinct label columns, got {columns}.")
     if settings.get("num_threads") is not None:
@@ -263,11 +270,19 @@ def supervised_labels(settings, corpus) -> dict[str, dict]:
 
 
 def supervised_attributes(settings, labels: dict[str, dict]) -> dict:
-    """`DEMVAEConfig.attributes` for the --supervise columns: column i tied to group i's component, or to its
-    --supervise-groups entry."""
-    groups = settings.get("supervise_groups") or list(range(len(labels)))
-    return {column: {"group": group, "variable": None, "labels": list(names.values()), "supervised": True}
-            for (column, names), group in zip(labels.items(), groups, strict=True)}
+    """`DEMVAEConfig.attributes` for the --supervise columns: column i tied to group i's component c_i, or, in the
+    categorical family, to the i-th categorical variable of group 0 (the reference BMVAE); --supervise-groups and
+    --supervise-variables choose others."""
+    categorical = settings.get("prior_family") == "categorical"
+    if settings.get("supervise_variables") is not None and not categorical:
+        raise ValueError("--supervise-variables ties labels to categorical variables of z, which only "
+                         "--prior-family categorical has; the Gaussian family ties them to components "
+                         "(--supervise-groups).")
+    count = len(labels)
+    groups = settings.get("supervise_groups") or ([0] * count if categorical else list(range(count)))
+    variables = settings.get("supervise_variables") or (list(range(count)) if categorical else [None] * count)
+    return {column: {"group": group, "variable": variable, "labels": list(names.values()), "supervised": True}
+            for (column, names), group, variable in zip(labels.items(), groups, variables, strict=True)}
 
 
 def labelled_data(data, settings, labels: dict[str, dict], config):
