@@ -327,7 +327,8 @@ def sentence_ids(tokenizer, texts: Sequence[str], *, max_length: int = 40) -> li
     saved by older versions also add `</s>`), so every tokenizer gives the same training sentences."""
     if max_length < 2:
         raise ValueError(f"max_length must be at least 2 (<s> and </s>), got {max_length}.")
-    words = tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    # verbose=False: the tokenizer would warn of sentences past its model_max_length, which are cut just below
+    words = tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
     return [[tokenizer.bos_token_id, *sentence[: max_length - 2], tokenizer.eos_token_id] for sentence in words]
 
 

@@ -18,22 +18,26 @@ from demvae import reproduction_report as report
 from demvae.cli import main
 
 
-def record(preset: str, seed: int, **evaluation) -> dict:
+def record(preset: str, seed: int, table: str | None = None, **evaluation) -> dict:
     """A run record as `train_and_evaluate` writes it, with the given evaluation numbers."""
-    table = "ptb" if preset.startswith("ptb") else "dailydialog"
-    return {"run": f"{preset}-seed{seed}", "table": table, "preset": preset, "seed": seed, "budget": "cpu",
+    table = table or budgets.table_of(preset)
+    name = budgets.Run(table, preset, seed).name
+    return {"run": name, "table": table, "preset": preset, "seed": seed, "budget": "cpu",
             "training": {"best_step": 100, "validation": {}, "minutes": 3.0}, "evaluation": evaluation,
             "evaluation_minutes": 1.0, "machine": "test CPU", "settings": {}}
 
 
-def test_runs_cover_both_tables_with_three_seeds_for_the_compared_models():
+def test_runs_cover_every_table_with_three_seeds_for_the_compared_models():
     runs = budgets.all_runs()
     names = [run.name for run in runs]
-    assert len(names) == len(set(names)) == 9 + 2 * 2 + 5
-    for preset in ("ptb-gm-vae", "ptb-dgm-vae-mi"):
+    assert len(names) == len(set(names)) == (9 + 2 * 2) + 5 + (4 + 2 * 2)
+    for preset in ("ptb-gm-vae", "ptb-dgm-vae-mi", "dailydialog-dcm-vae-sup", "dailydialog-cm-vae-sup"):
         assert [run.seed for run in runs if run.preset == preset] == [0, 1, 2]
-    assert [run.table for run in runs] == ["ptb"] * 13 + ["dailydialog"] * 5  # Penn Treebank first
+    assert [run.table for run in runs] == ["ptb"] * 13 + ["dailydialog"] * 5 + ["attributes"] * 8  # PTB first
     assert [run.seed for run in runs[:9]] == [0] * 9  # the whole table once before the extra seeds
+    # DGM-VAE + MI is in two tables: its DailyDialog run keeps its name, the labelled one is named by its table
+    assert [run.name for run in runs if run.preset == "dailydialog-dgm-vae-mi"] == [
+        "dailydialog-dgm-vae-mi-seed0", "attributes-dailydialog-dgm-vae-mi-seed0"]
     for run in runs:  # every run names a preset that exists and trains on the table's corpus
         preset = json.loads(budgets.preset_path(run.preset).read_text())
         assert preset["dataset"] == run.dataset
@@ -78,6 +82,29 @@ def test_claims_compare_means_in_the_right_direction(tmp_path):
     assert report.format_claims(records[:2]) == []  # nothing to compare
 
 
+def test_the_control_table_reads_control_accuracy_and_claims_it_for_the_dispersed_model(tmp_path):
+    control = {"control_ceiling": {"act": 0.7, "emotion": 0.5}}
+    records = [record("dailydialog-dcm-vae-sup", s, control_accuracy={"act": 0.6 + 0.1 * s, "emotion": 0.3},
+                      mi=[1.0], **control) for s in (0, 1)]
+    records += [record("dailydialog-cm-vae-sup", 0, control_accuracy={"act": 0.5, "emotion": 0.4}, mi=[0.1],
+                       **control)]
+    records += [record("dailydialog-dgm-vae-mi", 0, "attributes", control_accuracy={"act": 0.3}, **control),
+                record("dailydialog-dgm-vae-mi", 0, rppl=50.0)]  # the same preset in the DailyDialog table
+    table = report.format_table("attributes", [r for r in records if r["table"] == "attributes"])
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    rows = {cells[0]: dict(zip(header, cells)) for line in table[2:5]
+            for cells in [[cell.strip() for cell in line.strip("|").split("|")]]}
+    supervised = ", supervised: act, emotion"
+    assert rows["DCM-VAE" + supervised]["act control"] == "0.650 ± 0.071"
+    assert rows["CM-VAE" + supervised]["emotion control"] == "0.400"
+    assert rows["DGM-VAE + MI"]["act control"] == "0.300" and rows["DGM-VAE + MI"]["rPPL"] == "–"
+    assert "its ceiling: act 0.700, emotion 0.500." in table[-1]
+    claims = "\n".join(report.format_claims(records))
+    assert f"DCM-VAE{supervised} (2 seeds) against CM-VAE{supervised} (1 seeds)" in claims
+    assert "act control accuracy: 0.65 against 0.50 (better" in claims
+    assert "emotion control accuracy: 0.30 against 0.40 (not better" in claims
+
+
 def test_report_lists_what_is_missing(tmp_path):
     rec = record("dailydialog-dgm-vae-mi", 0, rppl=50.0, homogeneity={"act": 0.25, "emotion": 0.125})
     (tmp_path / "cpu").mkdir()
@@ -117,6 +144,20 @@ def test_smoke_budget_trains_evaluates_and_skips_what_is_done(data_dir, tmp_path
     stale["settings"]["evaluate"] = {"nll_samples": 1}  # a budget whose definition changed since
     (results / "ptb-rnnlm-seed0.json").write_text(json.dumps(stale))
     assert not reproduce.is_done(budgets.Run("ptb", "ptb-rnnlm", 0), "smoke", tmp_path / "results")
+
+
+def recording_in_process(commands: list, environments: list):
+    """A stand-in for `reproduce.run_command` that runs the subcommand in this process, its output in the log, and
+    records its name and environment."""
+    def in_process(arguments, log, env):
+        environments.append(env)
+        commands.append(arguments[0])
+        with log.open("a") as handle, mock.patch.dict(os.environ, env), redirect_stdout(handle), \
+                redirect_stderr(handle):
+            code = main(arguments)
+        assert code == 0, log.read_text()[-3000:]
+
+    return in_process
 
 
 # ----- the full budget -----
@@ -185,15 +226,7 @@ def test_the_full_budget_at_toy_size_writes_records_curve_ceilings_and_cards_and
     write_dialog_corpus(data / "daily_dialog", num_dialogues=15)
     environments, commands = [], []
 
-    def in_process(arguments, log, env):
-        environments.append(env)
-        commands.append(arguments[0])
-        with log.open("a") as handle, mock.patch.dict(os.environ, env), redirect_stdout(handle), \
-                redirect_stderr(handle):
-            code = main(arguments)
-        assert code == 0, log.read_text()[-3000:]
-
-    monkeypatch.setattr(reproduce, "run_command", in_process)
+    monkeypatch.setattr(reproduce, "run_command", recording_in_process(commands, environments))
     monkeypatch.setenv("DEMVAE_WORK_DIR", str(tmp_path / "work"))
     results, report_path = tmp_path / "results", tmp_path / "results.md"
     arguments = ["reproduce", "--budget", "full", "--jobs", "1", "--results-dir", str(results), "--report",
@@ -256,3 +289,33 @@ def test_a_signal_stops_the_running_subcommand_and_the_command(monkeypatch):
     monkeypatch.setattr(reproduce.os, "_exit", exits.append)
     reproduce.stop(signal.SIGTERM, None)
     assert child.poll() == -signal.SIGTERM and exits == [128 + signal.SIGTERM]
+
+
+def test_the_control_table_at_toy_size_labels_unsupervised_models_and_measures_control(tmp_path, monkeypatch):
+    """The attributes table's pipeline on a toy DailyDialog at the smoke budget's sizes, in this process: a supervised
+    DCM-VAE trains on act and emotion, DGM-VAE + MI gets its components labelled, both report control accuracy."""
+    write_dialog_corpus(tmp_path / "data" / "daily_dialog", num_dialogues=15)
+    commands = []
+
+    monkeypatch.setattr(reproduce, "run_command", recording_in_process(commands, []))
+    monkeypatch.setitem(budgets.BUDGETS, "smoke", dataclasses.replace(
+        budgets.BUDGETS["smoke"], evaluate={**budgets.BUDGETS["smoke"].evaluate, "rppl_samples": 60,
+                                            "control_samples": 8}))
+    monkeypatch.setenv("DEMVAE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(budgets, "SEEDED_RUNS", {})
+    results = tmp_path / "results"
+    assert main(["reproduce", "--budget", "smoke", "--tables", "attributes", "--runs", "dailydialog-dcm-vae-sup",
+                 "dailydialog-dgm-vae-mi", "--work-dir", str(tmp_path / "work"), "--results-dir", str(results),
+                 "--report", str(tmp_path / "results.md"), "--data-dir", str(tmp_path / "data")]) == 0
+    assert commands.count("label-components") == 1  # the unsupervised model only
+    supervised = json.loads((results / "smoke" / "dailydialog-dcm-vae-sup-seed0.json").read_text())["evaluation"]
+    labelled = json.loads((results / "smoke" / "attributes-dailydialog-dgm-vae-mi-seed0.json").read_text())
+    for evaluation in (supervised, labelled["evaluation"]):
+        assert set(evaluation["control_accuracy"]) == {"act", "emotion"}
+        assert all(0 <= value <= 1 for value in evaluation["control_accuracy"].values())
+    config = json.loads((tmp_path / "work" / "smoke" / "attributes-dailydialog-dgm-vae-mi-seed0" / "config.json")
+                        .read_text())
+    assert {name: spec["supervised"] for name, spec in config["attributes"].items()} == {"act": False,
+                                                                                         "emotion": False}
+    text = (tmp_path / "results.md").read_text()
+    assert "### DailyDialog: generation by label" in text and "| DCM-VAE, supervised: act, emotion | 0 |" in text

@@ -13,15 +13,22 @@ from modeling_demvae import DEMVAEConfig
 
 from .train import MODEL_FIELDS, PRESET_DIR
 
-SEEDED_RUNS = {"ptb-gm-vae": (0, 1, 2), "ptb-dgm-vae-mi": (0, 1, 2)}  # the comparison the paper is about
+SEEDED_RUNS = {preset: (0, 1, 2) for preset in (  # the comparisons the paper is about: mode collapse varies by seed
+    "ptb-gm-vae", "ptb-dgm-vae-mi", "dailydialog-dcm-vae-sup", "dailydialog-cm-vae-sup")}
 TABLES = {
     "ptb": ("Penn Treebank", ["ptb-vae", "ptb-di-vae", "ptb-semi-vae", "ptb-semi-vae-mi", "ptb-gm-vae",
                               "ptb-gm-vae-mi", "ptb-dgm-vae", "ptb-dgm-vae-mi", "ptb-rnnlm"]),
     "dailydialog": ("DailyDialog", ["dailydialog-di-vae", "dailydialog-gm-vae", "dailydialog-gm-vae-mi",
                                     "dailydialog-dgm-vae", "dailydialog-dgm-vae-mi"]),
+    "attributes": ("DailyDialog: generation by label", ["dailydialog-dcm-vae", "dailydialog-dcm-vae-sup",
+                                                        "dailydialog-cm-vae-sup", "dailydialog-dgm-vae-mi"]),
 }
-DATASETS = {"ptb": "ptb", "dailydialog": "daily_dialog"}
-COMPARISONS = {table: (f"{table}-dgm-vae-mi", f"{table}-gm-vae") for table in TABLES}  # the paper's claim, per table
+DATASETS = {"ptb": "ptb", "dailydialog": "daily_dialog", "attributes": "daily_dialog"}
+# Label columns of a table's control accuracy: its unsupervised models get them by `demvae label-components`.
+LABELLED_TABLES = {"attributes": ("act", "emotion")}
+# Per table, the model that should win and the one it is measured against: the paper's claims.
+COMPARISONS = {"ptb": ("ptb-dgm-vae-mi", "ptb-gm-vae"), "dailydialog": ("dailydialog-dgm-vae-mi", "dailydialog-gm-vae"),
+               "attributes": ("dailydialog-dcm-vae-sup", "dailydialog-cm-vae-sup")}
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,9 @@ class Run:
 
     @property
     def name(self) -> str:
-        return f"{self.preset}-seed{self.seed}"
+        """PRESET-seedN; a preset that another table holds first (its home) is TABLE-PRESET-seedN here."""
+        own = f"{self.preset}-seed{self.seed}"
+        return own if table_of(self.preset) == self.table else f"{self.table}-{own}"
 
     @property
     def dataset(self) -> str:
@@ -163,10 +172,12 @@ def run_settings(run: Run, budget: str) -> dict:
 
 
 def model_name(preset: str) -> str:
-    """The paper's name of a preset's model, e.g. 'ptb-dgm-vae-mi' -> 'DGM-VAE + MI'."""
+    """The paper's name of a preset's model, e.g. 'ptb-dgm-vae-mi' -> 'DGM-VAE + MI', with the label columns it
+    is trained on, e.g. 'DCM-VAE, supervised: act, emotion'."""
     settings = json.loads(preset_path(preset).read_text())
-    return DEMVAEConfig(**{key: value for key, value in settings.items() if key in MODEL_FIELDS}).paper_name
+    name = DEMVAEConfig(**{key: value for key, value in settings.items() if key in MODEL_FIELDS}).paper_name
+    return name + (f", supervised: {', '.join(settings['supervise'])}" if settings.get("supervise") else "")
 
 
-__all__ = ["BUDGETS", "COMPARISONS", "DATASETS", "TABLES", "Budget", "Run", "all_runs", "model_name", "preset_path",
-           "run_settings", "table_of"]
+__all__ = ["BUDGETS", "COMPARISONS", "DATASETS", "LABELLED_TABLES", "TABLES", "Budget", "Run", "all_runs",
+           "model_name", "preset_path", "run_settings", "table_of"]

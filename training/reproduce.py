@@ -1,9 +1,12 @@
 """Reproduce the paper's comparison: train each preset, evaluate it, picture it, and tabulate everything.
 
 Runs the spec's Penn Treebank table (VAE, DI-VAE, semi-VAE, GM-VAE, DGM-VAE, the mixture ones with and without
-the MI term, RNNLM) and then the DailyDialog one (DI-VAE, GM-VAE, DGM-VAE with and without MI), GM-VAE and
-DGM-VAE + MI on Penn Treebank over three seeds (mode collapse varies from seed to seed); a budget may name its own
-runs (`full`: the four models of the paper's claim, one seed each). Each run trains with `demvae train`, is scored
+the MI term, RNNLM), then the DailyDialog one (DI-VAE, GM-VAE, DGM-VAE with and without MI), then generation by
+label on DailyDialog (the categorical DCM-VAE without labels, and supervised on act and emotion against CM-VAE, its
+beta = 0 twin; DGM-VAE + MI with its components labelled by `demvae label-components`; control accuracy for each).
+GM-VAE and DGM-VAE + MI on Penn Treebank and the supervised DCM-VAE and CM-VAE run over three seeds (mode collapse
+varies from seed to seed); a budget may name its own runs (`full`: the four models of the paper's claim, one
+seed each). Each run trains with `demvae train`, is scored
 with `demvae evaluate` and pictured with `demvae inspect`; its record (training summary, every metric, timings, the
 exact settings, the learning curve where logged) goes to RESULTS_DIR/BUDGET/RUN.json as soon as it is done, with
 its pictures and, for the `full` and `paper` budgets, its model card in RESULTS_DIR/BUDGET/RUN/, and
@@ -34,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from .budgets import BUDGETS, DATASETS, TABLES, Run, all_runs, run_settings
+from .budgets import BUDGETS, DATASETS, LABELLED_TABLES, TABLES, Run, all_runs, run_settings
 from .checks import checked_output_file, checked_output_folder, number
 from .evaluate import remove_progress, write_json
 from .loading import RUN_SUMMARY
@@ -46,7 +49,8 @@ from .trainer import LEARNING_CURVE
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu", help="see --list-budgets (default: cpu)")
     parser.add_argument("--tables", nargs="+", choices=sorted(TABLES), default=list(TABLES),
-                        help="which tables to produce (default: both, Penn Treebank first)")
+                        help="which tables to produce (default: all, in this order: Penn Treebank, DailyDialog, "
+                             "DailyDialog's generation by label)")
     parser.add_argument("--runs", nargs="+", metavar="PRESET", help="only these presets (e.g. ptb-gm-vae)")
     parser.add_argument("--jobs", type=number(int, minimum=1), default=1,
                         help="runs trained side by side, the CPU cores shared among them (default: 1)")
@@ -121,9 +125,9 @@ def train_and_evaluate(run: Run, budget: str, *, work_dir: Path, results_dir: Pa
     preset.write_text(json.dumps({**settings["preset_settings"], **settings["train"]}, indent=2) + "\n")
 
     trained, evaluated = model_dir / "reproduce_training.json", model_dir / "reproduce_evaluation.json"
-    evaluation_file = model_dir / "evaluation.json"
+    labelled, evaluation_file = model_dir / "reproduce_labels.json", model_dir / "evaluation.json"
     if not step_done(trained, settings):
-        for stale in (evaluated, evaluation_file):  # of an earlier model in this folder
+        for stale in (labelled, evaluated, evaluation_file):  # of an earlier model in this folder
             stale.unlink(missing_ok=True)
         remove_progress(Path(f"{evaluation_file}.partial"))
         start = time.time()
@@ -134,6 +138,9 @@ def train_and_evaluate(run: Run, budget: str, *, work_dir: Path, results_dir: Pa
         run_command(["train", "--config", str(preset), "--seed", str(run.seed), "--output-dir", str(model_dir),
                      again, "--report-to", "none", "--num-samples", "0"], log, env)
         write_json(trained, {"settings": settings, "minutes": (time.time() - start) / 60})
+    if not step_done(labelled, settings):
+        label_components(run, model_dir, log, env)
+        write_json(labelled, {"settings": settings})
     if not step_done(evaluated, settings):
         start = time.time()
         run_command(["evaluate", str(model_dir), "--dataset", run.dataset, "--output", str(evaluation_file),
@@ -160,6 +167,17 @@ def train_and_evaluate(run: Run, budget: str, *, work_dir: Path, results_dir: Pa
         record["curve"] = [json.loads(line) for line in (model_dir / LEARNING_CURVE).read_text().splitlines()]
     write_json(results_dir / budget / f"{run.name}.json", record)
     return record
+
+
+def label_components(run: Run, model_dir: Path, log: Path, env: dict) -> None:
+    """In a table that measures control accuracy, name the components of the model by the label columns it was not
+    trained on (`demvae label-components`), so that it can generate by label too."""
+    config = json.loads((model_dir / "config.json").read_text())
+    supervised = {name for name, spec in (config.get("attributes") or {}).items() if spec["supervised"]}
+    columns = [column for column in LABELLED_TABLES.get(run.table, ()) if column not in supervised]
+    if columns:
+        run_command(["label-components", str(model_dir), "--dataset", run.dataset, "--labels", *columns,
+                     "--no-progress"], log, env)
 
 
 def write_card(run: Run, model_dir: Path, pictures: Path, evaluation: dict, threads: int) -> None:
