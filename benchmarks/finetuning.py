@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 from datasets import DatasetDict
+from demvae.arguments import TrainingArguments
 from demvae.cli import main as demvae
 from demvae.hub import training_summary
-from demvae.trainer import DEMVAETrainer, TrainingArguments
+from demvae.trainer import DEMVAETrainer
 from transformers import PreTrainedTokenizerFast
 
 from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration

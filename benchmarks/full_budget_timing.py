@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 import torch
+from demvae.arguments import TrainingArguments
 from demvae.budgets import BUDGETS, DATASETS, all_runs
 from demvae.train import MODEL_FIELDS, load_preset
-from demvae.trainer import DEMVAETrainer, TrainingArguments
+from demvae.trainer import DEMVAETrainer
 
 from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer, metrics
 from modeling_demvae.data import load_corpus, tokenize_corpus

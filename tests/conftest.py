@@ -9,7 +9,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from demvae.trainer import DEMVAETrainer, TrainingArguments  # noqa: E402
+from demvae.arguments import TrainingArguments  # noqa: E402
+from demvae.trainer import DEMVAETrainer  # noqa: E402
 
 from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer, data  # noqa: E402
 from modeling_demvae.data import default_data_dir, tokenize_corpus  # noqa: E402

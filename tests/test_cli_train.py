@@ -5,9 +5,9 @@ import re
 from pathlib import Path
 
 import pytest
+from demvae.arguments import TrainingArguments
 from demvae.cli import main as demvae
 from demvae.train import PRESET_DIR, load_preset
-from demvae.trainer import TrainingArguments
 
 from modeling_demvae import DEMVAEConfig
 

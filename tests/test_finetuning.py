@@ -11,10 +11,11 @@ import pytest
 import torch
 from conftest import tiny_trainer
 from datasets import Dataset, DatasetDict
+from demvae.arguments import TrainingArguments
 from demvae.cli import main as demvae
 from demvae.finetuning import base_model_origin
 from demvae.hub import recorded_training_settings
-from demvae.trainer import DEMVAETrainer, TrainingArguments
+from demvae.trainer import DEMVAETrainer
 
 from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, DEMVAETokenizer
 from modeling_demvae.data import tokenize_corpus

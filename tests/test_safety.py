@@ -16,9 +16,10 @@ import pytest
 import torch
 from conftest import CHECKPOINT_FILES, subprocess_env
 from demvae import train as train_command
+from demvae.arguments import TrainingArguments
 from demvae.checkpoints import STATE_FILE, list_checkpoints
 from demvae.cli import main as demvae
-from demvae.trainer import DEMVAETrainer, TrainingArguments
+from demvae.trainer import DEMVAETrainer
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 

@@ -9,8 +9,8 @@ from modeling_demvae.data import LABEL_COLUMNS
 from modeling_demvae.metrics.clustering import combined_cluster_ids, label_agreement
 from modeling_demvae.metrics.sentences import encode_sentences
 
+from .arguments import SELECTION_METRICS
 from .loading import load_model_and_tokenizer
-from .trainer import SELECTION_METRICS
 
 MAX_COMPONENTS_SHOWN = 10
 

@@ -37,13 +37,14 @@ from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer
 from modeling_demvae.configuration_demvae import PRIOR_FAMILIES, VARIANTS
 from modeling_demvae.data import label_names, load_corpus, text_files_corpus, tokenize_corpus, with_attribute_labels
 
+from .arguments import SELECTION_METRICS, TrainingArguments
 from .checks import check_number, number
 from .finetuning import base_kl_annealing_step, base_model_origin, load_for_finetuning
 from .loading import checked_model_folder
 from .precision import MIXED_PRECISION
 from .reporting import print_report
 from .runs import check_output_dir
-from .trainer import SELECTION_METRICS, DEMVAETrainer, TrainingArguments
+from .trainer import DEMVAETrainer
 
 PRESET_DIR = Path(str(resources.files("demvae.configuration")))  # the repository's configuration/, installed
 SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id")  # fixed by the tokenizer
