@@ -27,8 +27,8 @@ ceiling: ceiling (the rPPL keys of the language model trained on real sentences)
 (`demvae train --supervise`, `demvae label-components`) whose label columns the corpus has: control_accuracy
 (attribute -> macro accuracy over its labels of a classifier reading back the label of --control-samples sentences
 generated per label), control_per_label ("attribute: label" -> accuracy) and control_ceiling (attribute -> the
-classifier's accuracy on the real test sentences). The classifier, a bag-of-n-grams logistic regression trained on
-the real training sentences, is cached in --classifier-cache.
+classifier's macro accuracy on the real test sentences). The classifier, a bag-of-n-grams logistic regression trained
+on the real training sentences with the labels weighted equally, is cached in --classifier-cache.
 
 The evaluation keeps what it has finished in OUTPUT.partial (the NLL in chunks of 200 test sentences, chunk i
 seeded with --seed + i; the rPPL language models after each epoch; each other metric group as a whole), so that
@@ -286,7 +286,8 @@ def named_labels(split, column: str, names: dict) -> tuple[list[str], list[str]]
 
 
 def control_metrics(model, tokenizer, splits, attributes: list[str], args) -> dict:
-    """Control accuracy per attribute, with the classifier's accuracy on the real test sentences (its ceiling)."""
+    """Control accuracy per attribute, with the classifier's macro accuracy on the real test sentences (its
+    ceiling: what sentences of the right label would score)."""
     results = {"control_accuracy": {}, "control_per_label": {}, "control_ceiling": {}}
     for name in attributes:
         labels = model.config.attributes[name]["labels"]
@@ -299,7 +300,7 @@ def control_metrics(model, tokenizer, splits, attributes: list[str], args) -> di
         control = control_accuracy(model, tokenizer, classifier, name, num_samples=args.control_samples,
                                    seed=args.seed)
         results["control_accuracy"][name] = control["macro"]
-        results["control_ceiling"][name] = classifier.accuracy(*named_labels(splits["test"], name, names))
+        results["control_ceiling"][name] = classifier.macro_accuracy(*named_labels(splits["test"], name, names))
         results["control_per_label"].update({f"{name}: {label}": v for label, v in control["per_label"].items()})
     return results
 

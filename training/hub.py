@@ -57,7 +57,8 @@ METRICS = {
     "dispersion": ("dispersion", "Dispersion L_d"),
     "control_accuracy": ("control_accuracy", "Control accuracy, macro over labels"),
     "control_per_label": ("control_accuracy_per_label", "Control accuracy"),
-    "control_ceiling": ("control_classifier_accuracy", "Control classifier accuracy on real test sentences (ceiling)"),
+    "control_ceiling": ("control_classifier_accuracy",
+                        "Control classifier macro accuracy on real test sentences (ceiling)"),
 }
 SUMMED_OVER_GROUPS = ("mi",)
 GAUSSIAN_DISTANCE = "pooled standard deviations"  # the unit of evaluations that predate `component_distance`
