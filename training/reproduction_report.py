@@ -110,7 +110,7 @@ def format_table(table: str, records: list[dict], ceiling: dict | None = None) -
         ceilings = {}  # the classifier is the same for every model of the corpus
         for record in records:
             ceilings.update(record["evaluation"].get("control_ceiling") or {})
-        lines += ["", CONTROL_NOTES[table] + " The classifier's accuracy on real test sentences, its ceiling: "
+        lines += ["", CONTROL_NOTES[table] + " The classifier's macro accuracy on real test sentences, its ceiling: "
                   + ", ".join(f"{name} {value:.3f}" for name, value in sorted(ceilings.items())) + "."]
     return lines
 
