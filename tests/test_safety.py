@@ -160,6 +160,33 @@ def test_resume_with_other_settings_is_refused_naming_them_and_changes_nothing(f
     assert [p.name for p in list_checkpoints(output / "checkpoints")] == ["step-00000008", "step-00000012"]
 
 
+def test_a_checkpoint_of_an_older_version_resumes_with_the_settings_added_since_at_their_defaults(
+        finished_run, corpus, tmp_path, capsys):
+    """An older package wrote no value for a setting added later; its run had, in effect, the default. A setting
+    missing from the checkpoint whose value now differs from the default is still a difference."""
+    def drop_from_checkpoints(output, model=(), training=()):
+        for checkpoint in list_checkpoints(output / "checkpoints"):
+            state = json.loads((checkpoint / STATE_FILE).read_text())
+            for section, names in (("model", model), ("training", training)):
+                for name in names:
+                    del state["run"][section][name]
+            (checkpoint / STATE_FILE).write_text(json.dumps(state))
+
+    older = copy_of(finished_run, tmp_path / "older")
+    drop_from_checkpoints(older, model=["attribute_loss_weight", "categorical_size", "attributes"],
+                          training=["kl_annealing_start"])
+    assert demvae(train_args(corpus, older, "--resume", "--max-steps", "12")) == 0
+    assert "Resumed from" in capsys.readouterr().out
+    assert json.loads((older / "training_summary.json").read_text())["step"] == 12
+
+    not_default = copy_of(finished_run, tmp_path / "not-default")
+    drop_from_checkpoints(not_default, training=["learning_rate"])  # the run's 0.01, the default 0.001
+    assert TrainingArguments(output_dir="x").learning_rate == 0.001
+    capsys.readouterr()
+    assert demvae(train_args(corpus, not_default, "--resume", "--max-steps", "12")) == 2
+    assert "learning_rate 0.001 -> 0.01" in stderr_lines(capsys)[0]
+
+
 # ----- 3. an earlier model is never replaced silently -----
 
 

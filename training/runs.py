@@ -5,7 +5,7 @@ import hashlib
 import signal
 import threading
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 
 import numpy as np
 
@@ -52,6 +52,18 @@ def run_settings(config, args, processes: int, train_ids, eval_ids, tokenizer, *
     }
 
 
+def setting_defaults(config_class, args_class) -> dict:
+    """The defaults of the model's and the training's settings, shaped as `run_settings`: a setting that a newer
+    version of the package added is absent from an older checkpoint, whose run had, in effect, its default."""
+    def defaults(dataclass_type, names):
+        return {f.name: f.default if f.default_factory is MISSING else f.default_factory()
+                for f in fields(dataclass_type) if f.name in names
+                and (f.default is not MISSING or f.default_factory is not MISSING)}
+
+    return {"model": defaults(config_class, config_class.__annotations__),
+            "training": defaults(args_class, {f.name for f in fields(args_class)})}
+
+
 def _flatten(settings: dict, prefix: str = ""):
     for key, value in settings.items():
         if isinstance(value, dict):
@@ -60,9 +72,11 @@ def _flatten(settings: dict, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
-def setting_differences(saved: dict, current: dict) -> list[str]:
-    """"name old -> new" for every setting that differs (model and training fields by their own names)."""
-    old, new = dict(_flatten(saved)), dict(_flatten(current))
+def setting_differences(saved: dict, current: dict, *, defaults: dict | None = None) -> list[str]:
+    """"name old -> new" for every setting that differs (model and training fields by their own names). A setting
+    missing from `saved` counts as its value in `defaults` (see `setting_defaults`), if it has one there."""
+    old, new = dict(_flatten(defaults or {})), dict(_flatten(current))
+    old = {key: value for key, value in old.items() if key in new} | dict(_flatten(saved))
     shown = []
     for key in dict.fromkeys([*old, *new]):
         if old.get(key, "(none)") != new.get(key, "(none)"):

@@ -49,7 +49,14 @@ from .checkpoints import (
 )
 from .loading import RUN_SUMMARY, model_files
 from .precision import resolve_mixed_precision
-from .runs import check_output_dir, ctrl_c_between_steps, ids_record, run_settings, setting_differences
+from .runs import (
+    check_output_dir,
+    ctrl_c_between_steps,
+    ids_record,
+    run_settings,
+    setting_defaults,
+    setting_differences,
+)
 
 LOGGED_TERMS = ("loss", "nll", "zkl", "dispersion", "agg_ckl", "mi", "elbo")
 NOISE, DROPOUT, VALIDATION_NOISE = range(3)  # the random streams seeded by (seed, stream, position)
@@ -431,7 +438,8 @@ class DEMVAETrainer:
         if checkpoint is None:
             raise CheckpointError(f"--resume: no usable checkpoint in {self.checkpoint_dir} ({'; '.join(skipped)}); "
                                   "--overwrite starts the run again.")
-        differences = setting_differences(checkpoint.state["run"], self.run_settings)
+        differences = setting_differences(checkpoint.state["run"], self.run_settings,
+                                          defaults=setting_defaults(type(self.config), TrainingArguments))
         if differences:
             raise CheckpointError(
                 f"--resume: {checkpoint.path} belongs to a run with other settings ({'; '.join(differences)}); "
