@@ -179,26 +179,28 @@ def test_the_full_budget_runs_the_four_models_of_the_claim_in_order_with_one_thr
     assert full.evaluate["nll_samples"] == 500 and "max_sentences" not in full.evaluate  # the whole test set
 
 
-def curve_points(totals, step=500) -> list[dict]:
-    """A learning curve whose I(x;c), split over two groups, sums to `totals`."""
-    return [{"step": step * (i + 1), "elbo": -100.0 + i, "mi": total, "mutual_information": [total / 2, total / 2]}
-            for i, total in enumerate(totals)]
+def curve_points(groups_per_point, step=500) -> list[dict]:
+    """A learning curve with the given I(x; c_g) per group at each point."""
+    return [{"step": step * (i + 1), "elbo": -100.0 + i, "mi": sum(groups), "mutual_information": list(groups)}
+            for i, groups in enumerate(groups_per_point)]
 
 
-def test_the_collapse_is_read_from_the_curve():
-    dispersed = curve_points([3.0, 5.0, 6.0, 7.0])
-    collapsing = {"ptb-gm-vae": curve_points([4.0, 1.0, 0.06, 0.02]), "ptb-dgm-vae-mi": dispersed}
-    assert report.collapse_step(collapsing["ptb-gm-vae"]) == 1500
-    assert report.collapse_sentence("ptb", collapsing) == (
-        "GM-VAE's components collapse between steps 1,000 and 1,500: its I(x;c) summed over 2 groups falls from "
-        "1.00 to 0.060 nats, below 0.1, against 6.00 for DGM-VAE + MI.")
-    collapsed = {"ptb-gm-vae": curve_points([0.05, 0.01]), "ptb-dgm-vae-mi": dispersed}
-    assert "have collapsed by step 500, the curve's first point" in report.collapse_sentence("ptb", collapsed)
-    kept = {"ptb-gm-vae": curve_points([4.0, 2.0, 3.0])}
-    assert report.collapse_step(kept["ptb-gm-vae"]) is None
-    assert report.collapse_sentence("ptb", kept) == (
-        "GM-VAE's components do not collapse within the curve's 1,500 steps: its I(x;c) summed over 2 groups stays "
-        "above 0.1 nats (lowest 2.00 at step 1,000).")
+def test_the_collapse_is_read_from_the_curve_group_by_group():
+    dispersed = curve_points([[1.0, 1.0, 1.0, 1.0]] * 3 + [[1.0, 1.0, 1.0, 0.004]])
+    # one group keeps a lot of information, so the sum over groups stays large while most groups collapse
+    collapsing = curve_points([[1.0, 0.5, 0.5, 0.5], [1.0, 0.005, 0.5, 0.5], [1.0, 0.005, 0.009, 0.5],
+                               [1.0, 0.001, 0.001, 0.001]])
+    assert [report.collapsed_groups(point) for point in collapsing] == [0, 1, 2, 3]
+    assert report.collapse_step(collapsing) == 2000  # 3 of 4; 2 of 4 at step 1,500 is not most
+    curves = {"ptb-gm-vae": collapsing, "ptb-dgm-vae-mi": dispersed}
+    assert report.collapse_sentence("ptb", curves) == (
+        "GM-VAE's components collapse group by group. Groups (of 4) with I(x; c_g) below 0.01 nats, by step: 0 at "
+        "500, 1 at 1,000, 2 at 1,500, 3 at 2,000; most have collapsed by step 2,000. Its I(x;c) summed over groups "
+        "goes from 2.50 to 1.00 nats; DGM-VAE + MI has 3.00 at step 2,000, with 1 of its 4 groups collapsed.")
+    kept = curve_points([[1.0, 0.5], [0.005, 0.5]])  # one of two is not most
+    assert report.collapse_step(kept) is None
+    assert "most have not collapsed within the curve's 1,000 steps" in report.collapse_sentence(
+        "ptb", {"ptb-gm-vae": kept})
 
 
 def write_ptb_corpus(folder, sentences=(150, 40, 40), seed=0):

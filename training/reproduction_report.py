@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .budgets import BUDGETS, COMPARISONS, TABLES, all_runs, model_name  # noqa: E402
 from .evaluate import write_json  # noqa: E402
@@ -35,7 +36,9 @@ CLAIMS = {
     "attributes": [("control_act", "act control accuracy", +1), ("control_emotion", "emotion control accuracy", +1),
                    ("mi", "I(x;c)", +1), ("component_spread", "spread", +1)],
 }
-COLLAPSE_THRESHOLD = 0.1  # nats of I(x; c) summed over groups: below it, a model's components have collapsed
+# A group whose components tell sentences apart by less than this, I(x; c_g) in nats (exp: 1.01 effective
+# components), has collapsed; a model's components have collapsed once most of its groups have.
+COLLAPSE_THRESHOLD = 0.01
 CONTROL_NOTES = {"attributes": (
     "Control: macro accuracy over the labels of a classifier reading back the label of sentences generated with it "
     "fixed (chance: act 0.25, emotion 0.14); DGM-VAE + MI and the unsupervised DCM-VAE generate by the labels that "
@@ -144,55 +147,62 @@ def curve_totals(points: list[dict]) -> list[tuple[int, float]]:
     return [(point["step"], sum(point["mutual_information"])) for point in points]
 
 
+def collapsed_groups(point: dict, threshold: float = COLLAPSE_THRESHOLD) -> int:
+    """How many groups of a learning-curve point carry less than `threshold` nats of I(x; c_g)."""
+    return sum(value < threshold for value in point["mutual_information"])
+
+
 def collapse_step(points: list[dict], threshold: float = COLLAPSE_THRESHOLD) -> int | None:
-    """The first step at which I(x; c) summed over groups is below `threshold`; None if it never is."""
-    return next((step for step, total in curve_totals(points) if total < threshold), None)
+    """The first step at which most groups (more than half) have collapsed; None if none is."""
+    return next((point["step"] for point in points
+                 if 2 * collapsed_groups(point, threshold) > len(point["mutual_information"])), None)
 
 
 def collapse_sentence(table: str, curves: dict[str, list[dict]]) -> str:
-    """When the GM-VAE of the table collapses on its curve, measured against DGM-VAE + MI's curve at that step."""
+    """When the GM-VAE of the table collapses on its curve, group by group, against DGM-VAE + MI's curve."""
     better, worse = COMPARISONS[table]
-    points, other = curves[worse], dict(curve_totals(curves.get(better, [])))
-    totals, name = dict(curve_totals(points)), model_name(worse)
-    groups = len(points[0]["mutual_information"])
-    step = collapse_step(points)
-    steps = sorted(totals)
-
-    def beside(at: int) -> str:
-        return f", against {other[at]:.2f} for {model_name(better)}" if at in other else ""
-
-    if step is None:
-        lowest = min(steps, key=totals.get)
-        return (f"{name}'s components do not collapse within the curve's {steps[-1]:,} steps: its I(x;c) summed over "
-                f"{groups} groups stays above {COLLAPSE_THRESHOLD} nats (lowest {totals[lowest]:.2f} at step "
-                f"{lowest:,}{beside(lowest)}).")
-    if step == steps[0]:
-        return (f"{name}'s components have collapsed by step {step:,}, the curve's first point: its I(x;c) summed "
-                f"over {groups} groups is {totals[step]:.3f} nats there, below {COLLAPSE_THRESHOLD}{beside(step)}.")
-    before = steps[steps.index(step) - 1]
-    return (f"{name}'s components collapse between steps {before:,} and {step:,}: its I(x;c) summed over {groups} "
-            f"groups falls from {totals[before]:.2f} to {totals[step]:.3f} nats, below {COLLAPSE_THRESHOLD}"
-            f"{beside(step)}.")
+    points, name = curves[worse], model_name(worse)
+    groups, step = len(points[0]["mutual_information"]), collapse_step(points)
+    counts = ", ".join(f"{collapsed_groups(point)} at {point['step']:,}" for point in points)
+    first, last = points[0], points[-1]
+    when = (f"most have collapsed by step {step:,}" if step is not None
+            else f"most have not collapsed within the curve's {last['step']:,} steps")
+    sentence = (f"{name}'s components collapse group by group. Groups (of {groups}) with I(x; c_g) below "
+                f"{COLLAPSE_THRESHOLD} nats, by step: {counts}; {when}. Its I(x;c) summed over groups goes from "
+                f"{sum(first['mutual_information']):.2f} to {sum(last['mutual_information']):.2f} nats")
+    other = {point["step"]: point for point in curves.get(better, [])}
+    if last["step"] not in other:
+        return sentence + "."
+    point = other[last["step"]]
+    return (sentence + f"; {model_name(better)} has {sum(point['mutual_information']):.2f} at step {last['step']:,}, "
+            f"with {collapsed_groups(point)} of its {len(point['mutual_information'])} groups collapsed.")
 
 
 def draw_learning_curve(path: Path, curves: dict[str, list[dict]], title: str) -> None:
-    """-ELBO, and I(x; c) summed over groups with the batch MI term, against steps: one line per model."""
-    figure, (elbo_axis, mi_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    """-ELBO; I(x; c) summed over groups with the batch MI term, on a log scale; and the collapsed groups; against
+    steps, one line per model, with a dotted line where each model's components have collapsed."""
+    figure, (elbo_axis, mi_axis, group_axis) = plt.subplots(1, 3, figsize=(15, 4.4))
     for index, (preset, points) in enumerate(curves.items()):
-        color = plt.get_cmap("tab10")(index)
+        color, name = plt.get_cmap("tab10")(index), model_name(preset)
         steps = [point["step"] for point in points]
-        elbo_axis.plot(steps, [-point["elbo"] for point in points], "o-", color=color, label=model_name(preset))
+        elbo_axis.plot(steps, [-point["elbo"] for point in points], "o-", color=color, label=name)
         mi_axis.plot(steps, [total for _, total in curve_totals(points)], "o-", color=color,
-                     label=f"{model_name(preset)}: I(x;c), validation set")
-        mi_axis.plot(steps, [point["mi"] for point in points], "x--", color=color,
-                     label=f"{model_name(preset)}: batch MI term")
-    mi_axis.axhline(COLLAPSE_THRESHOLD, color="grey", linewidth=0.8, linestyle=":",
-                    label=f"collapsed below {COLLAPSE_THRESHOLD} nats")
+                     label=f"{name}: I(x;c), validation set")
+        mi_axis.plot(steps, [point["mi"] for point in points], "x--", color=color, label=f"{name}: batch MI term")
+        group_axis.plot(steps, [collapsed_groups(point) for point in points], "o-", color=color,
+                        label=f"{name} (of {len(points[0]['mutual_information'])})")
+        if (step := collapse_step(points)) is not None:
+            for axis in (elbo_axis, mi_axis, group_axis):
+                axis.axvline(step, color=color, linewidth=0.8, linestyle=":")
+    mi_axis.set_yscale("symlog", linthresh=1e-2)
+    group_axis.yaxis.set_major_locator(MaxNLocator(integer=True))
     elbo_axis.set(xlabel="training step", ylabel="-ELBO (nats per sentence)", title="validation -ELBO")
     mi_axis.set(xlabel="training step", ylabel="nats, summed over groups", title="mutual information I(x; c)")
-    elbo_axis.legend(fontsize=8)
-    mi_axis.legend(fontsize=7)
-    figure.suptitle(title, fontsize=10)
+    group_axis.set(xlabel="training step", ylabel="groups", ylim=(0, None),
+                   title=f"collapsed groups: I(x; c_g) < {COLLAPSE_THRESHOLD} nats")
+    for axis, size in ((elbo_axis, 8), (mi_axis, 7), (group_axis, 8)):
+        axis.legend(fontsize=size)
+    figure.suptitle(f"{title} (dotted: most groups collapsed)", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -211,6 +221,8 @@ def write_learning_curves(results_dir: Path, budget: str, records: list[dict]) -
         data = {"table": table, "budget": budget, "every": curved[0]["settings"]["train"]["learning_curve_every"],
                 "threshold": COLLAPSE_THRESHOLD,
                 "collapse_step": {preset: collapse_step(points) for preset, points in curves.items()},
+                "collapsed_groups": {preset: [collapsed_groups(point) for point in points]
+                                     for preset, points in curves.items()},
                 "collapse": collapse_sentence(table, curves), "curves": curves}
         path, picture = folder / f"{table}-learning-curve.json", folder / f"{table}-learning-curve.png"
         if not path.is_file() or json.loads(path.read_text()) != data or not picture.is_file():
@@ -279,5 +291,5 @@ def display_path(path: Path) -> str:
     return str(path.relative_to(here)) if path.is_relative_to(here) else str(path)
 
 
-__all__ = ["collapse_sentence", "collapse_step", "format_claims", "format_table", "load_records", "record_metrics",
-           "write_learning_curves", "write_report"]
+__all__ = ["collapse_sentence", "collapse_step", "collapsed_groups", "format_claims", "format_table", "load_records",
+           "record_metrics", "write_learning_curves", "write_report"]
