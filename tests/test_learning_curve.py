@@ -9,7 +9,7 @@ import torch
 from conftest import TINY, tiny_trainer
 from demvae.checkpoints import list_checkpoints
 from demvae.cli import main as demvae
-from demvae.trainer import LEARNING_CURVE
+from demvae.learning_curve import LEARNING_CURVE
 from safetensors.torch import load_file
 
 from modeling_demvae.metrics import encode_sentences, mutual_information

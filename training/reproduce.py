@@ -40,10 +40,10 @@ from pathlib import Path
 from .budgets import BUDGETS, DATASETS, LABELLED_TABLES, TABLES, Run, all_runs, run_settings
 from .checks import checked_output_file, checked_output_folder, number
 from .evaluate import remove_progress, write_json
+from .learning_curve import read_curve
 from .loading import RUN_SUMMARY
 from .precision import cpu_model_name
 from .reproduction_report import ceiling_path, write_report
-from .trainer import LEARNING_CURVE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -164,7 +164,7 @@ def train_and_evaluate(run: Run, budget: str, *, work_dir: Path, results_dir: Pa
         "machine": machine_description(threads), "settings": settings,
     }
     if settings["train"].get("learning_curve_every"):
-        record["curve"] = [json.loads(line) for line in (model_dir / LEARNING_CURVE).read_text().splitlines()]
+        record["curve"] = read_curve(model_dir)
     write_json(results_dir / budget / f"{run.name}.json", record)
     return record
 

@@ -19,7 +19,6 @@ attributes too; their term is a per-sentence mean like the others, so it needs n
 
 import json
 import math
-import os
 import sys
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
@@ -32,11 +31,9 @@ from accelerate.utils import gather_object, is_tensorboard_available, set_seed
 from tqdm.auto import tqdm
 
 from modeling_demvae.data import LengthBucketBatchSampler, PaddingCollator
-from modeling_demvae.metrics.collapse import mutual_information
 
 from .arguments import FREE_ON_RESUME, SELECTION_METRICS, TrainingArguments
 from .checkpoints import (
-    TEMPORARY_PREFIX,
     CheckpointError,
     export_atomically,
     latest_checkpoint,
@@ -47,6 +44,7 @@ from .checkpoints import (
     restore_random_states,
     save_checkpoint,
 )
+from .learning_curve import append_point, curve_point, trim_curve
 from .loading import RUN_SUMMARY, model_files
 from .precision import resolve_mixed_precision
 from .runs import (
@@ -60,7 +58,6 @@ from .runs import (
 
 LOGGED_TERMS = ("loss", "nll", "zkl", "dispersion", "agg_ckl", "mi", "elbo")
 NOISE, DROPOUT, VALIDATION_NOISE = range(3)  # the random streams seeded by (seed, stream, position)
-LEARNING_CURVE = "learning_curve.jsonl"  # one JSON line per point, in output_dir
 
 
 @dataclass
@@ -93,14 +90,6 @@ def adam(parameters, *, learning_rate: float) -> torch.optim.Adam:
 def stream_seed(*keys: int) -> int:
     """A seed mixed from non-negative integers (the run's seed, a stream, a step): nearby keys, unrelated streams."""
     return int(np.random.SeedSequence(keys).generate_state(1, np.uint64)[0])
-
-
-def curve_step(line: str) -> float:
-    """The step of a learning-curve line; infinite for a line cut short by a crash, so that it is dropped."""
-    try:
-        return json.loads(line)["step"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return float("inf")
 
 
 class TrainingDiverged(ValueError):
@@ -345,29 +334,13 @@ class DEMVAETrainer:
         return every is not None and self.state.step % every == 0 and (until is None or self.state.step <= until)
 
     def _log_curve_point(self, metrics: dict[str, float], component_probs: torch.Tensor | None, progress) -> None:
-        """Append the validation terms and I(x; c) per group (on the validation q(c|x)) to learning_curve.jsonl."""
-        point = {"step": self.state.step, **metrics}
-        if component_probs is not None:
-            point["mutual_information"] = mutual_information(component_probs).tolist()
+        """Append the validation terms and I(x; c) per group (on the validation q(c|x)) to the learning curve."""
         if self.accelerator.is_main_process:
-            with (self.output_dir / LEARNING_CURVE).open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(point) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+            point = curve_point(self.state.step, metrics, component_probs)
+            append_point(self.output_dir, point)
             shown = f", I(x;c) {sum(point['mutual_information']):.3f}" if component_probs is not None else ""
             progress.write(f"step {self.state.step}: learning curve "
                            + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + shown)
-
-    def _trim_learning_curve(self) -> None:
-        """Keep the curve's points up to the step the run starts from: those after it (logged after the last
-        checkpoint of an interrupted run, or by an earlier run in this folder) will be logged again."""
-        path = self.output_dir / LEARNING_CURVE
-        if not self.accelerator.is_main_process or not path.is_file():
-            return
-        kept = [line for line in path.read_text(encoding="utf-8").splitlines() if curve_step(line) <= self.state.step]
-        temporary = path.with_name(TEMPORARY_PREFIX + path.name)
-        temporary.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        os.replace(temporary, path)
 
     def _after_validation(self, metrics: dict[str, float]) -> None:
         """Keep the best model, decay the learning rate on a plateau, and decide on early stopping."""
@@ -497,7 +470,8 @@ class DEMVAETrainer:
         accelerator.print(f"Training on {accelerator.num_processes} process(es) ({accelerator.distributed_type}, "
                           f"{accelerator.device}), {args.batch_size} sentences per step, mixed precision "
                           f"{accelerator.mixed_precision}.")
-        self._trim_learning_curve()
+        if self.accelerator.is_main_process:
+            trim_curve(self.output_dir, self.state.step)
         self._batches = self._train_batches()
         checkpoint_every = args.checkpoint_every or args.eval_every
         with ctrl_c_between_steps(self._request_stop), tqdm(
@@ -533,7 +507,6 @@ class DEMVAETrainer:
 
 
 __all__ = [
-    "LEARNING_CURVE",
     "DEMVAETrainer",
     "TrainingDiverged",
     "TrainingInterrupted",
