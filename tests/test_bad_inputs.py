@@ -165,6 +165,7 @@ CASES = [
     ("evaluate-output-is-a-folder", ["evaluate", "{model}", "--dataset", "{corpus}", "--output", "{tmp}"],
      "is a folder; give a file path"),
     ("evaluate-nll-samples-0", ["evaluate", "{model}", "--nll-samples", "0"], "--nll-samples: must be a positive"),
+    ("evaluate-num-threads-0", ["evaluate", "{model}", "--num-threads", "0"], "--num-threads: must be a positive"),
     ("evaluate-max-sentences-negative", ["evaluate", "{model}", "--max-sentences", "-3"], "--max-sentences: must be"),
     ("evaluate-no-such-device", ["evaluate", "{model}", "--device", "banana"], "--device: not a torch device"),
     ("evaluate-weights-truncated", ["evaluate", "{weights_truncated}", "--dataset", "{corpus}", "--output",

@@ -53,6 +53,7 @@ from modeling_demvae.metrics.reverse_ppl import RPPL_PRESETS
 from .checks import checked_output_file, device, number
 from .loading import load_model_and_tokenizer
 from .precision import MIXED_PRECISION, autocast, resolve_mixed_precision
+from .threads import cpu_threads
 
 POSITIVE = number(int, minimum=1)
 
@@ -92,6 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-tokens", type=POSITIVE, default=16384,
                         help="padded tokens per decoder call in the NLL (memory ~ this x vocabulary size floats)")
     parser.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--num-threads", type=POSITIVE,
+                        help="CPU threads (default: $OMP_NUM_THREADS, else every core); long evaluations beside "
+                             "other jobs: 1")
     parser.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto",
                         help="precision of the NLL, the prior samples and the rPPL language models: auto (bf16 where "
                              "the CPU or GPU has bf16 arithmetic, else float32), no (float32), bf16, or fp16 (GPUs)")
@@ -367,9 +371,10 @@ def run(args) -> int:
     if "ceiling" in args.metrics and not {"train", "validation"} <= set(splits):
         raise ValueError("the ceiling needs real training and validation sentences: give --dataset with both "
                          f"splits (this one has {', '.join(sorted(splits))}).")
-    model, tokenizer = load_model_and_tokenizer(args.model, device=args.device)
-    progress = Path(f"{args.output}.partial")
-    results = evaluate(model, tokenizer, splits, args, progress)
+    with cpu_threads(args.num_threads):
+        model, tokenizer = load_model_and_tokenizer(args.model, device=args.device)
+        progress = Path(f"{args.output}.partial")
+        results = evaluate(model, tokenizer, splits, args, progress)
     print(format_table(results))
     write_json(args.output, results)
     remove_progress(progress)

@@ -183,20 +183,15 @@ def label_components(run: Run, model_dir: Path, log: Path, env: dict) -> None:
 def write_card(run: Run, model_dir: Path, pictures: Path, evaluation: dict, threads: int) -> None:
     """The release card of the model, from its evaluation, with samples per component and the latent picture:
     PICTURES/README.md, ready for `demvae push` (which renders it again from the same inputs)."""
-    import torch
-
     from .hub import LATENT_IMAGE_NAME, recorded_training_settings, render_model_card
     from .loading import load_model_and_tokenizer
+    from .threads import cpu_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with cpu_threads(threads):
         model, tokenizer = load_model_and_tokenizer(model_dir)
         image = LATENT_IMAGE_NAME if (pictures / LATENT_IMAGE_NAME).is_file() else None
         card = render_model_card(model, tokenizer, repo_id=f"demvae-{run.preset}", evaluations=[evaluation],
                                  training_settings=recorded_training_settings(model_dir), latent_image=image)
-    finally:
-        torch.set_num_threads(before)
     pictures.mkdir(parents=True, exist_ok=True)
     card.save(pictures / "README.md")
 

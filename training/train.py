@@ -22,7 +22,6 @@ examples:
 import argparse
 import difflib
 import json
-import os
 import re
 import time
 import types
@@ -44,6 +43,7 @@ from .loading import checked_model_folder
 from .precision import MIXED_PRECISION
 from .reporting import print_report
 from .runs import check_output_dir
+from .threads import cpu_threads
 from .trainer import DEMVAETrainer
 
 PRESET_DIR = Path(str(resources.files("demvae.configuration")))  # the repository's configuration/, installed
@@ -231,15 +231,6 @@ def resolve_settings(args: argparse.Namespace) -> dict:
     return {**DEFAULTS, **main_job, **preset, **given}
 
 
-def set_threads(settings: dict) -> None:
-    """One process per core group: torch's default of all cores per process oversubscribes shared machines."""
-    if torch.cuda.is_available():
-        return
-    threads = settings.get("num_threads") or int(os.environ.get("OMP_NUM_THREADS", 0)) or max(
-        1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-    torch.set_num_threads(threads)
-
-
 def load_training_corpus(args, settings):
     """The corpus with train and validation splits (validation carved from train when the source has none)."""
     if args.train_file:
@@ -336,9 +327,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.init_from:  # the model's settings, before the corpus is read (fine-tuning checks them on its model)
         DEMVAEConfig(**{k: v for k, v in settings.items() if k in MODEL_FIELDS})
     check_output_dir(training_args.output_dir, resume=training_args.resume, overwrite=training_args.overwrite)
-    threads = torch.get_num_threads()
-    set_threads(settings)
-    try:
+    with cpu_threads(settings.get("num_threads")):
         corpus = load_training_corpus(args, settings)
         labels = supervised_labels(settings, corpus)
         model, tokenizer = build_model(args, settings, corpus, labels)
@@ -355,6 +344,4 @@ def run(args: argparse.Namespace) -> int:
         if trainer.accelerator.is_main_process:
             print_report(training_args.output_dir, data, state, training_args.selection_metric,
                          num_samples=args.num_samples, seconds=time.time() - start)
-    finally:  # callers that run several commands in one process (tests, notebooks) keep their setting
-        torch.set_num_threads(threads)
     return 0
