@@ -7,7 +7,9 @@ import signal
 import statistics
 import subprocess
 import sys
+import time
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -283,14 +285,59 @@ def test_the_full_budget_at_toy_size_writes_records_curve_ceilings_and_cards_and
     assert json.loads((full / "ptb-dgm-vae-mi-seed0.json").read_text())["evaluation"] == before["evaluation"]
 
 
-def test_a_signal_stops_the_running_subcommand_and_the_command(monkeypatch):
-    """Ctrl-C or kill: no next run starts, and the subcommand does not go on alone (its files stay resumable)."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    monkeypatch.setattr(reproduce, "RUNNING", {child})
+SAVES_ON_CTRL_C = """
+import signal, sys, time
+from pathlib import Path
+def save(signum, frame):
+    time.sleep(0.2)  # the step it is in, then the checkpoint
+    Path(sys.argv[1]).write_text("saved")
+    sys.exit(0)
+signal.signal(signal.SIGINT, save)
+Path(sys.argv[1] + ".ready").write_text("")
+time.sleep(60)
+"""
+
+
+def start_child(tmp_path, name: str, *, ignores_ctrl_c: bool = False) -> tuple[subprocess.Popen, Path]:
+    marker = tmp_path / name
+    handler = "signal.SIG_IGN" if ignores_ctrl_c else "save"
+    script = SAVES_ON_CTRL_C.replace("(signal.SIGINT, save)", f"(signal.SIGINT, {handler})")
+    child = subprocess.Popen([sys.executable, "-c", script, str(marker)])
+    while not Path(f"{marker}.ready").exists() and child.poll() is None:
+        time.sleep(0.02)
+    return child, marker
+
+
+def test_a_signal_lets_the_running_subcommands_save_then_stops_them_and_the_command(tmp_path, monkeypatch):
+    """kill: each subcommand gets one Ctrl-C and saves where it is (a training step and its checkpoint), no next
+    run starts; one that does not stop within the grace time, or at a second signal, is terminated."""
+    saving, marker = start_child(tmp_path, "saving")
+    stubborn, _ = start_child(tmp_path, "stubborn", ignores_ctrl_c=True)
+    monkeypatch.setattr(reproduce, "RUNNING", {saving, stubborn})
+    monkeypatch.setattr(reproduce, "STOPPING", False)
+    monkeypatch.setattr(reproduce, "STOP_GRACE_SECONDS", 2)
     exits = []
     monkeypatch.setattr(reproduce.os, "_exit", exits.append)
     reproduce.stop(signal.SIGTERM, None)
-    assert child.poll() == -signal.SIGTERM and exits == [128 + signal.SIGTERM]
+    assert saving.poll() == 0 and marker.read_text() == "saved"  # it stopped on its own, after saving
+    assert stubborn.poll() == -signal.SIGTERM and exits == [128 + signal.SIGTERM]
+
+    again, marker = start_child(tmp_path, "again")  # a second signal while stopping: at once, nothing saved
+    monkeypatch.setattr(reproduce, "RUNNING", {again})
+    reproduce.stop(signal.SIGTERM, None)
+    assert again.poll() == -signal.SIGTERM and not marker.exists() and exits[-1] == 128 + signal.SIGTERM
+
+
+def test_ctrl_c_is_not_sent_again_to_subcommands_that_the_terminal_reached(tmp_path, monkeypatch):
+    """A Ctrl-C reaches the whole foreground process group: a second one would stop the subcommands mid-step."""
+    child, marker = start_child(tmp_path, "reached")
+    monkeypatch.setattr(reproduce, "RUNNING", {child})
+    monkeypatch.setattr(reproduce, "STOPPING", False)
+    monkeypatch.setattr(reproduce, "STOP_GRACE_SECONDS", 1)
+    monkeypatch.setattr(reproduce.os, "_exit", lambda code: None)
+    child.send_signal(signal.SIGINT)  # the terminal's
+    reproduce.stop(signal.SIGINT, None)
+    assert child.poll() == 0 and marker.read_text() == "saved"  # saved once, not interrupted by a second one
 
 
 def test_the_control_table_at_toy_size_labels_unsupervised_models_and_measures_control(tmp_path, monkeypatch):

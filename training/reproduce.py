@@ -75,6 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 RUNNING: set[subprocess.Popen] = set()  # the subcommands running now, stopped with the command
+STOPPING = False  # a first signal has come: the subcommands are saving where they are
+STOP_GRACE_SECONDS = 300  # for a training step, a validation and a checkpoint at the reference size, with room
 
 
 def run_command(arguments: list[str], log: Path, env: dict) -> None:
@@ -239,12 +241,31 @@ def machine_description(threads: int) -> str:
 
 
 def stop(signum, frame) -> None:
-    """SIGTERM or SIGINT (Ctrl-C): stop the subcommands running now and the command at once, instead of going on
-    with the next run. Every file is written atomically, so the next start resumes from the last checkpoint or
-    finished part."""
-    for child in list(RUNNING):
-        child.terminate()
-    for child in list(RUNNING):
+    """SIGTERM or SIGINT (Ctrl-C): stop the subcommands running now and the command, instead of going on with the
+    next run. After SIGTERM each subcommand gets one SIGINT (a Ctrl-C in a terminal has reached them already):
+    training stops after the step it is in and saves a checkpoint, so nothing is lost, and an evaluation keeps its
+    finished parts. Those still running after STOP_GRACE_SECONDS, or at a second signal, are terminated; every file
+    is written atomically, so the next start resumes from the last checkpoint or finished part either way."""
+    global STOPPING
+    children = list(RUNNING)
+    if STOPPING:
+        for child in children:
+            child.terminate()
+    else:
+        STOPPING = True
+        if signum != signal.SIGINT:
+            for child in children:
+                child.send_signal(signal.SIGINT)
+        if children:
+            print(f"[{time.strftime('%H:%M:%S')}] stopping: the running subcommands save where they are (up to "
+                  f"{STOP_GRACE_SECONDS} s; a second signal stops them at once).", flush=True)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for child in children:
+            try:
+                child.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.terminate()
+    for child in children:
         child.wait()
     print(f"[{time.strftime('%H:%M:%S')}] stopped by signal {signum}; the same command resumes.", flush=True)
     os._exit(128 + signum)
