@@ -142,9 +142,9 @@ def format_claims(records: list[dict]) -> list[str]:
 # ----- the learning curve -----
 
 
-def curve_totals(points: list[dict]) -> list[tuple[int, float]]:
-    """(step, I(x; c) summed over groups) of each point of a learning curve."""
-    return [(point["step"], sum(point["mutual_information"])) for point in points]
+def total_information(point: dict) -> float:
+    """I(x; c) summed over groups at a learning-curve point."""
+    return sum(point["mutual_information"])
 
 
 def collapsed_groups(point: dict, threshold: float = COLLAPSE_THRESHOLD) -> int:
@@ -169,12 +169,12 @@ def collapse_sentence(table: str, curves: dict[str, list[dict]]) -> str:
             else f"most have not collapsed within the curve's {last['step']:,} steps")
     sentence = (f"{name}'s components collapse group by group. Groups (of {groups}) with I(x; c_g) below "
                 f"{COLLAPSE_THRESHOLD} nats, by step: {counts}; {when}. Its I(x;c) summed over groups goes from "
-                f"{sum(first['mutual_information']):.2f} to {sum(last['mutual_information']):.2f} nats")
+                f"{total_information(first):.2f} to {total_information(last):.2f} nats")
     other = {point["step"]: point for point in curves.get(better, [])}
     if last["step"] not in other:
         return sentence + "."
     point = other[last["step"]]
-    return (sentence + f"; {model_name(better)} has {sum(point['mutual_information']):.2f} at step {last['step']:,}, "
+    return (sentence + f"; {model_name(better)} has {total_information(point):.2f} at step {last['step']:,}, "
             f"with {collapsed_groups(point)} of its {len(point['mutual_information'])} groups collapsed.")
 
 
@@ -186,7 +186,7 @@ def draw_learning_curve(path: Path, curves: dict[str, list[dict]], title: str) -
         color, name = plt.get_cmap("tab10")(index), model_name(preset)
         steps = [point["step"] for point in points]
         elbo_axis.plot(steps, [-point["elbo"] for point in points], "o-", color=color, label=name)
-        mi_axis.plot(steps, [total for _, total in curve_totals(points)], "o-", color=color,
+        mi_axis.plot(steps, [total_information(point) for point in points], "o-", color=color,
                      label=f"{name}: I(x;c), validation set")
         mi_axis.plot(steps, [point["mi"] for point in points], "x--", color=color, label=f"{name}: batch MI term")
         group_axis.plot(steps, [collapsed_groups(point) for point in points], "o-", color=color,
