@@ -205,6 +205,49 @@ def test_the_collapse_is_read_from_the_curve_group_by_group():
         "ptb", {"ptb-gm-vae": kept})
 
 
+def test_a_complete_curve_of_a_run_still_training_is_drawn_before_its_record(tmp_path, capsys):
+    """`--report-only` (and every report of a running set) draws the curves that reached `learning_curve_until`
+    in the work folder, hours before the records; a curve not complete yet, or logged with other settings, waits."""
+    work = tmp_path / "work"
+
+    def in_training(preset: str, points: list[dict], **changed) -> None:
+        run = budgets.Run(table="ptb", preset=preset, seed=0)
+        settings = budgets.run_settings(run, "full")
+        folder = work / "full" / run.name
+        folder.mkdir(parents=True)
+        (folder / "preset.json").write_text(json.dumps({**settings["preset_settings"], **settings["train"],
+                                                        **changed}))
+        (folder / "learning_curve.jsonl").write_text("".join(json.dumps(point) + "\n" for point in points))
+
+    collapsing = curve_points([[1.0, 0.5, 0.5]] * 4 + [[1.0, 0.001, 0.001]] * 3)  # steps 500 to 3,500
+    in_training("ptb-gm-vae", collapsing)
+    in_training("ptb-dgm-vae-mi", curve_points([[1.0, 1.0, 1.0]] * 6))  # at step 3,000: not complete
+    results, report_path = tmp_path / "results", tmp_path / "results.md"
+    arguments = ["reproduce", "--budget", "full", "--report-only", "--work-dir", str(work), "--results-dir",
+                 str(results), "--report", str(report_path)]
+    assert main(arguments) == 0
+    curve = json.loads((results / "full" / "ptb-learning-curve.json").read_text())
+    assert curve["curves"] == {"ptb-gm-vae": collapsing} and curve["still_training"] == ["ptb-gm-vae"]
+    assert curve["collapse_step"] == {"ptb-gm-vae": 2500}
+    text = report_path.read_text()
+    assert "## Budget `full`" in text and "GM-VAE still training, the curve complete" in text
+    assert "Not run yet: ptb-gm-vae-seed0, ptb-dgm-vae-mi-seed0" in text and curve["collapse"] in text
+
+    with (work / "full" / "ptb-dgm-vae-mi-seed0" / "learning_curve.jsonl").open("a") as handle:
+        handle.write(json.dumps(curve_points([[1.0, 1.0, 1.0]] * 7)[-1]) + "\n")
+    assert main(arguments) == 0
+    curve = json.loads((results / "full" / "ptb-learning-curve.json").read_text())
+    assert set(curve["curves"]) == {"ptb-gm-vae", "ptb-dgm-vae-mi"}
+    assert "GM-VAE and DGM-VAE + MI still training" in report_path.read_text()
+
+    stale = tmp_path / "stale"
+    work = stale / "work"
+    in_training("ptb-gm-vae", collapsing, learning_curve_every=250)  # the budget's settings changed since
+    assert main([*arguments[:5], str(work), "--results-dir", str(stale), "--report", str(stale / "r.md")]) == 0
+    assert not (stale / "full").exists() and "## Budget `full`" not in (stale / "r.md").read_text()
+    capsys.readouterr()
+
+
 def write_ptb_corpus(folder, sentences=(150, 40, 40), seed=0):
     """A Penn Treebank-shaped folder (ptb.train/valid/test.txt) of random short sentences."""
     generator = torch.Generator().manual_seed(seed)

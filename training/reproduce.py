@@ -40,7 +40,7 @@ from pathlib import Path
 from .budgets import BUDGETS, DATASETS, LABELLED_TABLES, TABLES, Run, all_runs, run_settings
 from .checks import checked_output_file, checked_output_folder, number
 from .evaluate import remove_progress, write_json
-from .learning_curve import read_curve
+from .learning_curve import LEARNING_CURVE, read_curve
 from .loading import RUN_SUMMARY
 from .precision import cpu_model_name
 from .reproduction_report import ceiling_path, write_report
@@ -67,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the markdown tables (default: benchmarks/results.md in the current folder)")
     parser.add_argument("--data-dir", help="folder holding ptb/ and daily_dialog/ (default: $DEMVAE_DATA_DIR, "
                                            "else ../shared/data beside the checkout)")
-    parser.add_argument("--report-only", action="store_true", help="rewrite the tables from the records; train nothing")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the tables from the records (and the complete learning curves of runs still "
+                             "training in the work folder); train nothing")
     parser.add_argument("--list-budgets", action="store_true", help="print what each budget changes and exit")
 
 
@@ -228,6 +230,25 @@ def measure_ceiling(table: str, budget: str, runs: list[Run], *, work_dir: Path,
     })
 
 
+def curves_in_training(runs: list[Run], budget: str, *, work_dir: Path, results_dir: Path,
+                       threads: int) -> list[dict]:
+    """The learning curves of runs still training whose curve is complete (logged up to `learning_curve_until`
+    with the budget's current settings), as records that carry only the curve: the picture is ready hours before
+    the runs' records."""
+    found = []
+    for run in runs:
+        settings = run_settings(run, budget)
+        until, folder = settings["train"].get("learning_curve_until"), work_dir / budget / run.name
+        if not until or is_done(run, budget, results_dir) or not (folder / LEARNING_CURVE).is_file():
+            continue
+        preset, points = json.loads((folder / "preset.json").read_text()), read_curve(folder)
+        current = {key: preset.get(key) for key in settings["train"]} == settings["train"]
+        if current and points and points[-1]["step"] >= until:
+            found.append({"table": run.table, "preset": run.preset, "curve": points, "settings": settings,
+                          "machine": machine_description(threads), "still_training": True})
+    return found
+
+
 def machine_description(threads: int) -> str:
     """CPU model (or GPU) and threads per run: timings mean little without it."""
     import torch
@@ -324,6 +345,10 @@ def run(args) -> int:
     failures, ceiling_lock = [], threading.Lock()
     places = {"work_dir": work_dir, "results_dir": results_dir, "threads": threads, "data_dir": args.data_dir}
 
+    def in_training() -> dict[str, list[dict]]:
+        return {args.budget: curves_in_training(runs, args.budget, work_dir=work_dir, results_dir=results_dir,
+                                                threads=threads)}
+
     def ceiling(table: str) -> None:
         if spec.ceiling and not args.report_only:
             with ceiling_lock:  # once per corpus, whichever run of it finishes first
@@ -344,13 +369,13 @@ def run(args) -> int:
             return
         print(f"[{time.strftime('%H:%M:%S')}] {item.name}: done in {(time.time() - start) / 60:.1f} min", flush=True)
         ceiling(item.table)
-        write_report(report, results_dir)  # after each run, so an interrupted set leaves a current table
+        write_report(report, results_dir, in_training())  # after each run: an interrupted set leaves a current report
 
     with stopping_on_signals(), ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(one, pending))
         for table in dict.fromkeys(item.table for item in runs):  # a ceiling still missing, of finished runs
             ceiling(table)
-    write_report(report, results_dir)
+    write_report(report, results_dir, in_training())
     print(f"wrote {report}" + (f"; failed: {', '.join(failures)}" if failures else ""))
     return 1 if failures else 0
 

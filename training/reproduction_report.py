@@ -210,7 +210,8 @@ def draw_learning_curve(path: Path, curves: dict[str, list[dict]], title: str) -
 
 def write_learning_curves(results_dir: Path, budget: str, records: list[dict]) -> dict[str, Path]:
     """Per table whose records carry curves: TABLE-learning-curve.json (the points, the collapse step) and .png
-    beside the records, rewritten only when the points changed. Returns table -> PNG."""
+    beside the records, rewritten only when the points changed. Returns table -> PNG. A record may carry only the
+    curve (`still_training`) of a run whose curve is complete but whose training goes on."""
     pictures = {}
     for table, (title, _) in TABLES.items():
         curved = [record for record in records if record["table"] == table and record.get("curve")]
@@ -223,7 +224,8 @@ def write_learning_curves(results_dir: Path, budget: str, records: list[dict]) -
                 "collapse_step": {preset: collapse_step(points) for preset, points in curves.items()},
                 "collapsed_groups": {preset: [collapsed_groups(point) for point in points]
                                      for preset, points in curves.items()},
-                "collapse": collapse_sentence(table, curves), "curves": curves}
+                "collapse": collapse_sentence(table, curves), "curves": curves,
+                "still_training": [record["preset"] for record in curved if record.get("still_training")]}
         path, picture = folder / f"{table}-learning-curve.json", folder / f"{table}-learning-curve.png"
         if not path.is_file() or json.loads(path.read_text()) != data or not picture.is_file():
             write_json(path, data)
@@ -235,8 +237,9 @@ def write_learning_curves(results_dir: Path, budget: str, records: list[dict]) -
 # ----- the report -----
 
 
-def write_report(path: Path, results_dir: Path) -> None:
-    """benchmarks/results.md from every record in the results folder, one section per budget."""
+def write_report(path: Path, results_dir: Path, curves_in_training: dict[str, list[dict]] | None = None) -> None:
+    """benchmarks/results.md from every record in the results folder, one section per budget; with
+    `curves_in_training` (budget -> curve-only records of runs still training), their complete learning curves."""
     lines = ["# Reproduction of the paper's comparison", "",
              "Written by `demvae reproduce` (`training/reproduce.py`, installed as `demvae.reproduce`) from the "
              f"records in `{display_path(results_dir)}/BUDGET/`; latent-space pictures and component reports beside "
@@ -254,9 +257,10 @@ def write_report(path: Path, results_dir: Path) -> None:
              "sampled text against the other models' greedy text and are not comparable with theirs."]
     for budget, spec in BUDGETS.items():
         records = load_records(results_dir, budget)
-        if not records:
+        curved = records + (curves_in_training or {}).get(budget, [])
+        if not curved:
             continue
-        machines = sorted({record["machine"] for record in records})
+        machines = sorted({record["machine"] for record in curved})
         lines += ["", f"## Budget `{budget}`", "", f"{spec.description[0].upper()}{spec.description[1:]}.",
                   f"Measured on: {'; '.join(machines)}."]
         if spec.deviations:
@@ -272,13 +276,15 @@ def write_report(path: Path, results_dir: Path) -> None:
                 lines += ["", f"Not run yet: {', '.join(missing)}."]
         if claims := format_claims(records):
             lines += ["", "### Dispersion against mode collapse", "", *claims]
-        for table, picture in write_learning_curves(results_dir, budget, records).items():
+        for table, picture in write_learning_curves(results_dir, budget, curved).items():
             curve = json.loads(picture.with_suffix(".json").read_text())
             link = Path(os.path.relpath(picture, Path(path).parent)).as_posix()
+            training = [model_name(preset) for preset in curve["still_training"]]
             lines += ["", f"### Learning curve, {TABLES[table][0]}", "",
                       f"![validation -ELBO and I(x;c) against steps]({link})", "",
                       f"Validation every {curve['every']:,} steps (points that only log; `{picture.stem}.json` "
-                      f"beside the picture). {curve['collapse']}"]
+                      f"beside the picture)" + (f"; {' and '.join(training)} still training, the curve complete"
+                                                if training else "") + f". {curve['collapse']}"]
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
