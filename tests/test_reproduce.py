@@ -232,6 +232,7 @@ def test_a_complete_curve_of_a_run_still_training_is_drawn_before_its_record(tmp
     text = report_path.read_text()
     assert "## Budget `full`" in text and "GM-VAE still training, the curve complete" in text
     assert "Not run yet: ptb-gm-vae-seed0, ptb-dgm-vae-mi-seed0" in text and curve["collapse"] in text
+    assert "### DailyDialog\n" in text and "generation by label" not in text  # a table the budget does not run
 
     with (work / "full" / "ptb-dgm-vae-mi-seed0" / "learning_curve.jsonl").open("a") as handle:
         handle.write(json.dumps(curve_points([[1.0, 1.0, 1.0]] * 7)[-1]) + "\n")

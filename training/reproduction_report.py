@@ -267,11 +267,13 @@ def write_report(path: Path, results_dir: Path, curves_in_training: dict[str, li
             lines += ["", "What differs from the paper:", "", *(f"- {item}" for item in spec.deviations)]
         for table, (title, _) in TABLES.items():
             table_records = [record for record in records if record["table"] == table]
+            runs = all_runs((table,), budget=budget)
+            if not runs and not table_records:  # a table this budget does not run
+                continue
             lines += ["", f"### {title}"]
             if table_records:
                 lines += ["", *format_table(table, table_records, load_ceiling(results_dir, budget, table))]
-            missing = [run.name for run in all_runs((table,), budget=budget)
-                       if run.name not in {r["run"] for r in table_records}]
+            missing = [run.name for run in runs if run.name not in {r["run"] for r in table_records}]
             if missing:
                 lines += ["", f"Not run yet: {', '.join(missing)}."]
         if claims := format_claims(records):
