@@ -40,7 +40,7 @@ def test_auto_is_bf16_exactly_where_the_cpu_reports_bf16_instructions(cpu_report
 
 
 def test_this_machine_resolves_auto_from_its_own_flags():
-    """On an AVX2-only CPU (the development machine) auto must be float32."""
+    """auto follows the CPU's own flags: bf16 with AMX or AVX-512 bf16 units, float32 on an AVX2-only CPU."""
     text = precision.CPUINFO.read_text() if precision.CPUINFO.is_file() else ""
     reported = set(text.split())
     assert precision.resolve_mixed_precision("auto", "cpu") == (

@@ -18,6 +18,8 @@ from conftest import WORDS, write_dialog_corpus
 from demvae import budgets, reproduce
 from demvae import reproduction_report as report
 from demvae.cli import main
+from demvae.precision import resolve_mixed_precision
+from demvae.reproduce import PRECISION_NAMES
 
 
 def record(preset: str, seed: int, table: str | None = None, **evaluation) -> dict:
@@ -293,7 +295,10 @@ def test_the_full_budget_at_toy_size_writes_records_curve_ceilings_and_cards_and
                      "ptb-ceiling.json", "ptb-dgm-vae-mi-seed0.json", "ptb-gm-vae-seed0.json",
                      "ptb-learning-curve.json"]
     gm = json.loads((full / "ptb-gm-vae-seed0.json").read_text())
-    assert [point["step"] for point in gm["curve"]] == [5, 10, 15, 20] and gm["machine"].endswith("1 thread(s)")
+    ran = PRECISION_NAMES[resolve_mixed_precision("auto", "cpu")]  # training and evaluation, auto on this CPU
+    assert [point["step"] for point in gm["curve"]] == [5, 10, 15, 20]
+    assert gm["machine"].endswith(f"1 thread(s), {ran}")
+    assert json.loads((full / "ptb-ceiling.json").read_text())["machine"].endswith(f"1 thread(s), {ran}")
     assert "curve" not in json.loads((full / "dailydialog-gm-vae-seed0.json").read_text())
     assert {"nll", "rppl", "bleu", "wkl", "mi", "component_spread"} <= set(gm["evaluation"])
     dialog = json.loads((full / "dailydialog-dgm-vae-mi-seed0.json").read_text())
@@ -412,3 +417,15 @@ def test_the_control_table_at_toy_size_labels_unsupervised_models_and_measures_c
                                                                                          "emotion": False}
     text = (tmp_path / "results.md").read_text()
     assert "### DailyDialog: generation by label" in text and "| DCM-VAE, supervised: act, emotion | 0 |" in text
+
+
+def test_a_record_names_the_precisions_that_ran(monkeypatch):
+    """bf16 numbers differ a little from float32 ones: the machine line says which ran, once when both parts agree."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(reproduce, "cpu_model_name", lambda: "Test CPU")
+    assert reproduce.machine_description(1) == "Test CPU, 1 thread(s)"
+    both = reproduce.machine_description(1, training="bf16", evaluation="bf16")
+    assert both == "Test CPU, 1 thread(s), bf16 autocast"
+    assert (reproduce.machine_description(2, training="no", evaluation="bf16")
+            == "Test CPU, 2 thread(s), training in float32, evaluation in bf16 autocast")
+    assert reproduce.machine_description(1, evaluation="no") == "Test CPU, 1 thread(s), float32"

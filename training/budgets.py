@@ -87,7 +87,9 @@ BUDGETS = {
             "DailyDialog keeps the presets' learning-rate decay (x0.8 after 3 validations without improvement); "
             "the reference DailyDialog command turns it off.",
             "One seed (0) per model.",
-            "A CPU in float32, one thread per run, instead of a GPU; the evaluation's random draws (importance "
+            "A CPU, one thread per run, instead of a GPU, in bf16 autocast where the CPU has bf16 units (AMX or "
+            "AVX-512 bf16) and float32 elsewhere (`--mixed-precision auto`; the line above names each machine's); "
+            "the evaluation's random draws (importance "
             "samples in chunks of 200 sentences, prior samples, the language models' initialisations) are this "
             "package's.",
             "The rPPL language model is this package's: a one-layer 256-unit LSTM with tied embeddings, Adam, "

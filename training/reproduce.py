@@ -165,7 +165,9 @@ def train_and_evaluate(run: Run, budget: str, *, work_dir: Path, results_dir: Pa
         "training": {"best_step": summary["step"], "validation": summary["validation"],
                      "minutes": json.loads(trained.read_text())["minutes"]},
         "evaluation": evaluation, "evaluation_minutes": json.loads(evaluated.read_text())["minutes"],
-        "machine": machine_description(threads), "settings": settings,
+        "machine": machine_description(threads, training=summary["ran"]["mixed_precision"],
+                                       evaluation=evaluation["settings"]["mixed_precision"]),
+        "settings": settings,
     }
     if settings["train"].get("learning_curve_every"):
         record["curve"] = read_curve(model_dir)
@@ -223,10 +225,12 @@ def measure_ceiling(table: str, budget: str, runs: list[Run], *, work_dir: Path,
     run_command(["evaluate", str(model_dir), "--dataset", DATASETS[table], "--metrics", "ceiling", "--output",
                  str(output), "--seed", "0", "--no-progress", "--resume", *options(BUDGETS[budget].evaluate)],
                 work_dir / budget / f"{table}-ceiling.log", command_environment(threads, data_dir))
+    ceiling = json.loads(output.read_text())
     write_json(ceiling_path(results_dir, budget, table), {
-        "table": table, "budget": budget, "ceiling": json.loads(output.read_text())["ceiling"],
+        "table": table, "budget": budget, "ceiling": ceiling["ceiling"],
         "vocabulary_of": trained[0].name, "minutes": (time.time() - start) / 60,
-        "machine": machine_description(threads), "settings": settings,
+        "machine": machine_description(threads, evaluation=ceiling["settings"]["mixed_precision"]),
+        "settings": settings,
     })
 
 
@@ -249,13 +253,20 @@ def curves_in_training(runs: list[Run], budget: str, *, work_dir: Path, results_
     return found
 
 
-def machine_description(threads: int) -> str:
-    """CPU model (or GPU) and threads per run: timings mean little without it."""
+PRECISION_NAMES = {"no": "float32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}
+
+
+def machine_description(threads: int, *, training: str | None = None, evaluation: str | None = None) -> str:
+    """CPU model (or GPU), threads per run and the precisions that ran (`mixed_precision` as resolved: no, bf16,
+    fp16): timings mean little without them, and numbers in bf16 differ a little from float32."""
     import torch
 
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return f"{cpu_model_name()}, {threads} thread(s)"
+    machine = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{cpu_model_name()}, {threads} thread(s)"
+    ran = {part: PRECISION_NAMES[precision] for part, precision in (("training", training),
+                                                                     ("evaluation", evaluation)) if precision}
+    if len(set(ran.values())) == 1:
+        return f"{machine}, {next(iter(ran.values()))}"
+    return ", ".join([machine, *(f"{part} in {name}" for part, name in ran.items())])
 
 
 # ----- the command -----
