@@ -377,6 +377,36 @@ def test_a_signal_lets_the_running_subcommands_save_then_stops_them_and_the_comm
     assert again.poll() == -signal.SIGTERM and not marker.exists() and exits[-1] == 128 + signal.SIGTERM
 
 
+class EndedBySignal:
+    """A subcommand that a kill of the whole process group ends while the command's own handler runs."""
+    returncode = -signal.SIGTERM
+
+    def wait(self):
+        reproduce.STOPPING = True  # what the command's handler sets, in its thread, at the same signal
+        return self.returncode
+
+
+def test_a_group_kill_starts_no_next_run_and_reports_no_failure(tmp_path, monkeypatch, capsys):
+    """`kill -- -PGID` reaches the subcommands and the command at once: the worker whose subcommand the signal ended
+    must not start the next run (once, two such trainings went on, orphaned, after the command had exited)."""
+    monkeypatch.setattr(reproduce, "STOPPING", False)
+    started = []
+    monkeypatch.setattr(reproduce.subprocess, "Popen", lambda command, **_: started.append(command) or EndedBySignal())
+
+    def train_and_evaluate(run, budget, *, work_dir, **_):
+        (work_dir / run.name).mkdir(parents=True, exist_ok=True)
+        reproduce.run_command(["train", run.name], work_dir / run.name / "reproduce.log", {})
+
+    monkeypatch.setattr(reproduce, "train_and_evaluate", train_and_evaluate)
+    assert main(["reproduce", "--budget", "full", "--jobs", "1", "--work-dir", str(tmp_path / "work"),
+                 "--results-dir", str(tmp_path / "results"), "--report", str(tmp_path / "results.md")]) == 0
+    assert [command[-1] for command in started] == ["ptb-gm-vae-seed0"]  # the first run only, not the three others
+    assert "FAILED" not in capsys.readouterr().out
+    with pytest.raises(RuntimeError, match="`demvae train` not started: the command is stopping"):
+        reproduce.run_command(["train", "again"], tmp_path / "log", {})
+    assert len(started) == 1
+
+
 def test_ctrl_c_is_not_sent_again_to_subcommands_that_the_terminal_reached(tmp_path, monkeypatch):
     """A Ctrl-C reaches the whole foreground process group: a second one would stop the subcommands mid-step."""
     child, marker = start_child(tmp_path, "reached")

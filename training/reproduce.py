@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 RUNNING: set[subprocess.Popen] = set()  # the subcommands running now, stopped with the command
-STOPPING = False  # a first signal has come: the subcommands are saving where they are
+RUNNING_LOCK = threading.Lock()  # a subcommand starts, or a stop begins: never both at once
+STOPPING = False  # a first signal has come: the subcommands are saving where they are, and no new one starts
 STOP_GRACE_SECONDS = 300  # for a training step, a validation and a checkpoint at the reference size, with room
 
 
@@ -86,9 +87,12 @@ def run_command(arguments: list[str], log: Path, env: dict) -> None:
     with log.open("a", encoding="utf-8") as handle:
         handle.write(f"\n$ demvae {' '.join(arguments)}\n")
         handle.flush()
-        child = subprocess.Popen([sys.executable, "-m", "demvae", *arguments], stdout=handle,
-                                 stderr=subprocess.STDOUT, env=env)
-        RUNNING.add(child)
+        with RUNNING_LOCK:  # the worker whose subcommand a signal ended must not start the next run's
+            if STOPPING:
+                raise RuntimeError(f"`demvae {arguments[0]}` not started: the command is stopping.")
+            child = subprocess.Popen([sys.executable, "-m", "demvae", *arguments], stdout=handle,
+                                     stderr=subprocess.STDOUT, env=env)
+            RUNNING.add(child)
         try:
             code = child.wait()
         finally:
@@ -279,12 +283,13 @@ def stop(signum, frame) -> None:
     finished parts. Those still running after STOP_GRACE_SECONDS, or at a second signal, are terminated; every file
     is written atomically, so the next start resumes from the last checkpoint or finished part either way."""
     global STOPPING
-    children = list(RUNNING)
-    if STOPPING:
+    with RUNNING_LOCK:
+        children, stopping = list(RUNNING), STOPPING
+        STOPPING = True
+    if stopping:
         for child in children:
             child.terminate()
     else:
-        STOPPING = True
         if signum != signal.SIGINT:
             for child in children:
                 child.send_signal(signal.SIGINT)
@@ -375,6 +380,8 @@ def run(args) -> int:
         try:
             train_and_evaluate(item, args.budget, **places)
         except RuntimeError as error:
+            if STOPPING:  # a signal ended its subcommand: it resumes at the next start
+                return
             failures.append(item.name)
             print(f"[{time.strftime('%H:%M:%S')}] {item.name}: FAILED\n{error}", flush=True)
             return
