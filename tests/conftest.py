@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -107,10 +108,23 @@ def save_tiny_model(folder, corpus_folder, **overrides):
 # ----- training runs -----
 
 REPO = Path(__file__).resolve().parents[1]
+# float32 whatever the CPU: the tests compare exact arithmetic (auto is bf16 where the CPU has bf16 units; that path
+# has its own tests in test_bf16.py and test_precision.py)
 TINY_RUN = ["--batch-size", "8", "--learning-rate", "0.01", "--num-samples", "0", "--report-to", "none",
-            "--num-threads", "1", "--kl-annealing-midpoint", "20", "--kl-annealing-slope", "0.1"]
+            "--num-threads", "1", "--kl-annealing-midpoint", "20", "--kl-annealing-slope", "0.1",
+            "--mixed-precision", "no"]
 TINY = ["--embed-size", "16", "--encoder-hidden-size", "16", "--decoder-hidden-size", "16", "--num-groups", "2",
         "--num-components", "3", "--latent-size", "2", "--max-sentence-length", "16", *TINY_RUN]
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Accelerate keeps one mixed precision per process, as `demvae train` runs one training per process: the tests
+    run many in this one, float32 ones and (where the CPU has bf16 units) bf16 ones, so each starts and ends with
+    none set."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 CHECKPOINT_FILES = {"model.safetensors", "optimizer.pt", "random_states_0.safetensors", "trainer_state.json"}
 
 
@@ -127,7 +141,8 @@ def tiny_trainer(tmp_path, model_settings=None, **overrides):
     model = DEMVAEForGeneration(DEMVAEConfig(vocab_size=len(tokenizer), embed_size=16, encoder_hidden_size=16,
                                              decoder_hidden_size=16, num_groups=2, num_components=3,
                                              max_sentence_length=16, **(model_settings or {})))
-    args = TrainingArguments(output_dir=str(tmp_path), batch_size=8, report_to="none", **overrides)
+    args = TrainingArguments(**{"output_dir": str(tmp_path), "batch_size": 8, "report_to": "none",
+                                "mixed_precision": "no", **overrides})
     return DEMVAETrainer(model, tokenizer, data["train"], data["validation"], args), model
 
 

@@ -10,6 +10,8 @@ from transformers import PreTrainedTokenizerFast
 
 from modeling_demvae import DEMVAEForGeneration, data, metrics
 
+FLOAT32 = ["--mixed-precision", "no"]  # the comparisons below recompute in float32, whatever the CPU
+
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
@@ -22,7 +24,8 @@ def test_evaluate_writes_every_key_consistent_with_the_metric_functions(saved, t
     model_dir, corpus = saved
     output = tmp_path / "eval.json"
     code = main(["evaluate", str(model_dir), "--dataset", str(corpus), "--nll-samples", "7", "--rppl-samples", "40",
-                 "--rppl-max-epochs", "2", "--output", str(output), "--seed", "3", "--no-progress"])
+                 "--rppl-max-epochs", "2", "--output", str(output), "--seed", "3", "--no-progress",
+                 *FLOAT32])
     assert code == 0
     results = json.loads(output.read_text())
     for key in ("elbo", "nll", "ppl", "rppl", "bleu", "sacrebleu", "wkl", "homogeneity", "completeness", "nmi",
@@ -91,7 +94,7 @@ def test_the_ceiling_trains_on_the_corpus_real_sentences(saved, tmp_path, capsys
     model_dir, corpus = saved
     output = tmp_path / "ceiling.json"
     assert main(["evaluate", str(model_dir), "--dataset", str(corpus), "--metrics", "ceiling", "--rppl-samples", "12",
-                 "--rppl-max-epochs", "2", "--seed", "1", "--output", str(output), "--no-progress"]) == 0
+                 "--rppl-max-epochs", "2", "--seed", "1", "--output", str(output), "--no-progress", *FLOAT32]) == 0
     results = json.loads(output.read_text())
     assert set(results) == {"ceiling", "settings"}  # nothing about the model itself
     tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
@@ -133,7 +136,7 @@ def test_an_interrupted_evaluation_resumes_with_the_numbers_of_an_uninterrupted_
     model_dir, corpus = saved
     monkeypatch.setattr(evaluate, "NLL_CHUNK", 5)
     run = ["evaluate", str(model_dir), "--dataset", str(corpus), "--metrics", "nll", "collapse", "--nll-samples",
-           "4", "--seed", "2", "--no-progress"]
+           "4", "--seed", "2", "--no-progress", *FLOAT32]
     direct = metrics.sentence_log_likelihoods
     calls = interrupt_once(monkeypatch, metrics, "sentence_log_likelihoods", at_call=3)  # in the third chunk
     output = tmp_path / "resumed.json"

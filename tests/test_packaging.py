@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -50,8 +51,14 @@ def test_the_installed_command_runs_from_an_empty_folder(wheel, tmp_path):
     """A virtualenv outside the checkout (dependencies from this Python, demvae only from the wheel): the command
     and the module entry point work from an empty folder, and training writes where it is told."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
+    # this interpreter's packages as plain paths (--system-site-packages reaches the base interpreter's only, not a
+    # virtualenv's); their .pth files are not read, so an editable install of the checkout stays out
+    here = {sysconfig.get_paths()[kind] for kind in ("purelib", "platlib")}
+    there = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           check=True, capture_output=True, text=True).stdout.strip()
+    Path(there, "dependencies_of_the_test.pth").write_text("\n".join(sorted(here)) + "\n")
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)], check=True, timeout=300)
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -62,16 +62,8 @@ def test_fp16_on_a_cpu_and_unknown_values_are_one_line_errors():
         precision.resolve_mixed_precision("fp32", "cpu")
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    """Accelerate keeps one mixed precision per process: start and leave each of these runs with none set."""
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 @pytest.mark.parametrize("cpuinfo, expected", [(AVX2_ONLY, "no"), (AMX, "bf16")], ids=["avx2", "amx"])
-def test_train_resolves_auto_and_records_what_ran(cpu_reports, fresh_accelerate_state, tmp_path, capsys, cpuinfo,
+def test_train_resolves_auto_and_records_what_ran(cpu_reports, tmp_path, capsys, cpuinfo,
                                                   expected):
     cpu_reports(cpuinfo)
     text = tmp_path / "train.txt"
@@ -88,7 +80,7 @@ def test_train_resolves_auto_and_records_what_ran(cpu_reports, fresh_accelerate_
     assert f"mixed precision {expected}" in capsys.readouterr().out
 
 
-def test_train_refuses_fp16_on_a_cpu_in_one_line(fresh_accelerate_state, tmp_path, capsys):
+def test_train_refuses_fp16_on_a_cpu_in_one_line(tmp_path, capsys):
     text = tmp_path / "train.txt"
     text.write_text("the cat sat .\na dog ran .\n" * 4)
     assert demvae(["train", "--train-file", str(text), "--validation-fraction", "0.25", "--output-dir",
@@ -98,7 +90,7 @@ def test_train_refuses_fp16_on_a_cpu_in_one_line(fresh_accelerate_state, tmp_pat
         "use auto, bf16 or no.")
 
 
-def test_resume_compares_the_precision_that_ran_not_the_one_asked_for(cpu_reports, fresh_accelerate_state, tmp_path,
+def test_resume_compares_the_precision_that_ran_not_the_one_asked_for(cpu_reports, tmp_path,
                                                                       capsys):
     """A run trained in float32 resumes under auto where auto is float32 (an AVX2-only CPU), and is refused, naming
     the change, where auto would be bf16: the trajectory depends on what runs."""
