@@ -281,12 +281,12 @@ def write_report(path: Path, results_dir: Path, curves_in_training: dict[str, li
         for table, picture in write_learning_curves(results_dir, budget, curved).items():
             curve = json.loads(picture.with_suffix(".json").read_text())
             link = Path(os.path.relpath(picture, Path(path).parent)).as_posix()
-            training = [model_name(preset) for preset in curve["still_training"]]
+            unrecorded = " and ".join(model_name(preset) for preset in curve["still_training"])
             lines += ["", f"### Learning curve, {TABLES[table][0]}", "",
                       f"![validation -ELBO and I(x;c) against steps]({link})", "",
                       f"Validation every {curve['every']:,} steps (points that only log; `{picture.stem}.json` "
-                      f"beside the picture)" + (f"; {' and '.join(training)} still training, the curve complete"
-                                                if training else "") + f". {curve['collapse']}"]
+                      f"beside the picture)" + (f"; {unrecorded} still training or evaluating, the curve complete"
+                                                if unrecorded else "") + f". {curve['collapse']}"]
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
