@@ -96,7 +96,7 @@ def test_the_ceiling_trains_on_the_corpus_real_sentences(saved, tmp_path, capsys
     assert main(["evaluate", str(model_dir), "--dataset", str(corpus), "--metrics", "ceiling", "--rppl-samples", "12",
                  "--rppl-max-epochs", "2", "--seed", "1", "--output", str(output), "--no-progress", *FLOAT32]) == 0
     results = json.loads(output.read_text())
-    assert set(results) == {"ceiling", "settings"}  # nothing about the model itself
+    assert set(results) == {"ceiling", "seconds", "settings"}  # nothing about the model itself
     tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
     splits = {name: data.tokenize_corpus(split, tokenizer, max_length=12)["input_ids"]
               for name, split in data.load_corpus(str(corpus)).items()}
@@ -143,6 +143,7 @@ def test_an_interrupted_evaluation_resumes_with_the_numbers_of_an_uninterrupted_
     assert main([*run, "--output", str(output)]) == 130  # Ctrl-C: one line and the shell's code, as for train
     partial = json.loads((tmp_path / "resumed.json.partial").read_text())
     assert len(partial["nll_chunks"]) == 2 and partial["finished"] == [] and not output.exists()
+    assert partial["seconds"] > 0  # the time of the kept chunks
     calls.clear()
     capsys.readouterr()
     assert main([*run, "--output", str(output), "--resume"]) == 0
@@ -152,6 +153,7 @@ def test_an_interrupted_evaluation_resumes_with_the_numbers_of_an_uninterrupted_
     monkeypatch.setattr(metrics, "sentence_log_likelihoods", direct)
     assert main([*run, "--output", str(tmp_path / "whole.json")]) == 0
     resumed, whole = (json.loads((tmp_path / name).read_text()) for name in ("resumed.json", "whole.json"))
+    assert resumed.pop("seconds") > partial["seconds"] and whole.pop("seconds") > 0  # the earlier start counted
     assert resumed == whole
 
     model = DEMVAEForGeneration.from_pretrained(model_dir).eval()
@@ -177,9 +179,32 @@ def test_an_evaluation_interrupted_in_the_language_model_continues_from_its_last
     assert main([*run, "--output", str(output)]) == 130  # Ctrl-C: one line and the shell's code, as for train
     checkpoint = tmp_path / "resumed.json.partial.rppl.pt"
     assert len(torch.load(checkpoint, weights_only=True)["history"]) == 1
+    first_start = json.loads((tmp_path / "resumed.json.partial").read_text())["seconds"]  # saved after the epoch
+    assert first_start > 0
     calls.clear()
     assert main([*run, "--output", str(output), "--resume"]) == 0
     assert len(calls) == 3  # epochs 2 and 3, then the test set
     assert not checkpoint.exists()
     resumed, whole = (json.loads((tmp_path / name).read_text()) for name in ("resumed.json", "whole.json"))
+    assert resumed.pop("seconds") > first_start and whole.pop("seconds") > 0
     assert resumed == whole and whole["rppl_epochs"] == 3
+
+
+def test_an_evaluation_resumed_from_an_untimed_progress_file_says_its_time_is_unknown(saved, tmp_path, monkeypatch):
+    """A progress file from before evaluations were timed: the earlier starts' time is not known, so neither is
+    the total (null), rather than this start's time passed off as the whole."""
+    from demvae import evaluate
+
+    model_dir, corpus = saved
+    monkeypatch.setattr(evaluate, "NLL_CHUNK", 5)
+    run = ["evaluate", str(model_dir), "--dataset", str(corpus), "--metrics", "nll", "--nll-samples", "2",
+           "--no-progress", *FLOAT32]
+    interrupt_once(monkeypatch, metrics, "sentence_log_likelihoods", at_call=2)
+    output = tmp_path / "old.json"
+    assert main([*run, "--output", str(output)]) == 130
+    partial = tmp_path / "old.json.partial"
+    state = json.loads(partial.read_text())
+    del state["seconds"]
+    partial.write_text(json.dumps(state))
+    assert main([*run, "--output", str(output), "--resume"]) == 0
+    assert json.loads(output.read_text())["seconds"] is None

@@ -17,6 +17,7 @@ import torch
 from conftest import WORDS, write_dialog_corpus
 from demvae import budgets, reproduce
 from demvae import reproduction_report as report
+from demvae.checkpoints import STATE_FILE, list_checkpoints
 from demvae.cli import main
 from demvae.precision import resolve_mixed_precision
 from demvae.reproduce import PRECISION_NAMES
@@ -72,6 +73,16 @@ def test_table_rows_are_means_and_standard_deviations_over_seeds(tmp_path):
     assert row["spread"] == "2.00 ± 0.00"
     assert row["wKL"] == "–"  # not measured
     assert row["minutes"] == "4 ± 0"
+
+
+def test_minutes_of_a_run_timed_from_its_last_start_only_are_a_lower_bound(tmp_path):
+    """A run that resumed work from before runs were timed knows only its last start's minutes: "≥" says so."""
+    timed, untimed = ({**record("ptb-gm-vae", seed), "timed_every_start": flag} for seed, flag in ((0, True),
+                                                                                                 (1, False)))
+    assert report.minutes_cell([4.0], [timed]) == "4" and report.minutes_cell([4.0], [record("ptb-gm-vae", 0)]) == "4"
+    assert report.minutes_cell([4.0, 6.0], [timed, untimed]) == "≥ 5 ± 1"
+    row = report.format_table("ptb", [untimed])[2]
+    assert row.endswith("| ≥ 4 |")
 
 
 def test_claims_compare_means_in_the_right_direction(tmp_path):
@@ -295,6 +306,9 @@ def test_the_full_budget_at_toy_size_writes_records_curve_ceilings_and_cards_and
                      "ptb-ceiling.json", "ptb-dgm-vae-mi-seed0.json", "ptb-gm-vae-seed0.json",
                      "ptb-learning-curve.json"]
     gm = json.loads((full / "ptb-gm-vae-seed0.json").read_text())
+    newest = list_checkpoints(tmp_path / "work" / "full" / "ptb-gm-vae-seed0" / "checkpoints")[-1]
+    assert gm["timed_every_start"] and gm["evaluation_minutes"] == gm["evaluation"]["seconds"] / 60 > 0
+    assert gm["training"]["minutes"] == json.loads((newest / STATE_FILE).read_text())["seconds"] / 60 > 0
     ran = PRECISION_NAMES[resolve_mixed_precision("auto", "cpu")]  # training and evaluation, auto on this CPU
     assert [point["step"] for point in gm["curve"]] == [5, 10, 15, 20]
     assert gm["machine"].endswith(f"1 thread(s), {ran}")
@@ -304,6 +318,7 @@ def test_the_full_budget_at_toy_size_writes_records_curve_ceilings_and_cards_and
     dialog = json.loads((full / "dailydialog-dgm-vae-mi-seed0.json").read_text())
     assert set(dialog["evaluation"]["homogeneity"]) == {"act", "emotion"}
     ceiling = json.loads((full / "ptb-ceiling.json").read_text())
+    assert ceiling["timed_every_start"] and ceiling["minutes"] > 0
     assert ceiling["vocabulary_of"] == "ptb-gm-vae-seed0" and ceiling["ceiling"]["rppl_train_samples"] == 60
     curve = json.loads((full / "ptb-learning-curve.json").read_text())
     assert curve["curves"]["ptb-gm-vae"] == gm["curve"] and set(curve["curves"]) == {"ptb-gm-vae", "ptb-dgm-vae-mi"}
@@ -331,7 +346,9 @@ def test_the_full_budget_at_toy_size_writes_records_curve_ceilings_and_cards_and
     assert main(arguments) == 0
     assert "4 run(s) in budget 'full': 3 done, 1 to do" in capsys.readouterr().out
     assert commands == ["evaluate", "inspect"]
-    assert json.loads((full / "ptb-dgm-vae-mi-seed0.json").read_text())["evaluation"] == before["evaluation"]
+    again = json.loads((full / "ptb-dgm-vae-mi-seed0.json").read_text())["evaluation"]
+    assert again.pop("seconds") > 0 and before["evaluation"].pop("seconds") > 0  # each evaluation's own time
+    assert again == before["evaluation"]
 
 
 SAVES_ON_CTRL_C = """

@@ -171,6 +171,7 @@ def test_a_checkpoint_of_an_older_version_resumes_with_the_settings_added_since_
             for section, names in (("model", model), ("training", training)):
                 for name in names:
                     del state["run"][section][name]
+            del state["seconds"]  # nor the training time
             (checkpoint / STATE_FILE).write_text(json.dumps(state))
 
     older = copy_of(finished_run, tmp_path / "older")
@@ -179,6 +180,8 @@ def test_a_checkpoint_of_an_older_version_resumes_with_the_settings_added_since_
     assert demvae(train_args(corpus, older, "--resume", "--max-steps", "12")) == 0
     assert "Resumed from" in capsys.readouterr().out
     assert json.loads((older / "training_summary.json").read_text())["step"] == 12
+    newest = list_checkpoints(older / "checkpoints")[-1]
+    assert json.loads((newest / STATE_FILE).read_text())["seconds"] is None  # the earlier starts' time is unknown
 
     not_default = copy_of(finished_run, tmp_path / "not-default")
     drop_from_checkpoints(not_default, training=["learning_rate"])  # the run's 0.01, the default 0.001
@@ -373,10 +376,15 @@ def test_ctrl_c_checkpoints_exits_130_and_resume_ends_on_the_same_weights(finish
     assert len(lines) == 1 and lines[0].startswith("demvae train: interrupted at step 5;") and "--resume" in lines[0]
     assert [p.name for p in list_checkpoints(output / "checkpoints")] == ["step-00000004", "step-00000005"]
     assert signal.getsignal(signal.SIGINT) is handler  # restored
+    seconds = [json.loads((path / STATE_FILE).read_text())["seconds"]
+               for path in list_checkpoints(output / "checkpoints")]
+    assert 0 < seconds[0] < seconds[1]  # the training time of the steps each checkpoint holds
     monkeypatch.undo()
     assert demvae(train_args(corpus, output, "--resume")) == 0
     assert "step-00000005 (step 5)." in printed(capsys)[0]  # resumed, not started over
     assert same_weights(checkpoint_weights(output), checkpoint_weights(finished_run))
+    newest = list_checkpoints(output / "checkpoints")[-1]
+    assert json.loads((newest / STATE_FILE).read_text())["seconds"] > seconds[1]  # the first start's time counted
 
 
 def test_ctrl_c_outside_training_is_one_line_too(corpus, tmp_path, capsys, monkeypatch):

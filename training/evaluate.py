@@ -19,7 +19,8 @@ nmi (label -> score), mi (per group I(x; c) on the test set, nats), batch_mi (su
 component means in pooled standard deviations; for the categorical family, mean Jensen-Shannon divergence of the
 components' distributions in bits per variable, the unit named by component_distance), component_separation (per
 group: mean distance of each component to its nearest neighbour, same units; low when some components merged),
-dispersion (mean L_d), and
+dispersion (mean L_d), seconds (the evaluation's time over all its starts: null when it resumed a
+progress file from before evaluations were timed), and
 "settings" (its mixed_precision: what the NLL, the samples and the rPPL language models ran in, auto resolved);
 beside them details such as rppl_valid_ppl, unseen_test_token_rate (test tokens never generated: they keep the
 language model's softmax probability, not <unk>'s) and mi_total. With --metrics
@@ -32,7 +33,8 @@ on the real training sentences with the labels weighted equally, is cached in --
 
 The evaluation keeps what it has finished in OUTPUT.partial (the NLL in chunks of 200 test sentences, chunk i
 seeded with --seed + i; the rPPL language models after each epoch; each other metric group as a whole), so that
---resume loses at most one piece and ends with the numbers of an uninterrupted evaluation.
+--resume loses at most one piece and ends with the numbers of an uninterrupted evaluation (and the time it took,
+not counting the lost pieces twice).
 """
 
 import argparse
@@ -53,6 +55,7 @@ from modeling_demvae.metrics.reverse_ppl import RPPL_PRESETS
 from .checks import checked_output_file, device, number
 from .loading import load_model_and_tokenizer
 from .precision import MIXED_PRECISION, autocast, resolve_mixed_precision
+from .runs import RunClock
 from .threads import cpu_threads
 
 POSITIVE = number(int, minimum=1)
@@ -155,19 +158,20 @@ def rppl_sample_counts(args) -> tuple[int, int]:
 class Progress:
     """The finished parts of an evaluation in OUTPUT.partial (rewritten atomically after each), so that `--resume`
     continues an interrupted one: the NLL chunk by chunk, the rPPL language models epoch by epoch (their
-    checkpoints in OUTPUT.partial.NAME.pt), the other metrics one group at a time."""
+    checkpoints in OUTPUT.partial.NAME.pt), the other metrics one group at a time; with the time they took."""
 
     def __init__(self, path: Path | None, settings: dict, resume: bool):
         self.path = path
         self.state = {"settings": json.loads(json.dumps(settings)), "results": {}, "finished": [], "nll_chunks": []}
         saved = json.loads(path.read_text(encoding="utf-8")) if resume and path and path.is_file() else None
         if saved and saved.get("settings") == self.state["settings"]:
-            self.state = saved
+            self.state, self.clock = saved, RunClock(saved.get("seconds"))
             done = saved["finished"] + [f"{len(saved['nll_chunks'])} NLL chunk(s)"] * bool(saved["nll_chunks"])
             print(f"Resuming the evaluation of {path}: {', '.join(done) or 'nothing'} done.")
             return
         if saved:
             print(f"{path} was written with other settings; evaluating from the start.")
+        self.clock = RunClock()
         if path is not None:  # a new evaluation: its own progress file from the start
             remove_progress(path)
             self.save()
@@ -177,6 +181,7 @@ class Progress:
         return None if self.path is None else language_model_checkpoint(self.path, name)
 
     def save(self) -> None:
+        self.state["seconds"] = self.clock.seconds()
         if self.path is not None:
             write_json(self.path, self.state)
 
@@ -235,7 +240,8 @@ def evaluate(model, tokenizer, splits: dict, args, progress_path: Path | None = 
         with autocast(precision, model.device):
             state.run("samples", lambda: sample_metrics(model, tokenizer, splits, test, requested,
                                                         (train_samples, valid_samples),
-                                                        {**lm_options, "checkpoint": state.checkpoint("rppl")}))
+                                                        {**lm_options, "checkpoint": state.checkpoint("rppl"),
+                                                         "after_epoch": state.save}))
     if config.variant != "rnnlm" and "bleu" in requested:
         state.run("bleu", lambda: metrics.reconstruction_bleu(model, test, tokenizer=tokenizer))
     if config.has_discrete_latent and requested & {"homogeneity", "collapse"}:
@@ -251,8 +257,9 @@ def evaluate(model, tokenizer, splits: dict, args, progress_path: Path | None = 
             state.run("ceiling", lambda: {"ceiling": metrics.reverse_perplexity_ceiling(
                 sentences_of(splits["train"], tokenizer, max_length)[0],
                 sentences_of(splits["validation"], tokenizer, max_length)[0], test, num_train=train_samples,
-                num_valid=valid_samples, checkpoint=state.checkpoint("ceiling"), **lm_options)})
-    return {**state.state["results"], "settings": settings}
+                num_valid=valid_samples, checkpoint=state.checkpoint("ceiling"), after_epoch=state.save,
+                **lm_options)})
+    return {**state.state["results"], "seconds": state.clock.seconds(), "settings": settings}
 
 
 def sample_metrics(model, tokenizer, splits, test, requested, sample_counts, lm_options) -> dict:

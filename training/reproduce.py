@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .budgets import BUDGETS, DATASETS, LABELLED_TABLES, TABLES, Run, all_runs, run_settings
+from .checkpoints import STATE_FILE, latest_checkpoint
 from .checks import checked_output_file, checked_output_folder, number
 from .evaluate import remove_progress, write_json
 from .learning_curve import LEARNING_CURVE, read_curve
@@ -120,6 +121,20 @@ def step_done(marker: Path, settings: dict) -> bool:
     return marker.is_file() and json.loads(marker.read_text())["settings"] == settings
 
 
+def step_minutes(seconds: float | None, start: float) -> dict:
+    """A step's time for its marker: the step's own count over all its starts (training: its last checkpoint's;
+    evaluation: its JSON's), else this start's alone, marked as a lower bound (the step resumed work of a start
+    from before steps were timed)."""
+    if seconds is None:
+        return {"minutes": (time.time() - start) / 60, "every_start": False}
+    return {"minutes": seconds / 60, "every_start": True}
+
+
+def training_seconds(model_dir: Path) -> float | None:
+    checkpoint = latest_checkpoint(model_dir / "checkpoints")
+    return json.loads((checkpoint / STATE_FILE).read_text()).get("seconds") if checkpoint else None
+
+
 def train_and_evaluate(run: Run, budget: str, *, work_dir: Path, results_dir: Path, threads: int,
                        data_dir: str | None) -> dict:
     """Train (resuming), evaluate (resuming), picture and card one run; returns its record, also written to
@@ -145,7 +160,7 @@ def train_and_evaluate(run: Run, budget: str, *, work_dir: Path, results_dir: Pa
             again = "--overwrite"
         run_command(["train", "--config", str(preset), "--seed", str(run.seed), "--output-dir", str(model_dir),
                      again, "--report-to", "none", "--num-samples", "0"], log, env)
-        write_json(trained, {"settings": settings, "minutes": (time.time() - start) / 60})
+        write_json(trained, {"settings": settings, **step_minutes(training_seconds(model_dir), start)})
     if not step_done(labelled, settings):
         label_components(run, model_dir, log, env)
         write_json(labelled, {"settings": settings})
@@ -154,7 +169,8 @@ def train_and_evaluate(run: Run, budget: str, *, work_dir: Path, results_dir: Pa
         run_command(["evaluate", str(model_dir), "--dataset", run.dataset, "--output", str(evaluation_file),
                      "--seed", str(run.seed), "--no-progress", "--resume", *options(BUDGETS[budget].evaluate)],
                     log, env)
-        write_json(evaluated, {"settings": settings, "minutes": (time.time() - start) / 60})
+        write_json(evaluated, {"settings": settings,
+                               **step_minutes(json.loads(evaluation_file.read_text()).get("seconds"), start)})
     evaluation = json.loads(evaluation_file.read_text())
     config = json.loads((model_dir / "config.json").read_text())
     pictures = results_dir / budget / run.name
@@ -164,11 +180,13 @@ def train_and_evaluate(run: Run, budget: str, *, work_dir: Path, results_dir: Pa
     if BUDGETS[budget].cards:
         write_card(run, model_dir, pictures, evaluation, threads)
     summary = json.loads((model_dir / RUN_SUMMARY).read_text())
+    training_time, evaluation_time = (json.loads(marker.read_text()) for marker in (trained, evaluated))
     record = {
         "run": run.name, "table": run.table, "preset": run.preset, "seed": run.seed, "budget": budget,
         "training": {"best_step": summary["step"], "validation": summary["validation"],
-                     "minutes": json.loads(trained.read_text())["minutes"]},
-        "evaluation": evaluation, "evaluation_minutes": json.loads(evaluated.read_text())["minutes"],
+                     "minutes": training_time["minutes"]},
+        "evaluation": evaluation, "evaluation_minutes": evaluation_time["minutes"],
+        "timed_every_start": all(time_.get("every_start", False) for time_ in (training_time, evaluation_time)),
         "machine": machine_description(threads, training=summary["ran"]["mixed_precision"],
                                        evaluation=evaluation["settings"]["mixed_precision"]),
         "settings": settings,
@@ -230,9 +248,10 @@ def measure_ceiling(table: str, budget: str, runs: list[Run], *, work_dir: Path,
                  str(output), "--seed", "0", "--no-progress", "--resume", *options(BUDGETS[budget].evaluate)],
                 work_dir / budget / f"{table}-ceiling.log", command_environment(threads, data_dir))
     ceiling = json.loads(output.read_text())
+    timing = step_minutes(ceiling.get("seconds"), start)
     write_json(ceiling_path(results_dir, budget, table), {
         "table": table, "budget": budget, "ceiling": ceiling["ceiling"],
-        "vocabulary_of": trained[0].name, "minutes": (time.time() - start) / 60,
+        "vocabulary_of": trained[0].name, "minutes": timing["minutes"], "timed_every_start": timing["every_start"],
         "machine": machine_description(threads, evaluation=ceiling["settings"]["mixed_precision"]),
         "settings": settings,
     })

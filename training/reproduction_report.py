@@ -67,6 +67,12 @@ def record_metrics(record: dict) -> dict[str, float]:
     return values
 
 
+def minutes_cell(values: list[float], records: list[dict]) -> str:
+    """Training and evaluation minutes over all starts; "≥" where a run was timed from its last start only."""
+    lower_bound = any(record.get("timed_every_start") is False for record in records)
+    return "≥ " * lower_bound + summarise(values, 0)
+
+
 def summarise(values: list[float], decimals: int) -> str:
     """One seed: the value; several: mean ± sample standard deviation."""
     if not values:
@@ -102,13 +108,13 @@ def format_table(table: str, records: list[dict], ceiling: dict | None = None) -
         metrics = [record_metrics(record) for record in runs]
         cells = [summarise([m[key] for m in metrics if key in m], decimals) for _, key, decimals in columns]
         seeds = ", ".join(str(record["seed"]) for record in runs)
-        minutes = summarise([m["minutes"] for m in metrics], 0)
+        minutes = minutes_cell([m["minutes"] for m in metrics], runs)
         lines.append(f"| {model_name(preset)} | {seeds} | " + " | ".join(cells) + f" | {minutes} |")
     if ceiling:
         values = ceiling["ceiling"]
         cells = [f"{values['rppl']:.1f}" if key == "rppl" else "–" for _, key, _ in columns]
         lines.append(f"| ceiling: {values['rppl_train_samples']:,} real sentences | – | " + " | ".join(cells)
-                     + f" | {ceiling['minutes']:.0f} |")
+                     + f" | {minutes_cell([ceiling['minutes']], [ceiling])} |")
     if table in CONTROL_NOTES:
         ceilings = {}  # the classifier is the same for every model of the corpus
         for record in records:
@@ -248,7 +254,9 @@ def write_report(path: Path, results_dir: Path, curves_in_training: dict[str, li
              "information between sentences and components on the test sentences, summed over groups (0 when "
              "every group collapsed); exp I(x;c) is the effective number of components a group tells apart (1 to "
              "K); spread is the mean distance between a group's component means in pooled standard deviations; "
-             "L_d is the dispersion term. Several seeds: mean ± standard deviation. Compare models within a budget "
+             "L_d is the dispersion term. Several seeds: mean ± standard deviation. Minutes are training plus "
+             "evaluation over all the starts of a run; ≥ marks a run timed from its last start only (it resumed "
+             "work from before runs were timed). Compare models within a budget "
              "only: with a few thousand greedy samples (the `cpu` budget) rPPL is dominated by the test words that no "
              "sample contains, so its absolute values are far above the paper's. The ceiling row, where measured, is "
              "the same rPPL language model trained on real training sentences instead of samples: what perfect "

@@ -1,9 +1,11 @@
 """A run in an output folder: never trained over by accident, identified by the settings its trajectory depends on
-(so that --resume continues the same run or refuses with the differences), and stopped by Ctrl-C between steps."""
+(so that --resume continues the same run or refuses with the differences), stopped by Ctrl-C between steps, and
+timed over all its starts."""
 
 import hashlib
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import MISSING, asdict, fields
 
@@ -106,4 +108,17 @@ def ctrl_c_between_steps(request_stop):
         signal.signal(signal.SIGINT, previous)
 
 
-__all__ = ["check_output_dir", "ctrl_c_between_steps", "ids_record", "run_settings", "setting_differences"]
+class RunClock:
+    """The seconds a resumable job has spent on the work it keeps, over all its starts: what its saved state says
+    the earlier starts took, plus this start's time so far. A start's work after its last save is done again and
+    not counted twice. `before=None` (state saved before jobs were timed) leaves the total unknown: None."""
+
+    def __init__(self, before: float | None = 0.0):
+        self.before, self.started = before, time.monotonic()
+
+    def seconds(self) -> float | None:
+        return None if self.before is None else self.before + time.monotonic() - self.started
+
+
+__all__ = ["RunClock", "check_output_dir", "ctrl_c_between_steps", "ids_record", "run_settings",
+           "setting_differences"]

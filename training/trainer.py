@@ -48,6 +48,7 @@ from .learning_curve import append_point, curve_point, trim_curve
 from .loading import RUN_SUMMARY, model_files
 from .precision import resolve_mixed_precision
 from .runs import (
+    RunClock,
     check_output_dir,
     ctrl_c_between_steps,
     ids_record,
@@ -390,7 +391,8 @@ class DEMVAETrainer:
         self._check_finite_weights()
         scaler = self.accelerator.scaler
         record = {"step": self.state.step, "trainer": self.state.state_dict(), "run": self.run_settings,
-                  "sources": self.data_sources, "scaler": scaler.state_dict() if scaler is not None else None}
+                  "sources": self.data_sources, "scaler": scaler.state_dict() if scaler is not None else None,
+                  "seconds": self.clock.seconds()}
         save_checkpoint(self.accelerator, self.checkpoint_dir, self.state.step, model=self.model,
                         optimizer=self.optimizer, trainer_state=record, keep=self.args.keep_checkpoints)
 
@@ -424,6 +426,7 @@ class DEMVAETrainer:
         if accelerator.scaler is not None:
             accelerator.scaler.load_state_dict(checkpoint.state["scaler"])
         self.state.load_state_dict(checkpoint.state["trainer"])
+        self.clock = RunClock(checkpoint.state.get("seconds"))  # None: a checkpoint from before training was timed
         note = restore_random_states(checkpoint.random_tensors, checkpoint.random_metadata)
         accelerator.wait_for_everyone()  # every process has read before the damaged ones go
         if accelerator.is_main_process:
@@ -462,6 +465,7 @@ class DEMVAETrainer:
             remove_leftovers(self.output_dir)
         accelerator.wait_for_everyone()
         set_seed(args.seed)
+        self.clock = RunClock()  # the training time, kept in every checkpoint
         if args.resume:
             self._resume()
         if accelerator.log_with:

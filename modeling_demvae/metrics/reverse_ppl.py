@@ -85,13 +85,15 @@ def train_language_model(
     device=None,
     progress: bool = False,
     checkpoint=None,
+    after_epoch=None,
 ) -> tuple[LSTMLanguageModel, list[float]]:
     """Train with Adam on length-bucketed batches; stop when validation perplexity has not improved for
     `patience` epochs and return the best model and the validation perplexity after each epoch.
 
     With a `checkpoint` path, the training state is saved there after every epoch, and a training that finds one
     continues from it: an interrupted training (hours on 40,000 samples on a CPU) ends where an uninterrupted one
-    would, losing at most an epoch."""
+    would, losing at most an epoch. `after_epoch()`, when given, is called once each epoch's checkpoint is written
+    (an evaluation saves its own progress there, the time spent included)."""
     train_sentences, valid_sentences = as_id_lists(train_sentences), as_id_lists(valid_sentences)
     if not train_sentences or not valid_sentences:
         raise ValueError("the language model needs non-empty training and validation sentences.")
@@ -131,6 +133,8 @@ def train_language_model(
             save_atomically({"model": lm.state_dict(), "optimizer": optimizer.state_dict(),
                              "generator": generator.get_state(), "history": history, "best_state": best_state,
                              "best_epoch": best_epoch, "stopped": stopped}, Path(checkpoint))
+        if after_epoch is not None:
+            after_epoch()
         if stopped:
             break
     lm.load_state_dict(best_state)
