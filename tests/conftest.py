@@ -115,6 +115,8 @@ TINY_RUN = ["--batch-size", "8", "--learning-rate", "0.01", "--num-samples", "0"
             "--mixed-precision", "no"]
 TINY = ["--embed-size", "16", "--encoder-hidden-size", "16", "--decoder-hidden-size", "16", "--num-groups", "2",
         "--num-components", "3", "--latent-size", "2", "--max-sentence-length", "16", *TINY_RUN]
+
+
 @pytest.fixture(autouse=True)
 def fresh_accelerate_state():
     """Accelerate keeps one mixed precision per process, as `demvae train` runs one training per process: the tests
