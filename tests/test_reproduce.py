@@ -89,7 +89,7 @@ def test_claims_compare_means_in_the_right_direction(tmp_path):
     records = [record("ptb-gm-vae", s, rppl=100.0, bleu=5.0, mi=[0.0], component_spread=[0.5]) for s in (0, 1)]
     records += [record("ptb-dgm-vae-mi", 0, rppl=90.0, bleu=4.0, mi=[2.0], component_spread=[0.4])]
     claims = "\n".join(report.format_claims(records))
-    assert "DGM-VAE + MI (1 seeds) against GM-VAE (2 seeds)" in claims
+    assert "DGM-VAE + MI (1 seed) against GM-VAE (2 seeds)" in claims
     assert "rPPL: 90.00 against 100.00 (better" in claims  # lower is better
     assert "BLEU: 4.00 against 5.00 (not better" in claims
     assert "I(x;c): 2.00 against 0.00 (better" in claims
@@ -115,7 +115,7 @@ def test_the_control_table_reads_control_accuracy_and_claims_it_for_the_disperse
     assert rows["DGM-VAE + MI"]["act control"] == "0.300" and rows["DGM-VAE + MI"]["rPPL"] == "–"
     assert "its ceiling: act 0.700, emotion 0.500." in table[-1]
     claims = "\n".join(report.format_claims(records))
-    assert f"DCM-VAE{supervised} (2 seeds) against CM-VAE{supervised} (1 seeds)" in claims
+    assert f"DCM-VAE{supervised} (2 seeds) against CM-VAE{supervised} (1 seed)" in claims
     assert "act control accuracy: 0.65 against 0.50 (better" in claims
     assert "emotion control accuracy: 0.30 against 0.40 (not better" in claims
 
@@ -331,7 +331,7 @@ def test_the_full_budget_at_toy_size_writes_records_curve_ceilings_and_cards_and
     assert "## Budget `full`" in text and "What differs from the paper:" in text and "Not run yet" not in text
     assert f"| ceiling: 60 real sentences | – | {ceiling['ceiling']['rppl']:.1f} | – |" in text
     assert "![validation -ELBO and I(x;c) against steps](results/full/ptb-learning-curve.png)" in text
-    assert curve["collapse"] in text and "DailyDialog: DGM-VAE + MI (1 seeds) against GM-VAE (1 seeds)" in text
+    assert curve["collapse"] in text and "DailyDialog: DGM-VAE + MI (1 seed) against GM-VAE (1 seed)" in text
 
     written = {path: path.stat().st_mtime_ns for path in results.rglob("*") if path.is_file()}
     assert main(arguments) == 0  # everything done: nothing retrained, re-evaluated or rewritten

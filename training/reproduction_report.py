@@ -124,6 +124,10 @@ def format_table(table: str, records: list[dict], ceiling: dict | None = None) -
     return lines
 
 
+def seeds(count: int) -> str:
+    return f"{count} seed{'' if count == 1 else 's'}"
+
+
 def format_claims(records: list[dict]) -> list[str]:
     """Per table, whether the dispersed model beats the plain one on each claimed measure (DGM-VAE + MI against
     GM-VAE; the supervised DCM-VAE against CM-VAE), as means over their seeds."""
@@ -133,8 +137,8 @@ def format_claims(records: list[dict]) -> list[str]:
                          for preset in (better_preset, worse_preset))
         if not better or not worse:
             continue
-        lines += [*([""] if lines else []), f"{TABLES[table][0]}: {model_name(better_preset)} ({len(better)} seeds) "
-                  f"against {model_name(worse_preset)} ({len(worse)} seeds), means:", ""]
+        lines += [*([""] if lines else []), f"{TABLES[table][0]}: {model_name(better_preset)} ({seeds(len(better))}) "
+                  f"against {model_name(worse_preset)} ({seeds(len(worse))}), means:", ""]
         for key, header, sign in CLAIMS[table]:
             if not all(key in m for m in better + worse):
                 continue
