@@ -147,7 +147,9 @@ def test_an_interrupted_evaluation_resumes_with_the_numbers_of_an_uninterrupted_
     calls.clear()
     capsys.readouterr()
     assert main([*run, "--output", str(output), "--resume"]) == 0
-    assert "Resuming the evaluation" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Resuming the evaluation" in printed and "NLL: chunk 2 of 4" not in printed  # a line per chunk computed
+    assert "NLL: chunk 3 of 4 (15 of 18 sentences)" in printed and "NLL: chunk 4 of 4 (18 of 18 sentences)" in printed
     assert not (tmp_path / "resumed.json.partial").exists()
     assert [call["seed"] for call in calls] == [4, 5]  # the 18 test sentences: chunks 2 and 3 (seeds 2 + 2, 2 + 3)
     monkeypatch.setattr(metrics, "sentence_log_likelihoods", direct)
@@ -166,7 +168,7 @@ def test_an_interrupted_evaluation_resumes_with_the_numbers_of_an_uninterrupted_
 
 
 def test_an_evaluation_interrupted_in_the_language_model_continues_from_its_last_epoch(saved, tmp_path,
-                                                                                       monkeypatch):
+                                                                                       monkeypatch, capsys):
     from modeling_demvae.metrics import reverse_ppl
 
     model_dir, corpus = saved
@@ -182,8 +184,11 @@ def test_an_evaluation_interrupted_in_the_language_model_continues_from_its_last
     first_start = json.loads((tmp_path / "resumed.json.partial").read_text())["seconds"]  # saved after the epoch
     assert first_start > 0
     calls.clear()
+    capsys.readouterr()
     assert main([*run, "--output", str(output), "--resume"]) == 0
     assert len(calls) == 3  # epochs 2 and 3, then the test set
+    epochs = [line for line in capsys.readouterr().out.splitlines() if "rPPL language model: epoch" in line]
+    assert [line.split("epoch ")[1].split(",")[0] for line in epochs] == ["2", "3"]  # a line per epoch trained
     assert not checkpoint.exists()
     resumed, whole = (json.loads((tmp_path / name).read_text()) for name in ("resumed.json", "whole.json"))
     assert resumed.pop("seconds") > first_start and whole.pop("seconds") > 0

@@ -34,7 +34,8 @@ on the real training sentences with the labels weighted equally, is cached in --
 The evaluation keeps what it has finished in OUTPUT.partial (the NLL in chunks of 200 test sentences, chunk i
 seeded with --seed + i; the rPPL language models after each epoch; each other metric group as a whole), so that
 --resume loses at most one piece and ends with the numbers of an uninterrupted evaluation (and the time it took,
-not counting the lost pieces twice).
+not counting the lost pieces twice). Each finished piece prints a line with the time so far: the log of an
+evaluation that takes hours.
 """
 
 import argparse
@@ -42,6 +43,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import datasets
@@ -185,6 +187,19 @@ class Progress:
         if self.path is not None:
             write_json(self.path, self.state)
 
+    def announce(self, news: str) -> None:
+        """One line of what just finished, with the time so far: the log of a long evaluation, bars or none."""
+        seconds = self.clock.seconds()
+        spent = "time so far unknown" if seconds is None else f"{seconds / 60:.0f} min so far"
+        print(f"[{time.strftime('%H:%M:%S')}] {news}; {spent}", flush=True)
+
+    def after_epoch(self, name: str):
+        """The hook a language model calls after each epoch: the epoch saved and announced."""
+        def saved_and_announced(history: list[float]) -> None:
+            self.save()
+            self.announce(f"{name}: epoch {len(history)}, validation perplexity {history[-1]:.2f}")
+        return saved_and_announced
+
     def run(self, name: str, compute) -> None:
         """`compute()`'s results, once: skipped when a resumed evaluation already has them."""
         if name not in self.state["finished"]:
@@ -206,13 +221,15 @@ def remove_progress(progress: Path) -> None:
 def chunked_nll(model, test, args, progress: Progress) -> dict:
     """The importance-weighted NLL over NLL_CHUNK sentences at a time, chunk i seeded with seed + i, each chunk's
     per-sentence estimates kept in the progress file as soon as they exist."""
-    chunks = progress.state["nll_chunks"]
-    for index in range(len(chunks), math.ceil(len(test) / NLL_CHUNK)):
+    chunks, total = progress.state["nll_chunks"], math.ceil(len(test) / NLL_CHUNK)
+    for index in range(len(chunks), total):
         result = metrics.sentence_log_likelihoods(
             model, test[index * NLL_CHUNK:(index + 1) * NLL_CHUNK], num_samples=args.nll_samples,
             max_tokens=args.batch_tokens, seed=args.seed + index, progress=not args.no_progress)
         chunks.append({key: value.tolist() for key, value in result.items()})
         progress.save()
+        progress.announce(f"NLL: chunk {index + 1} of {total} ({min((index + 1) * NLL_CHUNK, len(test))} of "
+                          f"{len(test)} sentences)")
     per_sentence = {key: torch.tensor([v for chunk in chunks for v in chunk[key]], dtype=torch.float64)
                     for key in chunks[0]}
     return metrics.nll_summary(per_sentence, 1 if model.config.variant == "rnnlm" else args.nll_samples)
@@ -241,7 +258,7 @@ def evaluate(model, tokenizer, splits: dict, args, progress_path: Path | None = 
             state.run("samples", lambda: sample_metrics(model, tokenizer, splits, test, requested,
                                                         (train_samples, valid_samples),
                                                         {**lm_options, "checkpoint": state.checkpoint("rppl"),
-                                                         "after_epoch": state.save}))
+                                                         "after_epoch": state.after_epoch("rPPL language model")}))
     if config.variant != "rnnlm" and "bleu" in requested:
         state.run("bleu", lambda: metrics.reconstruction_bleu(model, test, tokenizer=tokenizer))
     if config.has_discrete_latent and requested & {"homogeneity", "collapse"}:
@@ -257,7 +274,8 @@ def evaluate(model, tokenizer, splits: dict, args, progress_path: Path | None = 
             state.run("ceiling", lambda: {"ceiling": metrics.reverse_perplexity_ceiling(
                 sentences_of(splits["train"], tokenizer, max_length)[0],
                 sentences_of(splits["validation"], tokenizer, max_length)[0], test, num_train=train_samples,
-                num_valid=valid_samples, checkpoint=state.checkpoint("ceiling"), after_epoch=state.save,
+                num_valid=valid_samples, checkpoint=state.checkpoint("ceiling"),
+                after_epoch=state.after_epoch("ceiling language model"),
                 **lm_options)})
     return {**state.state["results"], "seconds": state.clock.seconds(), "settings": settings}
 

@@ -92,8 +92,8 @@ def train_language_model(
 
     With a `checkpoint` path, the training state is saved there after every epoch, and a training that finds one
     continues from it: an interrupted training (hours on 40,000 samples on a CPU) ends where an uninterrupted one
-    would, losing at most an epoch. `after_epoch()`, when given, is called once each epoch's checkpoint is written
-    (an evaluation saves its own progress there, the time spent included)."""
+    would, losing at most an epoch. `after_epoch(history)`, when given, is called with the validation perplexities
+    so far once each epoch's checkpoint is written (an evaluation saves its progress there and logs the epoch)."""
     train_sentences, valid_sentences = as_id_lists(train_sentences), as_id_lists(valid_sentences)
     if not train_sentences or not valid_sentences:
         raise ValueError("the language model needs non-empty training and validation sentences.")
@@ -134,7 +134,7 @@ def train_language_model(
                              "generator": generator.get_state(), "history": history, "best_state": best_state,
                              "best_epoch": best_epoch, "stopped": stopped}, Path(checkpoint))
         if after_epoch is not None:
-            after_epoch()
+            after_epoch(history)
         if stopped:
             break
     lm.load_state_dict(best_state)
