@@ -157,3 +157,32 @@ def test_bad_input_is_rejected():
         sentence_log_likelihoods(model, SENTENCES, num_samples=0)
     with pytest.raises(ValueError, match="sentence 1"):
         sentence_log_likelihoods(model, [[1, 5, 2], [1]])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_token_losses_scored_in_blocks_equal_one_cross_entropy_and_training_keeps_one_block(dtype, monkeypatch):
+    """Scoring on a CPU goes a few rows at a time: bit for bit the numbers of one cross-entropy over all rows,
+    padding ignored; under autograd all rows go at once, with the same gradient."""
+    from modeling_demvae.metrics import likelihood
+
+    generator = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(5, 7, 11, generator=generator)).to(dtype)
+    targets = torch.randint(0, 11, (5, 7), generator=generator)
+    targets[1, 4:] = targets[3, 2:] = likelihood.IGNORE_INDEX
+    whole = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                                              ignore_index=likelihood.IGNORE_INDEX, reduction="none").view(5, 7)
+    for tokens, rows in ((7, 1), (16, 2), (1000, 142)):
+        monkeypatch.setattr(likelihood, "CPU_LOSS_TOKENS", tokens)
+        assert likelihood.loss_rows(logits) == rows
+        assert torch.equal(likelihood.token_log_losses(logits, targets), whole)
+    assert torch.equal(whole[targets == likelihood.IGNORE_INDEX], torch.zeros(8))
+    assert likelihood.token_log_losses(logits[:0], targets[:0]).shape == (0, 7)
+
+    monkeypatch.setattr(likelihood, "CPU_LOSS_TOKENS", 7)
+    trained = logits.float().requires_grad_()
+    assert likelihood.loss_rows(trained) == 5
+    likelihood.token_log_losses(trained, targets).sum().backward()
+    reference = logits.float().requires_grad_()
+    torch.nn.functional.cross_entropy(reference.flatten(0, 1), targets.flatten(), ignore_index=likelihood.IGNORE_INDEX,
+                                      reduction="sum").backward()
+    assert torch.allclose(trained.grad, reference.grad, atol=1e-6)

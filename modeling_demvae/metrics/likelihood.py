@@ -27,6 +27,8 @@ from ..modeling_demvae import IGNORE_INDEX, DEMVAEPosterior
 from ..priors import gaussian_log_density
 from .sentences import as_id_lists, length_sorted_batches, pad_batch
 
+CPU_LOSS_TOKENS = 32  # logits rows per cross-entropy call when scoring on a CPU: a float32 block stays in cache
+
 
 def sentence_log_likelihood_given_latent(model, input_ids, attention_mask, latent) -> torch.Tensor:
     """log p(x|latent) per row, teacher-forced, in float64: (R, L) ids and (R, D) latents -> (R,)."""
@@ -42,9 +44,23 @@ def next_token_targets(input_ids: torch.Tensor, attention_mask: torch.Tensor) ->
 def token_log_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-token cross-entropy of (R, L, V) logits against (R, L) targets (IGNORE_INDEX: none), in float32. The
     vocabulary is kept the last, contiguous dimension: on a CPU, a softmax over a strided dimension costs as much
-    again as the output layer's matrix product."""
-    flat = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none")
-    return flat.view(targets.shape)
+    again as the output layer's matrix product. Scoring on a CPU (no gradient), a few rows go at a time
+    (`loss_rows`): the float32 copy and the softmax of the whole (R * L, V) block are bound by memory traffic,
+    while a block of about CPU_LOSS_TOKENS tokens stays in cache, about 5x faster with the same numbers."""
+    rows = loss_rows(logits)
+    blocks = [slice(start, start + rows) for start in range(0, max(len(logits), 1), rows)]
+    losses = [F.cross_entropy(logits[block].float().flatten(0, 1), targets[block].flatten(),
+                              ignore_index=IGNORE_INDEX, reduction="none") for block in blocks]
+    return torch.cat(losses).view(targets.shape)
+
+
+def loss_rows(logits: torch.Tensor) -> int:
+    """Rows of (R, L, V) logits per cross-entropy call: all of them on an accelerator (one kernel each) or under
+    autograd (a blocked backward adds every block's gradient into a full-size one), else blocks of about
+    CPU_LOSS_TOKENS tokens."""
+    if logits.device.type != "cpu" or (torch.is_grad_enabled() and logits.requires_grad):
+        return max(len(logits), 1)
+    return max(1, CPU_LOSS_TOKENS // max(logits.shape[1], 1))
 
 
 def log_importance_terms(model, posterior, latent, repeats: int) -> torch.Tensor:
