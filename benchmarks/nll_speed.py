@@ -1,16 +1,18 @@
 """Batched importance-weighted NLL vs a one-sentence-at-a-time loop of the same model, in float32 and bf16, in one run.
 
-The loop is the reference code's way: one sentence per call, its samples in chunks of 100 (5 calls for 500
-samples). A row fully unbatched (one sentence and one sample per call) shows what batching over samples alone is
-worth; it runs on a few sentences only. The batched way puts many (sentence, sample) rows through the decoder per
-call, sentences sorted by length; it runs in float32, then under bf16 autocast (the products in bf16, the latents,
+The loop is the reference code's way: one sentence per call, its samples in chunks of 100 (5 calls for 500 samples).
+A row fully unbatched (one sentence and one sample per call) shows what batching over samples alone is worth; it
+runs on a few sentences only. The batched way puts many (sentence, sample) rows through the decoder per call,
+sentences sorted by length; it runs in float32, then under bf16 autocast (the products in bf16, the latents,
 log-softmax and weights in float32 and float64) with the same seed, so the two estimates differ only by rounding.
-All go through `sentence_log_likelihoods`, so only the batching and the precision differ. A reference-size model
-(DEMVAEConfig defaults: 10k vocabulary, 512-unit GRUs, 20 x 5 x 2-d latent) is randomly initialised: timing does
-not depend on the weights. The loops are slow, so they run on the first --loop-sentences (--unbatched-sentences)
-sentences of the sample and their time per token is extrapolated to the whole test set, as are the seconds per
-sentence; the batched runs cover --sentences (0: all). The authors' evaluation took 1.54 s per sentence at 500
-samples on a 2-core AMD EPYC.
+All go through `sentence_log_likelihoods`, so only the batching and the precision differ. On a CPU the batched run
+(in bf16 where that runs, else float32) is timed again with the token cross-entropy in one block per decoder call,
+as before it went in blocks of CPU_LOSS_TOKENS tokens (`modeling_demvae/metrics/likelihood.py`): the same numbers,
+and the blocks' speed-up. A reference-size model (DEMVAEConfig defaults: 10k vocabulary, 512-unit GRUs, 20 x 5 x 2-d
+latent) is randomly initialised: timing does not depend on the weights. The loops are slow, so they run on the first
+--loop-sentences (--unbatched-sentences) sentences of the sample and their time per token is extrapolated to the
+whole test set, as are the seconds per sentence; the batched runs cover --sentences (0: all). The authors'
+evaluation took 1.54 s per sentence at 500 samples on a 2-core AMD EPYC.
 
 The bf16 row runs by default only where the CPU has bf16 units (AMX, AVX-512 bf16, Arm bf16) or the GPU has bf16:
 elsewhere bf16 is emulated, slower than float32, and its time means nothing (--bf16 yes runs it anyway, labelled).
@@ -30,7 +32,7 @@ from demvae.precision import bf16_capability, has_fast_bf16
 
 from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer
 from modeling_demvae.data import default_data_dir, sentence_ids
-from modeling_demvae.metrics import sentence_log_likelihoods
+from modeling_demvae.metrics import likelihood, sentence_log_likelihoods
 
 DATA_DIR = default_data_dir()
 AUTHORS_SECONDS_PER_SENTENCE = 1.54  # 500 samples, 2-core AMD EPYC
@@ -95,6 +97,13 @@ def main() -> None:
         return sentence_log_likelihoods(model, subset, num_samples=args.samples, max_tokens=args.batch_tokens,
                                         progress=True)["log_likelihood"]
 
+    def in_one_loss_block(estimate):  # the earlier way: one cross-entropy over a decoder call's rows (GPUs still)
+        blocks, likelihood.CPU_LOSS_TOKENS = likelihood.CPU_LOSS_TOKENS, 2**62
+        try:
+            return estimate()
+        finally:
+            likelihood.CPU_LOSS_TOKENS = blocks
+
     def batched_in_bf16():
         with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16):
             return batched()
@@ -105,14 +114,20 @@ def main() -> None:
     loop_ll, loop_seconds = timed(lambda: loop(looped, args.loop_chunk))
     batched_ll, batched_seconds = timed(batched)
     bf16_ll, bf16_seconds = timed(batched_in_bf16) if run_bf16 else (None, 0.0)
+    bf16_name = "batched, bf16" + ("" if fast_bf16 else " (emulated)")
+    on_cpu = torch.device(args.device).type == "cpu"
+    fastest, fastest_ll = (bf16_name, bf16_ll) if run_bf16 else ("batched", batched_ll)
+    one_block = f"{fastest}, one loss block"
+    one_block_ll, one_block_seconds = (timed(lambda: in_one_loss_block(batched_in_bf16 if run_bf16 else batched))
+                                       if on_cpu else (None, 0.0))
 
     def tokens(sentences):  # predicted tokens: the decoder's work grows with them, not with the sentence count
         return sum(len(s) - 1 for s in sentences)
 
-    bf16_name = "batched, bf16" + ("" if fast_bf16 else " (emulated)")
     measured = [("one sentence, one sample", unbatched, unbatched_seconds)] if unbatched else []
     measured += [("one sentence at a time", looped, loop_seconds), ("batched", subset, batched_seconds)]
     measured += [(bf16_name, subset, bf16_seconds)] if run_bf16 else []
+    measured += [(one_block, subset, one_block_seconds)] if on_cpu else []
     per_token = {name: seconds / tokens(sentences) for name, sentences, seconds in measured}
     per_sentence = {name: seconds * tokens(test) / len(test) for name, seconds in per_token.items()}
     ratio = per_token["one sentence at a time"] / per_token["batched"]
@@ -132,6 +147,10 @@ def main() -> None:
     if run_bf16:
         print(f"bf16 over float32, batched: {bf16_ratio:.2f}x; -log p(x) differs by {difference.mean():.3f} nats per "
               f"sentence on average (at most {difference.max():.3f})")
+    if on_cpu:
+        print(f"the loss in blocks of {likelihood.CPU_LOSS_TOKENS} tokens over one block per decoder call: "
+              f"{per_token[one_block] / per_token[fastest]:.2f}x ({fastest}), the same numbers: "
+              f"{torch.equal(one_block_ll, fastest_ll)}")
     print(f"the authors' evaluation: {AUTHORS_SECONDS_PER_SENTENCE} s per sentence at 500 samples (2-core AMD EPYC)")
     same = batched_ll[: len(looped)]
     print(f"mean -log p(x) of the looped sentences: loop {-loop_ll.mean():.2f}, batched {-same.mean():.2f} nats "
@@ -147,6 +166,8 @@ def main() -> None:
         "speedup": ratio, "speedup_over_unbatched": unbatched_ratio, "bf16_speedup_over_float32": bf16_ratio,
         "bf16_emulated": run_bf16 and not fast_bf16,
         "bf16_mean_abs_nll_difference": difference.mean().item() if run_bf16 else None,
+        "loss_block_speedup": per_token[one_block] / per_token[fastest] if on_cpu else None,
+        "loss_blocks_same_numbers": torch.equal(one_block_ll, fastest_ll) if on_cpu else None,
         "authors_seconds_per_sentence": AUTHORS_SECONDS_PER_SENTENCE,
         "extrapolated": len(subset) < len(test) or len(looped) < len(test),
         "loop_mean_nll": -loop_ll.mean().item(), "batched_mean_nll_same_sentences": -same.mean().item(),
