@@ -1,6 +1,7 @@
 """`demvae evaluate`: the JSON's keys and values against the metric functions called directly; errors in one line."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -150,6 +151,7 @@ def test_an_interrupted_evaluation_resumes_with_the_numbers_of_an_uninterrupted_
     printed = capsys.readouterr().out
     assert "Resuming the evaluation" in printed and "NLL: chunk 2 of 4" not in printed  # a line per chunk computed
     assert "NLL: chunk 3 of 4 (15 of 18 sentences)" in printed and "NLL: chunk 4 of 4 (18 of 18 sentences)" in printed
+    assert re.search(r"^\[\d\d:\d\d:\d\d\] NLL: chunk 3 of 4 \(15 of 18 sentences\); \d+ min so far$", printed, re.M)
     assert not (tmp_path / "resumed.json.partial").exists()
     assert [call["seed"] for call in calls] == [4, 5]  # the 18 test sentences: chunks 2 and 3 (seeds 2 + 2, 2 + 3)
     monkeypatch.setattr(metrics, "sentence_log_likelihoods", direct)

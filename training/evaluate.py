@@ -43,7 +43,6 @@ import json
 import math
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import datasets
@@ -57,7 +56,7 @@ from modeling_demvae.metrics.reverse_ppl import RPPL_PRESETS
 from .checks import checked_output_file, device, number
 from .loading import load_model_and_tokenizer
 from .precision import MIXED_PRECISION, autocast, resolve_mixed_precision
-from .runs import RunClock
+from .runs import RunClock, log_line
 from .threads import cpu_threads
 
 POSITIVE = number(int, minimum=1)
@@ -191,7 +190,7 @@ class Progress:
         """One line of what just finished, with the time so far: the log of a long evaluation, bars or none."""
         seconds = self.clock.seconds()
         spent = "time so far unknown" if seconds is None else f"{seconds / 60:.0f} min so far"
-        print(f"[{time.strftime('%H:%M:%S')}] {news}; {spent}", flush=True)
+        log_line(f"{news}; {spent}")
 
     def after_epoch(self, name: str):
         """The hook a language model calls after each epoch: the epoch saved and announced."""

@@ -45,6 +45,7 @@ from .learning_curve import LEARNING_CURVE, read_curve
 from .loading import RUN_SUMMARY
 from .precision import cpu_model_name
 from .reproduction_report import ceiling_path, write_report
+from .runs import log_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -242,7 +243,7 @@ def measure_ceiling(table: str, budget: str, runs: list[Run], *, work_dir: Path,
     if not trained:
         return
     model_dir, output = work_dir / budget / trained[0].name, work_dir / budget / f"{table}-ceiling.json"
-    print(f"[{time.strftime('%H:%M:%S')}] {table}: the rPPL ceiling of real sentences", flush=True)
+    log_line(f"{table}: the rPPL ceiling of real sentences")
     start = time.time()
     run_command(["evaluate", str(model_dir), "--dataset", DATASETS[table], "--metrics", "ceiling", "--output",
                  str(output), "--seed", "0", "--no-progress", "--resume", *options(BUDGETS[budget].evaluate)],
@@ -313,8 +314,8 @@ def stop(signum, frame) -> None:
             for child in children:
                 child.send_signal(signal.SIGINT)
         if children:
-            print(f"[{time.strftime('%H:%M:%S')}] stopping: the running subcommands save where they are (up to "
-                  f"{STOP_GRACE_SECONDS} s; a second signal stops them at once).", flush=True)
+            log_line(f"stopping: the running subcommands save where they are (up to {STOP_GRACE_SECONDS} s; a second "
+                     "signal stops them at once).")
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         for child in children:
             try:
@@ -323,7 +324,7 @@ def stop(signum, frame) -> None:
                 child.terminate()
     for child in children:
         child.wait()
-    print(f"[{time.strftime('%H:%M:%S')}] stopped by signal {signum}; the same command resumes.", flush=True)
+    log_line(f"stopped by signal {signum}; the same command resumes.")
     os._exit(128 + signum)
 
 
@@ -391,20 +392,20 @@ def run(args) -> int:
                     measure_ceiling(table, args.budget, runs, **places)
                 except RuntimeError as error:
                     failures.append(f"{table}-ceiling")
-                    print(f"[{time.strftime('%H:%M:%S')}] {table} ceiling: FAILED\n{error}", flush=True)
+                    log_line(f"{table} ceiling: FAILED\n{error}")
 
     def one(item: Run):
         start = time.time()
-        print(f"[{time.strftime('%H:%M:%S')}] {item.name}: training and evaluating", flush=True)
+        log_line(f"{item.name}: training and evaluating")
         try:
             train_and_evaluate(item, args.budget, **places)
         except RuntimeError as error:
             if STOPPING:  # a signal ended its subcommand: it resumes at the next start
                 return
             failures.append(item.name)
-            print(f"[{time.strftime('%H:%M:%S')}] {item.name}: FAILED\n{error}", flush=True)
+            log_line(f"{item.name}: FAILED\n{error}")
             return
-        print(f"[{time.strftime('%H:%M:%S')}] {item.name}: done in {(time.time() - start) / 60:.1f} min", flush=True)
+        log_line(f"{item.name}: done in {(time.time() - start) / 60:.1f} min")
         ceiling(item.table)
         write_report(report, results_dir, in_training())  # after each run: an interrupted set leaves a current report
 

@@ -16,6 +16,11 @@ from .checks import checked_output_folder
 from .loading import model_files
 
 
+def log_line(message: str) -> None:
+    """One line of a long run's log, stamped with the wall-clock time so a reader sees when it happened."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
 def check_output_dir(output_dir, *, resume: bool, overwrite: bool) -> None:
     """Refuse an output folder that cannot be written, and one that holds an earlier run's model or checkpoints
     unless --resume or --overwrite says what to do with them."""
