@@ -1,11 +1,14 @@
 """`demvae inspect`: the latent-space PNG and the per-component report."""
 
+import matplotlib.figure
 import matplotlib.image
 import pytest
 import torch
 from conftest import save_tiny_model, write_dialog_corpus
 from demvae.cli import main
 from demvae.inspect_model import characteristic_words, project_to_2d
+
+from modeling_demvae import DEMVAEConfig
 
 FAMILIES = {"gaussian": {}, "categorical": {"prior_family": "categorical", "categorical_size": 3}}
 
@@ -17,8 +20,15 @@ def saved(tmp_path_factory, request):
     return save_tiny_model(root / "model", corpus, num_groups=4, latent_size=3, **FAMILIES[request.param]), corpus
 
 
-def test_inspect_writes_the_picture_and_a_report_per_component(saved, tmp_path, capsys):
+def test_inspect_writes_the_picture_and_a_report_per_component(saved, tmp_path, capsys, monkeypatch):
     model_dir, corpus = saved
+    titles, savefig = [], matplotlib.figure.Figure.savefig
+
+    def titled_savefig(figure, *args, **kwargs):
+        titles.append(figure.get_suptitle())
+        return savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", titled_savefig)
     assert main(["inspect", str(model_dir), "--dataset", str(corpus), "--output-dir", str(tmp_path),
                  "--max-groups", "3", "--samples-per-component", "20", "--examples", "2"]) == 0
     image = matplotlib.image.imread(tmp_path / "latent_space.png")
@@ -29,6 +39,8 @@ def test_inspect_writes_the_picture_and_a_report_per_component(saved, tmp_path, 
     for needle in ("share of the data", "characteristic words", "sampled:", "closest real sentences:", "I(x; c)"):
         assert needle in report
     assert "latent_space.png" in capsys.readouterr().out
+    paper_name = DEMVAEConfig.from_pretrained(model_dir).paper_name
+    assert len(titles) == 1 and titles[0].startswith(paper_name)  # "DGM-VAE + MI latent space: ...", not "dem"
 
 
 def test_inspect_rejects_models_without_a_mixture(tmp_path, capsys):

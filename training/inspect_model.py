@@ -139,7 +139,7 @@ def draw_latent_space(model, posterior, path: Path, *, max_groups: int, per_comp
             axis.set_xlabel("z1" if config.latent_size <= 2 else "PC1")
             axis.set_ylabel("z2" if config.latent_size == 2 else ("PC2" if config.latent_size > 2 else ""))
     axes.flat[0].legend(fontsize=7, loc="best", markerscale=0.6)
-    figure.suptitle(f"{config.variant} model latent space: dots = samples of each component,\n"
+    figure.suptitle(f"{config.paper_name} latent space: dots = samples of each component,\n"
                     f"x = posterior means of {len(probs)} real sentences (coloured by most probable component)",
                     fontsize=10)
     figure.tight_layout()
