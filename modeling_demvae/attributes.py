@@ -70,10 +70,12 @@ def allowed_values(config, attributes: dict) -> dict[tuple[int, int | None], lis
         values = [v for v in allowed.get(key, spec["values"][label]) if v in spec["values"][label]]
         if not values:
             where = f"group {key[0]}" + ("" if key[1] is None else f", variable {key[1]}")
-            raise ValueError(f"no latent value of {where} carries {label!r} of {name!r}"
-                             + (" together with the other attributes asked for" if key in allowed else
-                                " (it is the majority label of no component); choose another label")
-                             + f": {attributes}.")
+            if key in allowed:
+                raise ValueError(f"no latent value of {where} carries {label!r} of {name!r} together with the other "
+                                 f"attributes asked for: {attributes}.")
+            carried = [other for other in spec["labels"] if spec["values"][other]]
+            raise ValueError(f"{name}={label!r} cannot be generated: it is the majority label of no component of "
+                             f"{where}; the labels of {name!r} that can be generated are {carried}.")
         allowed[key] = values
     return allowed
 

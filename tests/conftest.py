@@ -130,6 +130,12 @@ def fresh_accelerate_state():
 CHECKPOINT_FILES = {"model.safetensors", "optimizer.pt", "random_states_0.safetensors", "trainer_state.json"}
 
 
+def error_lines(stderr: str) -> list[str]:
+    """What a command said on stderr but its progress: no progress bars, no status line (it ends with "...")."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(("Tokenizing", "Training"))
+            and not line.endswith(" ...")]
+
+
 def subprocess_env() -> dict:
     return dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
                 PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -150,7 +150,9 @@ def test_a_label_of_several_components_draws_among_them():
         "inform": [0], "question": [1, 3], "directive": [], "commissive": [2]}}}))
     drawn = components_of(model, model.sample_prior(200, attributes={"act": "question"}))[:, 1]
     assert set(drawn.tolist()) == {1, 3}
-    with pytest.raises(ValueError, match="'directive' of 'act' .*majority label of no component"):
+    with pytest.raises(ValueError, match=r"act='directive' cannot be generated: it is the majority label of no "
+                                         r"component of group 1; the labels of 'act' that can be generated are "
+                                         r"\['inform', 'question', 'commissive'\]"):
         model.generate(attributes={"act": "directive"}, num_samples=2)
 
 

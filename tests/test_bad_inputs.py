@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import error_lines
 from demvae.cli import main as demvae
 
 from modeling_demvae.synthetic import write_synthetic_corpus
@@ -128,7 +129,7 @@ CASES = [
     ("corpus-csv-extra-field", [*TRAIN, "--dataset", "{fields_csv}"], "fields.csv, line 3: 3 fields where the header"),
     ("corpus-csv-bad-quotes", [*TRAIN, "--dataset", "{quotes_csv}"], "quotes.csv, line 2: not valid CSV"),
     # train --init-from a broken model
-    ("init-from-missing", [*TRAIN, "--init-from", "{missing}"], "no model found at .*missing"),
+    ("init-from-missing", [*TRAIN, "--init-from", "{missing}"], "no model at .*missing: there is no such folder"),
     ("init-from-truncated", [*TRAIN, "--init-from", "{weights_truncated}"],
      "cannot load the model at .*weights_truncated: model.safetensors is damaged or truncated"),
     ("init-from-no-tokenizer", [*TRAIN, "--init-from", "{no_tokenizer}"], "no tokenizer.json beside the model at"),
@@ -145,7 +146,7 @@ CASES = [
     ("generate-seed-negative", ["generate", "{model}", "--seed", "-1"], "--seed: must be a non-negative integer"),
     ("generate-component-out-of-range", ["generate", "{model}", "--component", "7,0"],
      r"component indices must lie in \[0, 3\), got \[0, 7\]"),
-    ("generate-missing", ["generate", "{missing}"], "no model found at .*missing"),
+    ("generate-missing", ["generate", "{missing}"], "no model at .*missing: there is no such folder"),
     ("generate-no-config", ["generate", "{no_config}"], "no model found at .*no_config: expected a folder with config"),
     ("generate-config-not-json", ["generate", "{config_not_json}"], "config_not_json: config.json is not valid JSON"),
     ("generate-config-a-list", ["generate", "{config_a_list}"], "config_a_list: config.json holds a JSON list"),
@@ -182,7 +183,7 @@ CASES = [
     # push: the folder is checked before the Hub is asked
     ("push-config-not-json", ["push", "{config_not_json}", "me/model"], "config.json is not valid JSON"),
     ("push-weights-truncated", ["push", "{weights_truncated}", "me/model"], "model.safetensors is damaged"),
-    ("push-no-config", ["push", "{no_config}", "me/model"], "no saved model in .*no_config"),
+    ("push-no-config", ["push", "{no_config}", "me/model"], "no model found at .*no_config: expected a folder"),
     # reproduce
     ("reproduce-jobs-0", ["reproduce", "--jobs", "0"], "--jobs: must be a positive integer"),
     ("reproduce-report-over-a-model", ["reproduce", "--report", "{model}/tokenizer.json"],
@@ -201,7 +202,7 @@ def test_bad_input_is_one_line_naming_the_problem(places, capsys, argv, expected
     except SystemExit as exit_:  # argparse's own checks
         status = exit_.code
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("Tokenizing", "Training"))]
+    lines = error_lines(err)
     assert status != 0 and "Traceback" not in err, err
     assert len(lines) == 1 and lines[0].startswith(f"demvae {argv[0]}: error: "), lines
     assert re.search(expected, lines[0]), lines[0]

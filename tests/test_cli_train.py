@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import error_lines
 from demvae.arguments import TrainingArguments
 from demvae.cli import main as demvae
 from demvae.train import PRESET_DIR, load_preset
@@ -22,8 +23,7 @@ def one_line_error(capsys, argv) -> str:
         status = demvae(argv)
     except SystemExit as exit_:  # argparse errors exit
         status = exit_.code
-    err = capsys.readouterr().err.strip().splitlines()
-    err = [line for line in err if not line.startswith(("Tokenizing", "Training"))]  # progress bars
+    err = error_lines(capsys.readouterr().err)
     assert status == 2 and len(err) == 1 and "Traceback" not in err[0], err
     return err[0]
 

@@ -68,9 +68,9 @@ def test_evaluate_with_text_files_and_a_subset_of_metrics(saved, tmp_path):
 def test_evaluate_errors_are_one_line(saved, tmp_path, capsys):
     model_dir, corpus = saved
     assert main(["evaluate", str(tmp_path / "missing"), "--dataset", str(corpus)]) == 2
-    assert "demvae evaluate: error: no model found" in capsys.readouterr().err
-    assert main(["evaluate", str(model_dir)]) == 2
-    assert "no test sentences" in capsys.readouterr().err
+    assert "demvae evaluate: error: no model at " in capsys.readouterr().err
+    assert main(["evaluate", str(model_dir)]) == 2  # a model saved without a run summary: no corpus recorded
+    assert "no sentences to read: give --dataset or --test-file" in capsys.readouterr().err
     assert main(["evaluate", str(model_dir), "--dataset", str(corpus), "--labels", "topic", "--metrics",
                  "homogeneity", "--output", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err
@@ -132,10 +132,10 @@ def interrupt_once(monkeypatch, owner, name: str, *, at_call: int) -> list[dict]
 def test_an_interrupted_evaluation_resumes_with_the_numbers_of_an_uninterrupted_one(saved, tmp_path, monkeypatch,
                                                                                     capsys):
     """The NLL in chunks, each seeded with seed + chunk: a resumed evaluation computes only the missing ones."""
-    from demvae import evaluate
+    from demvae import evaluation
 
     model_dir, corpus = saved
-    monkeypatch.setattr(evaluate, "NLL_CHUNK", 5)
+    monkeypatch.setattr(evaluation, "NLL_CHUNK", 5)
     run = ["evaluate", str(model_dir), "--dataset", str(corpus), "--metrics", "nll", "collapse", "--nll-samples",
            "4", "--seed", "2", "--no-progress", *FLOAT32]
     direct = metrics.sentence_log_likelihoods
@@ -200,10 +200,10 @@ def test_an_evaluation_interrupted_in_the_language_model_continues_from_its_last
 def test_an_evaluation_resumed_from_an_untimed_progress_file_says_its_time_is_unknown(saved, tmp_path, monkeypatch):
     """A progress file from before evaluations were timed: the earlier starts' time is not known, so neither is
     the total (null), rather than this start's time passed off as the whole."""
-    from demvae import evaluate
+    from demvae import evaluation
 
     model_dir, corpus = saved
-    monkeypatch.setattr(evaluate, "NLL_CHUNK", 5)
+    monkeypatch.setattr(evaluation, "NLL_CHUNK", 5)
     run = ["evaluate", str(model_dir), "--dataset", str(corpus), "--metrics", "nll", "--nll-samples", "2",
            "--no-progress", *FLOAT32]
     interrupt_once(monkeypatch, metrics, "sentence_log_likelihoods", at_call=2)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BLOCK_OUR_PACKAGE, tiny_config
+from conftest import BLOCK_OUR_PACKAGE, error_lines, tiny_config
 from demvae.cli import main as demvae
 from demvae.hub import hub_http, push_folder, push_model, render_model_card
 from huggingface_hub import HfApi, ModelCard, constants
@@ -397,8 +397,8 @@ def test_failed_push_changes_nothing_and_says_so_in_one_line(
         FakeHub(monkeypatch, fail_with=failure, fail_at=fail_at)
     assert constants.HF_HUB_OFFLINE
     assert demvae(["push", str(folder), REPO_ID]) == 1
-    error = capsys.readouterr().err
-    assert len(error.strip().splitlines()) == 1 and error.startswith("demvae push: error: "), error
+    error = "\n".join(error_lines(capsys.readouterr().err))
+    assert len(error.splitlines()) == 1 and error.startswith("demvae push: error: "), error
     assert message in error and "Traceback" not in error
     assert folder_digest(folder) == before
 
@@ -409,9 +409,9 @@ def test_not_logged_in_says_so_in_one_line(trained, monkeypatch, tmp_path, capsy
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     hub = FakeHub(monkeypatch)
     assert demvae(["push", str(trained[0]), REPO_ID]) == 1
-    error = capsys.readouterr().err
-    assert error == ("demvae push: error: not logged in to the Hugging Face Hub: run `hf auth login` or set "
-                     "HF_TOKEN to a token with write access.\n")
+    assert error_lines(capsys.readouterr().err) == [
+        "demvae push: error: not logged in to the Hugging Face Hub: run `hf auth login` or set HF_TOKEN to a token "
+        "with write access."]
     assert hub.repos == [] and hub.files == {}
 
 
@@ -419,8 +419,8 @@ def test_not_logged_in_says_so_in_one_line(trained, monkeypatch, tmp_path, capsy
 def test_malformed_repo_id_says_so_in_one_line(trained, logged_in, monkeypatch, capsys, repo_id):
     hub = FakeHub(monkeypatch)
     assert demvae(["push", str(trained[0]), repo_id]) == 2
-    error = capsys.readouterr().err
-    assert len(error.strip().splitlines()) == 1 and "Traceback" not in error
+    error = "\n".join(error_lines(capsys.readouterr().err))
+    assert len(error.splitlines()) == 1 and "Traceback" not in error
     assert f"{repo_id!r} is not a valid Hub repository id" in error and "'namespace/name'" in error
     assert hub.repos == []
 
@@ -435,8 +435,8 @@ def test_bad_evaluation_json_says_so_in_one_line(trained, logged_in, monkeypatch
         path.write_text(content)
     hub = FakeHub(monkeypatch)
     assert demvae(["push", str(trained[0]), REPO_ID, "--eval-json", str(path)]) == 2
-    error = capsys.readouterr().err
-    assert len(error.strip().splitlines()) == 1 and message in error
+    error = "\n".join(error_lines(capsys.readouterr().err))
+    assert len(error.splitlines()) == 1 and message in error
     assert hub.files == {}
 
 

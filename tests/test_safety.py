@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CHECKPOINT_FILES, subprocess_env
-from demvae import train as train_command
+from conftest import CHECKPOINT_FILES, error_lines, subprocess_env
+from demvae import preparation
 from demvae.arguments import TrainingArguments
 from demvae.checkpoints import STATE_FILE, list_checkpoints
 from demvae.cli import main as demvae
@@ -69,7 +69,7 @@ def printed(capsys) -> tuple[str, list[str]]:
     """What the command printed: stdout, and the lines of stderr but progress bars (never a traceback)."""
     out, err = capsys.readouterr()
     assert "Traceback" not in err, err
-    return out, [line for line in err.splitlines() if line.strip() and not line.startswith(("Tokenizing", "Training"))]
+    return out, error_lines(err)
 
 
 RESUMED_FROM_4 = "step-00000004 (step 4, the newest intact checkpoint)"
@@ -284,7 +284,7 @@ def test_no_intact_checkpoint_is_an_error_not_a_fresh_start(finished_run, corpus
 
 
 def test_output_paths_fail_before_any_work(corpus, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(train_command, "load_training_corpus", lambda *a: pytest.fail("the corpus was loaded"))
+    monkeypatch.setattr(preparation, "load_training_corpus", lambda *a: pytest.fail("the corpus was loaded"))
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     for output in (a_file, a_file / "below"):
@@ -296,7 +296,7 @@ def test_output_paths_fail_before_any_work(corpus, tmp_path, capsys, monkeypatch
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_read_only_output_folder_fails_before_any_work(corpus, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(train_command, "load_training_corpus", lambda *a: pytest.fail("the corpus was loaded"))
+    monkeypatch.setattr(preparation, "load_training_corpus", lambda *a: pytest.fail("the corpus was loaded"))
     read_only = tmp_path / "read_only"
     read_only.mkdir(mode=0o555)
     try:
@@ -391,7 +391,7 @@ def test_ctrl_c_outside_training_is_one_line_too(corpus, tmp_path, capsys, monke
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_command, "load_training_corpus", interrupted)
+    monkeypatch.setattr(preparation, "load_training_corpus", interrupted)
     assert demvae(train_args(corpus, tmp_path / "out")) == 130
     assert stderr_lines(capsys) == ["demvae train: interrupted"]
 

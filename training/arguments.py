@@ -3,8 +3,6 @@ which of them a resumed run may change."""
 
 from dataclasses import dataclass
 
-import torch
-
 from .checks import check_number
 from .precision import resolve_mixed_precision
 
@@ -94,6 +92,8 @@ class TrainingArguments:
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other: --resume continues the run in output_dir, "
                              "--overwrite replaces it.")
+        import torch  # here, not at the top: the command line reads this module before it loads torch
+
         # an unknown value, or fp16 without a GPU, is refused here, before any work
         resolve_mixed_precision(self.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu")
         if self.selection_metric not in SELECTION_METRICS:

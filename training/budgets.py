@@ -9,8 +9,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modeling_demvae import DEMVAEConfig
-
 from .train import MODEL_FIELDS, PRESET_DIR
 
 SEEDED_RUNS = {preset: (0, 1, 2) for preset in (  # the comparisons the paper is about: mode collapse varies by seed
@@ -176,6 +174,8 @@ def run_settings(run: Run, budget: str) -> dict:
 def model_name(preset: str) -> str:
     """The paper's name of a preset's model, e.g. 'ptb-dgm-vae-mi' -> 'DGM-VAE + MI', with the label columns it
     is trained on, e.g. 'DCM-VAE, supervised: act, emotion'."""
+    from modeling_demvae import DEMVAEConfig  # here: `demvae reproduce --help` reads this module
+
     settings = json.loads(preset_path(preset).read_text())
     name = DEMVAEConfig(**{key: value for key, value in settings.items() if key in MODEL_FIELDS}).paper_name
     return name + (f", supervised: {', '.join(settings['supervise'])}" if settings.get("supervise") else "")

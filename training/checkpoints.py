@@ -26,11 +26,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_file, save_model
 
-from .loading import one_line
+from .model_folder import TEMPORARY_PREFIX, TRASH_PREFIX, one_line
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
-TEMPORARY_PREFIX = ".tmp-"
-TRASH_PREFIX = ".trash-"
 STATE_FILE, MODEL_FILE, OPTIMIZER_FILE = "trainer_state.json", "model.safetensors", "optimizer.pt"
 FORMAT = 1  # of trainer_state.json
 # what the loaders raise on a file that is damaged or not plain data (weights_only refuses with UnpicklingError)

@@ -8,9 +8,7 @@ import math
 import tempfile
 from pathlib import Path
 
-import torch
-
-from .loading import model_files
+from .model_folder import model_files
 
 
 def _accepted(integer: bool, minimum, maximum, above, below) -> str:
@@ -56,6 +54,8 @@ def number(kind=int, **bounds):
 
 def device(text: str) -> str:
     """An argparse `type=` for --device: a torch device name, and a GPU this machine has."""
+    import torch  # here, not at the top: --help must not wait for torch
+
     try:
         parsed = torch.device(text)
     except RuntimeError:

@@ -40,49 +40,40 @@ evaluation that takes hours.
 
 import argparse
 import json
-import math
 import os
 import tempfile
 from pathlib import Path
 
-import datasets
-import torch
-import transformers
-
-from modeling_demvae import data, metrics
-from modeling_demvae.metrics.control import cached_classifier, control_accuracy, default_cache_dir
-from modeling_demvae.metrics.reverse_ppl import RPPL_PRESETS
-
 from .checks import checked_output_file, device, number
-from .loading import load_model_and_tokenizer
-from .precision import MIXED_PRECISION, autocast, resolve_mixed_precision
-from .runs import RunClock, log_line
-from .threads import cpu_threads
+from .console import status
+from .model_folder import checked_model_folder, described_corpus
+from .model_source import constant
+from .precision import MIXED_PRECISION
 
 POSITIVE = number(int, minimum=1)
-
 METRIC_NAMES = ("nll", "rppl", "bleu", "wkl", "homogeneity", "collapse", "control", "ceiling")
 DEFAULT_METRICS = METRIC_NAMES[:-1]  # the ceiling describes the corpus, not the model
-NLL_CHUNK = 200  # test sentences per NLL chunk: an interrupted evaluation loses at most one chunk
 LANGUAGE_MODELS = ("rppl", "ceiling")  # the rPPL language models, checkpointed after each epoch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a folder written by `demvae train` (or save_pretrained), or a Hub id")
     parser.add_argument("--dataset", help="'ptb', 'daily_dialog', 'synthetic' (the default corpus of `demvae "
-                        "train`), a corpus folder or file (see `demvae train --help`)")
+                        "train`), a corpus folder or file (see `demvae train --help`); default: the corpus the model "
+                        "was trained on, as its training summary records it")
     parser.add_argument("--test-file", help="text file of test sentences, one per line (overrides --dataset's)")
     parser.add_argument("--train-file", help="text file of training sentences for wKL (overrides --dataset's)")
     parser.add_argument("--labels", nargs="*", help="label columns to score the components against (default: "
-                        f"those of {data.LABEL_COLUMNS} the corpus has)")
+                        f"those of {constant('data', 'LABEL_COLUMNS')} the corpus has)")
     parser.add_argument("--metrics", nargs="+", choices=METRIC_NAMES, default=list(DEFAULT_METRICS),
                         help="what to measure (default: all that apply to the model, except ceiling: the rPPL "
                              "language model trained on real training sentences instead of samples, as many as "
                              "the rPPL samples, stopped on real validation sentences)")
     parser.add_argument("--nll-samples", type=POSITIVE, default=500, help="importance samples per sentence (500)")
-    parser.add_argument("--rppl-preset", choices=sorted(RPPL_PRESETS), default="paper",
+    presets = constant("metrics.reverse_ppl", "RPPL_PRESETS")
+    parser.add_argument("--rppl-preset", choices=sorted(presets), default="paper",
                         help="prior samples for rPPL and wKL: " + ", ".join(
-                            f"{name} = {train:,} + {valid:,}" for name, (train, valid) in RPPL_PRESETS.items()))
+                            f"{name} = {train:,} + {valid:,}" for name, (train, valid) in presets.items()))
     parser.add_argument("--rppl-samples", type=POSITIVE, help="training samples for the rPPL language model (overrides "
                         "the preset; validation samples keep the preset's ratio)")
     parser.add_argument("--rppl-max-epochs", type=POSITIVE, default=30,
@@ -91,12 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--control-samples", type=POSITIVE, default=100,
                         help="sentences generated per label for the control accuracy (100)")
     parser.add_argument("--classifier-cache", default=None,
-                        help=f"folder of the control accuracy's cached classifiers (default {default_cache_dir()}, "
-                             "or $DEMVAE_CACHE/classifiers)")
+                        help="folder of the control accuracy's cached classifiers (default: "
+                             "$DEMVAE_CACHE/classifiers, else ~/.cache/demvae/classifiers)")
     parser.add_argument("--max-sentences", type=POSITIVE, help="evaluate on the first N test sentences only")
     parser.add_argument("--batch-tokens", type=POSITIVE, default=16384,
                         help="padded tokens per decoder call in the NLL (memory ~ this x vocabulary size floats)")
-    parser.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", type=device, help="cpu, cuda, cuda:1, ... (default: cuda where there is one)")
     parser.add_argument("--num-threads", type=POSITIVE,
                         help="CPU threads (default: $OMP_NUM_THREADS, else every core); long evaluations beside "
                              "other jobs: 1")
@@ -113,100 +104,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "until the end")
 
 
-def load_splits(args) -> dict:
-    """The corpus splits to evaluate on: --dataset's, with --test-file / --train-file replacing theirs."""
-    splits = dict(data.load_corpus(args.dataset)) if args.dataset else {}
-    if "test" not in splits and "validation" in splits:
-        splits["test"] = splits["validation"]
-    files = {"test": args.test_file, "train": getattr(args, "train_file", None)}
-    for name, path in files.items():
-        if path:
-            splits[name] = data.text_files_corpus(path)["train"]
-    if "test" not in splits:
-        raise ValueError("no test sentences: give --dataset with a test or validation split, or --test-file.")
-    return splits
-
-
-def sentences_of(split, tokenizer, max_length: int, limit: int | None = None):
-    """Token id lists of a split (its first `limit` rows) and the tokenized split with its label columns."""
-    if limit is not None:
-        split = split.select(range(min(limit, len(split))))
-    tokenized = data.tokenize_corpus(split, tokenizer, max_length=max_length)
-    return tokenized["input_ids"], tokenized
-
-
-def evaluation_settings(args, config, num_test: int, rppl_samples: tuple[int, int]) -> dict:
-    """What the numbers depend on, written beside them; a resumed evaluation must have the same."""
-    return {
-        "model": args.model, "dataset": args.dataset, "test_file": args.test_file, "train_file": args.train_file,
-        "test_sentences": num_test, "nll_samples": args.nll_samples, "rppl_preset": args.rppl_preset,
-        "rppl_samples": list(rppl_samples), "rppl_max_epochs": args.rppl_max_epochs,
-        "wkl_smoothing": "add-one over the union of words",
-        "seed": args.seed, "variant": config.variant, "metrics": sorted(args.metrics),
-        "control_samples": args.control_samples,
-    }
-
-
-def rppl_sample_counts(args) -> tuple[int, int]:
-    """(training, validation) samples of the rPPL language model: the preset's, or --rppl-samples with its ratio."""
-    train_samples, valid_samples = RPPL_PRESETS[args.rppl_preset]
-    if args.rppl_samples is not None:
-        valid_samples = max(1, round(args.rppl_samples * valid_samples / train_samples))
-        train_samples = args.rppl_samples
-    return train_samples, valid_samples
-
-
-class Progress:
-    """The finished parts of an evaluation in OUTPUT.partial (rewritten atomically after each), so that `--resume`
-    continues an interrupted one: the NLL chunk by chunk, the rPPL language models epoch by epoch (their
-    checkpoints in OUTPUT.partial.NAME.pt), the other metrics one group at a time; with the time they took."""
-
-    def __init__(self, path: Path | None, settings: dict, resume: bool):
-        self.path = path
-        self.state = {"settings": json.loads(json.dumps(settings)), "results": {}, "finished": [], "nll_chunks": []}
-        saved = json.loads(path.read_text(encoding="utf-8")) if resume and path and path.is_file() else None
-        if saved and saved.get("settings") == self.state["settings"]:
-            self.state, self.clock = saved, RunClock(saved.get("seconds"))
-            done = saved["finished"] + [f"{len(saved['nll_chunks'])} NLL chunk(s)"] * bool(saved["nll_chunks"])
-            print(f"Resuming the evaluation of {path}: {', '.join(done) or 'nothing'} done.")
-            return
-        if saved:
-            print(f"{path} was written with other settings; evaluating from the start.")
-        self.clock = RunClock()
-        if path is not None:  # a new evaluation: its own progress file from the start
-            remove_progress(path)
-            self.save()
-
-    def checkpoint(self, name: str) -> Path | None:
-        """Where a long computation of the evaluation keeps its own state."""
-        return None if self.path is None else language_model_checkpoint(self.path, name)
-
-    def save(self) -> None:
-        self.state["seconds"] = self.clock.seconds()
-        if self.path is not None:
-            write_json(self.path, self.state)
-
-    def announce(self, news: str) -> None:
-        """One line of what just finished, with the time so far: the log of a long evaluation, bars or none."""
-        seconds = self.clock.seconds()
-        spent = "time so far unknown" if seconds is None else f"{seconds / 60:.0f} min so far"
-        log_line(f"{news}; {spent}")
-
-    def after_epoch(self, name: str):
-        """The hook a language model calls after each epoch: the epoch saved and announced."""
-        def saved_and_announced(history: list[float]) -> None:
-            self.save()
-            self.announce(f"{name}: epoch {len(history)}, validation perplexity {history[-1]:.2f}")
-        return saved_and_announced
-
-    def run(self, name: str, compute) -> None:
-        """`compute()`'s results, once: skipped when a resumed evaluation already has them."""
-        if name not in self.state["finished"]:
-            self.state["results"].update(compute())
-            self.state["finished"].append(name)
-            self.save()
-
-
 def language_model_checkpoint(progress: Path, name: str) -> Path:
     return Path(f"{progress}.{name}.pt")
 
@@ -215,164 +112,6 @@ def remove_progress(progress: Path) -> None:
     """Forget an evaluation's progress: when a new one starts, and once its results are written."""
     for path in (progress, *(language_model_checkpoint(progress, name) for name in LANGUAGE_MODELS)):
         path.unlink(missing_ok=True)
-
-
-def chunked_nll(model, test, args, progress: Progress) -> dict:
-    """The importance-weighted NLL over NLL_CHUNK sentences at a time, chunk i seeded with seed + i, each chunk's
-    per-sentence estimates kept in the progress file as soon as they exist."""
-    chunks, total = progress.state["nll_chunks"], math.ceil(len(test) / NLL_CHUNK)
-    for index in range(len(chunks), total):
-        result = metrics.sentence_log_likelihoods(
-            model, test[index * NLL_CHUNK:(index + 1) * NLL_CHUNK], num_samples=args.nll_samples,
-            max_tokens=args.batch_tokens, seed=args.seed + index, progress=not args.no_progress)
-        chunks.append({key: value.tolist() for key, value in result.items()})
-        progress.save()
-        progress.announce(f"NLL: chunk {index + 1} of {total} ({min((index + 1) * NLL_CHUNK, len(test))} of "
-                          f"{len(test)} sentences)")
-    per_sentence = {key: torch.tensor([v for chunk in chunks for v in chunk[key]], dtype=torch.float64)
-                    for key in chunks[0]}
-    return metrics.nll_summary(per_sentence, 1 if model.config.variant == "rnnlm" else args.nll_samples)
-
-
-def evaluate(model, tokenizer, splits: dict, args, progress_path: Path | None = None) -> dict:
-    """Every requested metric that applies to the model and the data at hand; the JSON's content. Finished parts
-    are kept in `progress_path` (default: a temporary file) and, with `args.resume`, taken from it."""
-    config = model.config
-    progress = not args.no_progress
-    requested = set(args.metrics)
-    max_length = config.max_sentence_length
-    test, test_split = sentences_of(splits["test"], tokenizer, max_length, args.max_sentences)
-    train_samples, valid_samples = rppl_sample_counts(args)
-    precision = resolve_mixed_precision(args.mixed_precision, model.device)
-    settings = {**evaluation_settings(args, config, len(test), (train_samples, valid_samples)),
-                "mixed_precision": precision}  # what the NLL, the samples and the language models run in
-    state = Progress(progress_path, settings, getattr(args, "resume", False))
-    lm_options = {"vocab_size": config.vocab_size, "pad_token_id": config.pad_token_id,
-                  "max_epochs": args.rppl_max_epochs, "seed": args.seed, "device": model.device, "progress": progress}
-    if "nll" in requested:
-        with autocast(precision, model.device):
-            state.run("nll", lambda: chunked_nll(model, test, args, state))
-    if "rppl" in requested or ("wkl" in requested and "train" in splits):
-        with autocast(precision, model.device):
-            state.run("samples", lambda: sample_metrics(model, tokenizer, splits, test, requested,
-                                                        (train_samples, valid_samples),
-                                                        {**lm_options, "checkpoint": state.checkpoint("rppl"),
-                                                         "after_epoch": state.after_epoch("rPPL language model")}))
-    if config.variant != "rnnlm" and "bleu" in requested:
-        state.run("bleu", lambda: metrics.reconstruction_bleu(model, test, tokenizer=tokenizer))
-    if config.has_discrete_latent and requested & {"homogeneity", "collapse"}:
-        state.run("posterior", lambda: posterior_metrics(model, test, test_split, requested, args.labels, progress))
-    attributes = control_attributes(config, splits)
-    if "control" in requested and attributes:
-        state.run("control", lambda: control_metrics(model, tokenizer, splits, attributes, args))
-    elif "control" in requested and config.attributes:
-        print(f"control: skipped, the corpus has none of the model's attribute columns {list(config.attributes)} in "
-              "its train and test splits.")
-    if "ceiling" in requested:
-        with autocast(precision, model.device):
-            state.run("ceiling", lambda: {"ceiling": metrics.reverse_perplexity_ceiling(
-                sentences_of(splits["train"], tokenizer, max_length)[0],
-                sentences_of(splits["validation"], tokenizer, max_length)[0], test, num_train=train_samples,
-                num_valid=valid_samples, checkpoint=state.checkpoint("ceiling"),
-                after_epoch=state.after_epoch("ceiling language model"),
-                **lm_options)})
-    return {**state.state["results"], "seconds": state.clock.seconds(), "settings": settings}
-
-
-def sample_metrics(model, tokenizer, splits, test, requested, sample_counts, lm_options) -> dict:
-    """rPPL and wKL, from the same prior samples."""
-    config, results = model.config, {}
-    train_samples, valid_samples = sample_counts
-    samples = metrics.sample_sentences(model, train_samples + valid_samples, seed=lm_options["seed"],
-                                       progress=lm_options["progress"])  # the same again when resumed
-    if "rppl" in requested:
-        results.update(metrics.reverse_perplexity_from_samples(samples[:train_samples], samples[train_samples:],
-                                                               test, **lm_options))
-    if "wkl" in requested and "train" in splits:
-        train, _ = sentences_of(splits["train"], tokenizer, config.max_sentence_length)
-        special = (config.bos_token_id, config.eos_token_id, config.pad_token_id)
-        generated = samples[:train_samples]
-        if any(len(sentence) > 2 for sentence in generated):
-            results["wkl"] = metrics.unigram_kl(generated, train, ignore=special)
-        else:  # a model that ends every sentence at once (untrained): no word distribution to compare
-            results["wkl"] = math.nan
-    return results
-
-
-def control_attributes(config, splits) -> list[str]:
-    """The model's attributes whose label column the training and test sentences both carry."""
-    if "train" not in splits:
-        return []
-    return [name for name in config.attributes
-            if name in splits["train"].column_names and name in splits["test"].column_names]
-
-
-def named_labels(split, column: str, names: dict) -> tuple[list[str], list[str]]:
-    """The labelled sentences of a split and their label names."""
-    rows = [(text, names[value]) for text, value in zip(split["text"], split[column], strict=True) if value is not None]
-    return [text for text, _ in rows], [label for _, label in rows]
-
-
-def control_metrics(model, tokenizer, splits, attributes: list[str], args) -> dict:
-    """Control accuracy per attribute, with the classifier's macro accuracy on the real test sentences (its
-    ceiling: what sentences of the right label would score)."""
-    results = {"control_accuracy": {}, "control_per_label": {}, "control_ceiling": {}}
-    for name in attributes:
-        labels = model.config.attributes[name]["labels"]
-        names = data.label_names(name, [v for split in ("train", "test") for v in splits[split][name]])
-        unknown = sorted(set(names.values()) - set(labels))
-        if unknown:
-            raise ValueError(f"the corpus's {name!r} labels {unknown} are not among the model's {labels}.")
-        classifier, _ = cached_classifier(*named_labels(splits["train"], name, names), label_names=labels,
-                                          cache_dir=args.classifier_cache)
-        control = control_accuracy(model, tokenizer, classifier, name, num_samples=args.control_samples,
-                                   seed=args.seed)
-        results["control_accuracy"][name] = control["macro"]
-        results["control_ceiling"][name] = classifier.macro_accuracy(*named_labels(splits["test"], name, names))
-        results["control_per_label"].update({f"{name}: {label}": v for label, v in control["per_label"].items()})
-    return results
-
-
-def posterior_metrics(model, test, test_split, requested, labels, progress: bool) -> dict:
-    """Mode-collapse diagnostics and the components' agreement with the corpus's labels, from q(c|x)."""
-    results = {}
-    posterior = metrics.encode_sentences(model, test, progress=progress)
-    if "collapse" in requested:
-        results.update(metrics.collapse_diagnostics(model, posterior))
-    labels = label_columns(test_split.column_names, labels)
-    if "homogeneity" in requested and labels:
-        scores = metrics.label_agreement(posterior.component_probs, {c: test_split[c] for c in labels})
-        for key in ("homogeneity", "completeness", "nmi"):
-            results[key] = {label: s[key] for label, s in scores.items()}
-    return results
-
-
-def label_columns(columns, requested) -> list[str]:
-    """The label columns to score: the requested ones (all must exist), else the known ones the data has."""
-    if requested is None:
-        return [c for c in data.LABEL_COLUMNS if c in columns]
-    missing = [c for c in requested if c not in columns]
-    if missing:
-        raise ValueError(f"label column(s) {missing} not in the test data; it has {list(columns)}.")
-    return list(requested)
-
-
-def format_table(results: dict) -> str:
-    """Two columns, metric and value; per-group lists shown in full (rounded)."""
-    rows = []
-    for key, value in results.items():
-        if key == "settings":
-            continue
-        if isinstance(value, dict):
-            rows += [(f"{key} ({label})", f"{v:.4f}") for label, v in value.items()]
-        elif isinstance(value, list):
-            rows.append((key, "[" + ", ".join(f"{v:.2f}" for v in value) + "]"))
-        elif isinstance(value, float):
-            rows.append((key, f"{value:.4f}"))
-        else:
-            rows.append((key, str(value)))
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
 def write_json(path: str, results: dict) -> None:
@@ -387,22 +126,9 @@ def write_json(path: str, results: dict) -> None:
 
 def run(args) -> int:
     checked_output_file(args.output, "--output")
-    if args.no_progress:
-        datasets.disable_progress_bars()
-        transformers.utils.logging.disable_progress_bar()
-    splits = load_splits(args)
-    label_columns(splits["test"].column_names, args.labels)  # fail before the slow part
-    if "ceiling" in args.metrics and not {"train", "validation"} <= set(splits):
-        raise ValueError("the ceiling needs real training and validation sentences: give --dataset with both "
-                         f"splits (this one has {', '.join(sorted(splits))}).")
-    with cpu_threads(args.num_threads):
-        model, tokenizer = load_model_and_tokenizer(args.model, device=args.device)
-        progress = Path(f"{args.output}.partial")
-        results = evaluate(model, tokenizer, splits, args, progress)
-    print(format_table(results))
-    write_json(args.output, results)
-    remove_progress(progress)
-    print(f"wrote {args.output}")
-    if any(isinstance(v, float) and not math.isfinite(v) for v in results.values()):
-        print("warning: some results are not finite (written as null)")
-    return 0
+    folder = checked_model_folder(args.model)
+    status(f"Evaluating {args.model} on {described_corpus(args, folder)}")
+
+    from .evaluation import evaluate_command
+
+    return evaluate_command(args)

@@ -12,7 +12,8 @@ from transformers.utils import cached_file
 
 from modeling_demvae import DEMVAEConfig, DEMVAETokenizer
 
-from .loading import RUN_SUMMARY, load_model_and_tokenizer
+from .loading import load_model_and_tokenizer
+from .model_folder import RUN_SUMMARY
 
 # Settings that shape the weights: a fine-tuned model keeps its own.
 ARCHITECTURE_FIELDS = ("vocab_size", "embed_size", "encoder_hidden_size", "bidirectional_encoder",

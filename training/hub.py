@@ -24,7 +24,8 @@ from huggingface_hub.utils import validate_repo_id
 
 from modeling_demvae import DEMVAEConfig
 
-from .loading import RUN_SUMMARY, load_model_and_tokenizer, load_tokenizer, one_line, quiet_progress_bars
+from .loading import load_model_and_tokenizer, load_tokenizer, quiet_progress_bars
+from .model_folder import RUN_SUMMARY, one_line
 
 try:  # the Hub client's HTTP library: httpx2 under huggingface_hub 2.x, httpx under 1.x
     import httpx2 as hub_http

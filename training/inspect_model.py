@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from modeling_demvae import metrics  # noqa: E402
 
 from .checks import checked_output_file, checked_output_folder, device, number  # noqa: E402
-from .evaluate import load_splits, sentences_of  # noqa: E402
+from .evaluation import load_splits, sentences_of  # noqa: E402
 from .loading import load_model_and_tokenizer  # noqa: E402
 
 POSITIVE = number(int, minimum=1)

@@ -24,7 +24,8 @@ import torch
 from modeling_demvae import DEMVAEConfig, data, metrics
 
 from .checks import number
-from .loading import checked_model_folder, load_model_and_tokenizer
+from .loading import load_model_and_tokenizer
+from .model_folder import checked_model_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,17 +5,15 @@ import json
 import os
 from pathlib import Path
 
-import torch
-
-from modeling_demvae.metrics.collapse import mutual_information
-
-from .checkpoints import TEMPORARY_PREFIX
+from .model_folder import TEMPORARY_PREFIX
 
 LEARNING_CURVE = "learning_curve.jsonl"  # in the run's output_dir
 
 
-def curve_point(step: int, metrics: dict[str, float], component_probs: torch.Tensor | None) -> dict:
-    """One point: the step, the validation terms and, given the validation q(c|x), I(x; c) per group."""
+def curve_point(step: int, metrics: dict[str, float], component_probs=None) -> dict:
+    """One point: the step, the validation terms and, given the validation q(c|x) (a tensor), I(x; c) per group."""
+    from modeling_demvae.metrics.collapse import mutual_information  # here: `demvae reproduce` reads this module
+
     point = {"step": step, **metrics}
     if component_probs is not None:
         point["mutual_information"] = mutual_information(component_probs).tolist()

@@ -10,8 +10,7 @@ import platform
 from contextlib import nullcontext
 from pathlib import Path
 
-import torch
-
+# torch is imported where used: the command line reads this module's names before it loads torch
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")  # /proc/cpuinfo "flags" (x86) and "Features" (Arm)
 CPUINFO = Path("/proc/cpuinfo")
@@ -42,6 +41,8 @@ def cpu_model_name() -> str:
 
 def has_fast_bf16(device) -> bool:
     """Whether bf16 products on `device` run on bf16 hardware (a GPU that has it, a CPU with bf16 instructions)."""
+    import torch
+
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
@@ -50,6 +51,8 @@ def has_fast_bf16(device) -> bool:
 
 def bf16_capability(device) -> str:
     """One line for benchmark headers: the CPU (model, SIMD level, bf16 instructions) or the GPU, and its bf16."""
+    import torch
+
     device = torch.device(device)
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, bf16 {'in hardware' if has_fast_bf16(device) else 'emulated'}"
@@ -60,6 +63,8 @@ def bf16_capability(device) -> str:
 
 def resolve_mixed_precision(requested: str, device) -> str:
     """What runs on `device` for `--mixed-precision requested`: auto becomes bf16 or no; fp16 needs a GPU."""
+    import torch
+
     if requested not in MIXED_PRECISION:
         raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {requested!r}.")
     device = torch.device(device)
@@ -73,6 +78,8 @@ def resolve_mixed_precision(requested: str, device) -> str:
 
 def autocast(precision: str, device):
     """The autocast context of a resolved precision ("no", "bf16" or "fp16") on `device`."""
+    import torch
+
     if precision == "no":
         return nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

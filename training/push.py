@@ -14,7 +14,8 @@ example:
 
 import sys
 
-from .hub import HubPushError, load_evaluation, push_folder
+from .console import status
+from .model_folder import checked_model_folder
 
 
 def add_arguments(parser) -> None:
@@ -38,6 +39,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    if checked_model_folder(args.model) is None:
+        raise FileNotFoundError(f"push sends a local model folder; {args.model} is none (a Hub id?).")
+    status(f"Pushing {args.model} to the Hub repository {args.repo_id}")
+
+    from .hub import HubPushError, load_evaluation, push_folder
+
     evaluations = [load_evaluation(path) for path in args.eval_json]
     try:
         commit = push_folder(

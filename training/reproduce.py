@@ -38,14 +38,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .budgets import BUDGETS, DATASETS, LABELLED_TABLES, TABLES, Run, all_runs, run_settings
-from .checkpoints import STATE_FILE, latest_checkpoint
 from .checks import checked_output_file, checked_output_folder, number
+from .console import log_line
 from .evaluate import remove_progress, write_json
 from .learning_curve import LEARNING_CURVE, read_curve
-from .loading import RUN_SUMMARY
+from .model_folder import RUN_SUMMARY
 from .precision import cpu_model_name
 from .reproduction_report import ceiling_path, write_report
-from .runs import log_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -132,6 +131,8 @@ def step_minutes(seconds: float | None, start: float) -> dict:
 
 
 def training_seconds(model_dir: Path) -> float | None:
+    from .checkpoints import STATE_FILE, latest_checkpoint  # here: `--help` must not wait for torch
+
     checkpoint = latest_checkpoint(model_dir / "checkpoints")
     return json.loads((checkpoint / STATE_FILE).read_text()).get("seconds") if checkpoint else None
 

@@ -7,14 +7,8 @@ import os
 import statistics
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from .budgets import BUDGETS, COMPARISONS, TABLES, all_runs, model_name  # noqa: E402
-from .evaluate import write_json  # noqa: E402
+from .budgets import BUDGETS, COMPARISONS, TABLES, all_runs, model_name
+from .evaluate import write_json
 
 # (header, how to read it from a record, decimals); lower is better for rPPL, wKL and NLL
 COLUMNS = {
@@ -191,6 +185,12 @@ def collapse_sentence(table: str, curves: dict[str, list[dict]]) -> str:
 def draw_learning_curve(path: Path, curves: dict[str, list[dict]], title: str) -> None:
     """-ELBO; I(x; c) summed over groups with the batch MI term, on a log scale; and the collapsed groups; against
     steps, one line per model, with a dotted line where each model's components have collapsed."""
+    import matplotlib  # here: `demvae reproduce --help` reads this module
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     figure, (elbo_axis, mi_axis, group_axis) = plt.subplots(1, 3, figsize=(15, 4.4))
     for index, (preset, points) in enumerate(curves.items()):
         color, name = plt.get_cmap("tab10")(index), model_name(preset)

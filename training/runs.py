@@ -11,14 +11,8 @@ from dataclasses import MISSING, asdict, fields
 
 import numpy as np
 
-from .checkpoints import TEMPORARY_PREFIX, TRASH_PREFIX
 from .checks import checked_output_folder
-from .loading import model_files
-
-
-def log_line(message: str) -> None:
-    """One line of a long run's log, stamped with the wall-clock time so a reader sees when it happened."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+from .model_folder import TEMPORARY_PREFIX, TRASH_PREFIX, model_files
 
 
 def check_output_dir(output_dir, *, resume: bool, overwrite: bool) -> None:

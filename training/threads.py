@@ -5,8 +5,6 @@ two-thread jobs on two cores ran about 8x slower."""
 import os
 from contextlib import contextmanager
 
-import torch
-
 
 def default_threads(num_threads: int | None = None) -> int:
     """The threads of this process: `num_threads` if given, else $OMP_NUM_THREADS, else the cores / local processes."""
@@ -18,6 +16,8 @@ def default_threads(num_threads: int | None = None) -> int:
 def cpu_threads(num_threads: int | None = None):
     """Within, torch uses `default_threads(num_threads)` CPU threads; after, what it used before, so that callers
     that run several commands in one process (tests, notebooks) keep their setting. On a GPU, nothing changes."""
+    import torch  # here, not at the top: the command line reads this module before it loads torch
+
     before = torch.get_num_threads()
     if not torch.cuda.is_available():
         torch.set_num_threads(default_threads(num_threads))

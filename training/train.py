@@ -29,33 +29,24 @@ from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 
-import torch
-from transformers.utils import logging as hf_logging
-
-from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer
-from modeling_demvae.configuration_demvae import PRIOR_FAMILIES, VARIANTS
-from modeling_demvae.data import label_names, load_corpus, text_files_corpus, tokenize_corpus, with_attribute_labels
-
 from .arguments import SELECTION_METRICS, TrainingArguments
 from .checks import check_number, number
-from .finetuning import base_kl_annealing_step, base_model_origin, load_for_finetuning
-from .loading import checked_model_folder
+from .console import plural, status
+from .model_folder import checked_model_folder
+from .model_source import config_docstring, config_fields, constant
 from .precision import MIXED_PRECISION
-from .reporting import print_report
 from .runs import check_output_dir
-from .threads import cpu_threads
-from .trainer import DEMVAETrainer
 
 PRESET_DIR = Path(str(resources.files("demvae.configuration")))  # the repository's configuration/, installed
 SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id")  # fixed by the tokenizer
 DERIVED_FIELDS = (*SPECIAL_IDS, "attributes")  # attributes: from --supervise and the corpus's labels
-MODEL_FIELDS = tuple(name for name in DEMVAEConfig.__annotations__ if name not in DERIVED_FIELDS)
+MODEL_FIELDS = tuple(name for name in config_fields() if name not in DERIVED_FIELDS)
 TRAINING_FIELDS = tuple(f.name for f in fields(TrainingArguments))
 DATA_FIELDS = {"dataset": str, "text_column": str, "data_dir": str, "validation_fraction": float, "min_frequency": int,
                "num_threads": int, "supervise": list, "supervise_groups": list, "supervise_variables": list,
                "labelled_fraction": float}
 PRESET_KEYS = (*MODEL_FIELDS, *TRAINING_FIELDS, *DATA_FIELDS)
-SETTING_TYPES = {**{name: DEMVAEConfig.__annotations__[name] for name in MODEL_FIELDS},
+SETTING_TYPES = {**{name: config_fields()[name] for name in MODEL_FIELDS},
                  **{item.name: item.type for item in fields(TrainingArguments)}, **DATA_FIELDS}
 
 # The main job: a model small enough to train in about a minute or two on two CPU cores, on the synthetic corpus;
@@ -68,17 +59,18 @@ MAIN_JOB = {
     "batch_size": 32, "max_steps": 1500, "eval_every": 500, "eval_batch_size": 200, "logging_steps": 50,
     "num_threads": 1,
 }
-CHOICES = {"variant": {"choices": VARIANTS}, "prior_family": {"choices": PRIOR_FAMILIES},
+CHOICES = {"variant": {"choices": constant("configuration_demvae", "VARIANTS")},
+           "prior_family": {"choices": constant("configuration_demvae", "PRIOR_FAMILIES")},
            "mixed_precision": {"choices": MIXED_PRECISION}, "selection_metric": {"choices": tuple(SELECTION_METRICS)},
            "report_to": {"choices": ("auto", "tensorboard", "none")}}
 DEFAULTS = {"dataset": "synthetic", "text_column": "text", "validation_fraction": 0.05, "min_frequency": 1,
             "output_dir": "demvae-output", "labelled_fraction": 1.0}
 
 
-def docstring_arguments(cls) -> dict[str, str]:
+def docstring_arguments(docstring: str | None) -> dict[str, str]:
     """`name: description` entries of a class docstring's Args section, as --help texts."""
     helps, name = {}, None
-    for line in (cls.__doc__ or "").split("Args:", 1)[-1].splitlines():
+    for line in (docstring or "").split("Args:", 1)[-1].splitlines():
         if match := re.match(r"^\s{8}(\w+): (.*)", line):
             name, helps[match.group(1)] = match.group(1), match.group(2).strip()
         elif name and line.strip():
@@ -127,10 +119,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "train unlabelled (semi-supervised; default 1).")
 
     model = parser.add_argument_group("model (any DEMVAEConfig field; --vocab-size caps the vocabulary)")
-    helps = docstring_arguments(DEMVAEConfig)
+    helps = docstring_arguments(config_docstring())
     for name in MODEL_FIELDS:
         model.add_argument(f"--{name.replace('_', '-')}", dest=name, help=helps.get(name, f"DEMVAEConfig.{name}."),
-                           **_option_type(DEMVAEConfig.__annotations__[name]), **CHOICES.get(name, {}))
+                           **_option_type(config_fields()[name]), **CHOICES.get(name, {}))
     model.add_argument("--init-from", metavar="MODEL",
                        help="Fine-tune a saved model (folder or Hub id); its tokenizer is kept, unknown words map to "
                             "<unk>. Architecture options may not change. The KL annealing continues where the "
@@ -143,7 +135,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--config", metavar="PRESET",
                           help=f"A preset name from {PRESET_DIR} (e.g. ptb-dgm-vae-mi) or a JSON file of settings; "
                                "the options given here override it.")
-    helps = docstring_arguments(TrainingArguments)
+    helps = docstring_arguments(TrainingArguments.__doc__)
     for item in fields(TrainingArguments):
         if item.name in ("resume", "overwrite"):
             training.add_argument(f"--{item.name}", action="store_true", default=None, help=helps[item.name])
@@ -231,117 +223,27 @@ def resolve_settings(args: argparse.Namespace) -> dict:
     return {**DEFAULTS, **main_job, **preset, **given}
 
 
-def load_training_corpus(args, settings):
-    """The corpus with train and validation splits (validation carved from train when the source has none)."""
-    if args.train_file:
-        corpus = text_files_corpus(args.train_file, args.valid_file, args.test_file)
-    else:
-        corpus = load_corpus(settings["dataset"], text_column=settings["text_column"],
-                             data_dir=settings.get("data_dir"))
-    if "validation" not in corpus:
-        if len(corpus["train"]) < 2:
-            raise ValueError(f"the corpus has no validation split and {len(corpus['train'])} training sentence(s); "
-                             "give --valid-file, or at least 2 sentences to hold some out.")
-        split = corpus["train"].train_test_split(test_size=settings["validation_fraction"],
-                                                 seed=settings.get("seed", 0))
-        corpus["train"], corpus["validation"] = split["train"], split["test"]
-        print(f"No validation split: holding out {len(corpus['validation'])} training sentences for validation.")
-    return corpus
-
-
-def supervised_labels(settings, corpus) -> dict[str, dict]:
-    """Each --supervise column's labels (value -> name, as `data.label_names` names them), over all splits."""
-    labels = {}
-    for column in settings.get("supervise") or []:
-        missing = [name for name, split in corpus.items() if column not in split.column_names]
-        if missing:
-            raise ValueError(f"--supervise {column}: the {missing[0]} split has no such column; its columns are "
-                             f"{corpus[missing[0]].column_names}.")
-        labels[column] = label_names(column, [value for split in corpus.values() for value in split[column]])
-    return labels
-
-
-def supervised_attributes(settings, labels: dict[str, dict]) -> dict:
-    """`DEMVAEConfig.attributes` for the --supervise columns: column i tied to group i's component c_i, or, in the
-    categorical family, to the i-th categorical variable of group 0 (the reference BMVAE); --supervise-groups and
-    --supervise-variables choose others."""
-    categorical = settings.get("prior_family") == "categorical"
-    if settings.get("supervise_variables") is not None and not categorical:
-        raise ValueError("--supervise-variables ties labels to categorical variables of z, which only "
-                         "--prior-family categorical has; the Gaussian family ties them to components "
-                         "(--supervise-groups).")
-    count = len(labels)
-    groups = settings.get("supervise_groups") or ([0] * count if categorical else list(range(count)))
-    variables = settings.get("supervise_variables") or (list(range(count)) if categorical else [None] * count)
-    return {column: {"group": group, "variable": variable, "labels": list(names.values()), "supervised": True}
-            for (column, names), group, variable in zip(labels.items(), groups, variables, strict=True)}
-
-
-def labelled_data(data, settings, labels: dict[str, dict], config):
-    """The tokenized splits with the --supervise columns as "attribute_labels", in the order of the model's
-    attributes (the training split's thinned to --labelled-fraction)."""
-    for name in data if labels else ():
-        fraction = settings["labelled_fraction"] if name == "train" else 1.0
-        data[name] = with_attribute_labels(data[name], list(config.attributes), labels, labelled_fraction=fraction,
-                                           seed=settings.get("seed", 0))
-    return data
-
-
-def build_model(args, settings, corpus, labels: dict[str, dict]):
-    """A fresh model and a tokenizer built from the training split, or a saved one to fine-tune."""
-    model_settings = {k: v for k, v in settings.items() if k in MODEL_FIELDS}
-    if labels:
-        model_settings["attributes"] = supervised_attributes(settings, labels)
-    max_vocab = model_settings.pop("vocab_size", 10_000)
-    if args.init_from:
-        explicit = {k for k, v in vars(args).items() if k in MODEL_FIELDS and v is not None}
-        return load_for_finetuning(args.init_from, corpus["train"]["text"], model_settings, explicit=explicit,
-                                   extend_vocabulary=args.extend_vocabulary, max_vocab_size=max_vocab,
-                                   min_frequency=settings["min_frequency"])
-    tokenizer = build_tokenizer(corpus["train"]["text"], max_vocab_size=max_vocab,
-                                min_frequency=settings["min_frequency"],
-                                model_max_length=model_settings.get("max_sentence_length", 40))
-    config = DEMVAEConfig(vocab_size=len(tokenizer), **model_settings)
-    torch.manual_seed(settings.get("seed", 0))
-    return DEMVAEForGeneration(config), tokenizer
-
-
 def data_sources(args, settings) -> dict:
-    """Where the text came from, recorded with the run (a resume checks the data's hash: paths may move)."""
+    """Where the text came from, recorded with the run (a resume checks the data's hash: paths may move), and read
+    by the commands that take the model's corpus when none is given."""
     if args.train_file:
-        return {"train_file": args.train_file, "valid_file": args.valid_file, "init_from": args.init_from}
+        return {"train_file": args.train_file, "valid_file": args.valid_file, "test_file": args.test_file,
+                "init_from": args.init_from}
     return {"dataset": settings["dataset"], "text_column": settings["text_column"], "init_from": args.init_from}
 
 
 def run(args: argparse.Namespace) -> int:
     start = time.time()
-    hf_logging.disable_progress_bar()  # weight loading/saving bars; training has its own
     settings = resolve_settings(args)
     if args.init_from:
         checked_model_folder(str(args.init_from))  # one line for a folder that is not a model, before its summary
-    origin = base_model_origin(args.init_from) if args.init_from else None
-    if args.init_from and "kl_annealing_start" not in settings:
-        settings["kl_annealing_start"] = base_kl_annealing_step(args.init_from)
     training_args = TrainingArguments(**{k: v for k, v in settings.items() if k in TRAINING_FIELDS})
     check_data_settings(settings)
-    if not args.init_from:  # the model's settings, before the corpus is read (fine-tuning checks them on its model)
-        DEMVAEConfig(**{k: v for k, v in settings.items() if k in MODEL_FIELDS})
     check_output_dir(training_args.output_dir, resume=training_args.resume, overwrite=training_args.overwrite)
-    with cpu_threads(settings.get("num_threads")):
-        corpus = load_training_corpus(args, settings)
-        labels = supervised_labels(settings, corpus)
-        model, tokenizer = build_model(args, settings, corpus, labels)
-        data = labelled_data(tokenize_corpus(corpus, tokenizer, max_length=model.config.max_sentence_length),
-                             settings, labels, model.config)
-        trainer = DEMVAETrainer(model, tokenizer, data["train"], data["validation"], training_args,
-                                data_sources=data_sources(args, settings), origin=origin)
-        if args.init_from and trainer.accelerator.is_main_process:
-            step = training_args.kl_annealing_start
-            where = ("no annealing" if not model.config.kl_annealing else "full weight" if step is None
-                     else f"step {step} of the annealing schedule")
-            print(f"Fine-tuning {args.init_from}: KL weight {trainer.kl_weight(0):.3g} at the first step ({where}).")
-        state = trainer.train()
-        if trainer.accelerator.is_main_process:
-            print_report(training_args.output_dir, data, state, training_args.selection_metric,
-                         num_samples=args.num_samples, seconds=time.time() - start)
-    return 0
+    corpus = args.train_file or f"the {settings['dataset']} corpus"
+    status(f"{'Fine-tuning ' + args.init_from + ' on' if args.init_from else 'Training a model on'} {corpus}, "
+           f"{plural(training_args.max_steps, 'step')} at most, into {training_args.output_dir}")
+
+    from .preparation import train_command
+
+    return train_command(args, settings, training_args, start=start)

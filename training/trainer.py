@@ -45,7 +45,7 @@ from .checkpoints import (
     save_checkpoint,
 )
 from .learning_curve import append_point, curve_point, trim_curve
-from .loading import RUN_SUMMARY, model_files
+from .model_folder import RUN_SUMMARY, model_files
 from .precision import resolve_mixed_precision
 from .runs import (
     RunClock,
