@@ -17,12 +17,18 @@ SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # ids 0, 1, 2, 3: the DEMVAEConfig defaul
 class DEMVAETokenizer(PreTrainedTokenizerFast):
     """A word-level tokenizer whose decoded words are joined with spaces. Text that continues a sentence (ids that
     do not start at `<s>`, such as a prompt's generated continuation) starts with a space, so that a prompt and its
-    decoded continuation joined as text-generation pipelines join them read as words."""
+    decoded continuation joined as text-generation pipelines join them read as words.
+
+    `skip_special_tokens=True` hides `<s>`, `</s>` and padding but keeps `<unk>`: it stands for a word of the text
+    (Penn Treebank comes with its rare words already replaced by `<unk>`), not for markup."""
 
     def _decode(self, token_ids, skip_special_tokens=False, **kwargs):
-        text = super()._decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
-        ids = [token_ids] if isinstance(token_ids, int) else token_ids
+        ids = [token_ids] if isinstance(token_ids, int) else list(token_ids)
         first = next((i for i in ids if i != self.pad_token_id), self.bos_token_id)
+        if skip_special_tokens:  # filtered here: the backend's own skipping would drop `<unk>` too
+            hidden = set(self.all_special_ids) - {self.unk_token_id}
+            ids = [i for i in ids if i not in hidden]
+        text = super()._decode(ids, skip_special_tokens=False, **kwargs)
         return " " + text if text and first != self.bos_token_id else text
 
 

@@ -1,5 +1,7 @@
 """`demvae inspect`: the latent-space PNG and the per-component report."""
 
+import re
+
 import matplotlib.figure
 import matplotlib.image
 import pytest
@@ -20,15 +22,21 @@ def saved(tmp_path_factory, request):
     return save_tiny_model(root / "model", corpus, num_groups=4, latent_size=3, **FAMILIES[request.param]), corpus
 
 
-def test_inspect_writes_the_picture_and_a_report_per_component(saved, tmp_path, capsys, monkeypatch):
-    model_dir, corpus = saved
-    titles, savefig = [], matplotlib.figure.Figure.savefig
+@pytest.fixture
+def saved_figures(monkeypatch) -> list:
+    """The matplotlib figures `demvae inspect` saves, kept for their titles, legends and axes."""
+    figures, savefig = [], matplotlib.figure.Figure.savefig
 
-    def titled_savefig(figure, *args, **kwargs):
-        titles.append(figure.get_suptitle())
+    def kept_savefig(figure, *args, **kwargs):
+        figures.append(figure)
         return savefig(figure, *args, **kwargs)
 
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", titled_savefig)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", kept_savefig)
+    return figures
+
+
+def test_inspect_writes_the_picture_and_a_report_per_component(saved, saved_figures, tmp_path, capsys):
+    model_dir, corpus = saved
     assert main(["inspect", str(model_dir), "--dataset", str(corpus), "--output-dir", str(tmp_path),
                  "--max-groups", "3", "--samples-per-component", "20", "--examples", "2"]) == 0
     image = matplotlib.image.imread(tmp_path / "latent_space.png")
@@ -36,11 +44,71 @@ def test_inspect_writes_the_picture_and_a_report_per_component(saved, tmp_path, 
     assert image[..., :3].std() > 0.01  # not a blank canvas
     report = (tmp_path / "components.md").read_text()
     assert report.count("## Group ") == 3 and report.count("### Component ") == 3 * 4
-    for needle in ("share of the data", "characteristic words", "sampled:", "closest real sentences:", "I(x; c)"):
+    for needle in ("share of the data", "characteristic words", "sampled:", "closest real sentences", "I(x; c)"):
         assert needle in report
     assert "latent_space.png" in capsys.readouterr().out
     paper_name = DEMVAEConfig.from_pretrained(model_dir).paper_name
-    assert len(titles) == 1 and titles[0].startswith(paper_name)  # "DGM-VAE + MI latent space: ...", not "dem"
+    assert len(saved_figures) == 1  # "DGM-VAE + MI latent space ...", not "dem"
+    assert saved_figures[0].get_suptitle().startswith(paper_name)
+
+
+def test_every_mark_of_the_picture_is_explained(saved, saved_figures, tmp_path):
+    """The scatter picture's legend names each kind of mark and each component's colour, and draws nothing else;
+    the categorical heat map names its rows, variables and colour scale."""
+    model_dir, corpus = saved
+    assert main(["inspect", str(model_dir), "--dataset", str(corpus), "--output-dir", str(tmp_path),
+                 "--max-groups", "2", "--samples-per-component", "10", "--examples", "1"]) == 0
+    (figure,) = saved_figures
+    config = DEMVAEConfig.from_pretrained(model_dir)
+    panels = [axis for axis in figure.axes if axis.axison]
+    if config.has_categorical_latent:
+        heat_maps, colorbar = panels[:-1], panels[-1]
+        assert colorbar.get_ylabel() == "probability of the value"
+        assert [tick.get_text() for tick in heat_maps[0].get_yticklabels()] == [
+            "component 0", "component 1", "component 2", "component 3", "data: mean q(z|x)"]
+        assert [tick.get_text() for tick in heat_maps[0].get_xticklabels()] == ["z0", "z1", "z2"]
+        assert "values v = 0 .. 2" in heat_maps[-1].get_xlabel()
+        return
+    (legend,) = figure.legends
+    texts = [text.get_text() for text in legend.get_texts()]
+    assert texts[0].startswith("prior samples z ~ p(z|c)") and "(10 per component)" in texts[0]
+    assert texts[1].startswith("real sentences: mean of q(z|x)") and "most probable component" in texts[1]
+    assert texts[2].startswith("component mean")
+    assert texts[3:] == ["component 0", "component 1", "component 2", "component 3"]
+    assert [handle.get_marker() for handle in legend.legend_handles[:3]] == ["o", "x", "o"]
+    assert len(panels) == 2
+    for axis in panels:  # per component: its samples, its sentences and its numbered mean; nothing unexplained
+        assert len(axis.collections) == 3 * config.num_components
+        assert [text.get_text() for text in axis.texts] == ["0", "1", "2", "3"]
+        assert axis.get_xlabel() == "PC1" and axis.get_ylabel() == "PC2"
+
+
+def list_items(markdown: str) -> list[str]:
+    """The texts of a markdown block's nested list ("  - text" lines)."""
+    return [line.removeprefix("  - ") for line in markdown.splitlines() if line.startswith("  - ")]
+
+
+def test_closest_sentences_are_distinct_and_repeated_samples_counted(saved, tmp_path):
+    """A test set repeating its sentences (Penn Treebank's does) must not fill a component's list with one text;
+    the tiny untrained model's greedy samples repeat, and each is shown once with its count."""
+    model_dir, _ = saved
+    sentences = ["the cat sat on a mat", "a big dog ran", "the red rug", "a small cat sat"]
+    (tmp_path / "test.txt").write_text("\n".join(sentence for sentence in sentences for _ in range(6)) + "\n")
+    assert main(["inspect", str(model_dir), "--test-file", str(tmp_path / "test.txt"), "--output-dir",
+                 str(tmp_path / "out"), "--max-groups", "2", "--samples-per-component", "5", "--examples", "3"]) == 0
+    report = (tmp_path / "out" / "components.md").read_text()
+    components = report.split("### Component ")[1:]
+    assert len(components) == 2 * 4
+    counted_somewhere = False
+    for component in components:
+        sampled, closest = component.split("- sampled:\n")[1].split("- closest real sentences (distinct):\n")
+        closest = list_items(closest)
+        assert len(closest) == 3 and len(set(closest)) == 3 and set(closest) <= set(sentences)
+        counts = [re.fullmatch(r"(.*?)(?: \(x(\d+)\))?", item).groups() for item in list_items(sampled)]
+        assert len({text for text, _ in counts}) == len(counts)  # each sampled text once
+        assert sum(int(count or 1) for _, count in counts) == 3  # with its count: all three samples
+        counted_somewhere |= any(count for _, count in counts)
+    assert counted_somewhere
 
 
 def test_inspect_rejects_models_without_a_mixture(tmp_path, capsys):

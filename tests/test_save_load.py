@@ -84,7 +84,9 @@ def test_trust_remote_code_without_our_package(saved, tmp_path_factory):
         out = model(batch["input_ids"], batch["attention_mask"])
         torch.manual_seed(0)
         generated = model.generate(num_samples=3, max_new_tokens=6)
-        print(json.dumps({{"loss": out.loss.item(), "logits": out.logits.tolist(), "generated": generated.tolist()}}))
+        unknown = tokenizer(["the zebra sat </s>", "a dog"], padding=True)["input_ids"]
+        print(json.dumps({{"loss": out.loss.item(), "logits": out.logits.tolist(), "generated": generated.tolist(),
+                          "decoded": tokenizer.batch_decode(unknown, skip_special_tokens=True)}}))
         """
     )
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path_factory.mktemp("hf_home")))
@@ -97,6 +99,7 @@ def test_trust_remote_code_without_our_package(saved, tmp_path_factory):
     assert remote["loss"] == loss.item()
     assert torch.equal(torch.tensor(remote["logits"]), logits)
     assert remote["generated"] == generated.tolist()
+    assert remote["decoded"] == ["the <unk> sat", "a dog"]  # the folder's own tokenization_demvae.py keeps <unk>
 
 
 def test_not_our_checkpoint_is_rejected(tmp_path):

@@ -1,5 +1,6 @@
 import pytest
 from datasets import Dataset
+from demvae.loading import load_tokenizer
 from tokenizers import Tokenizer, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -30,7 +31,7 @@ def test_encoding_starts_a_prompt_and_maps_unknown_words():
     tokenizer = build_tokenizer(TEXTS)
     ids = tokenizer("the zebra sat")["input_ids"]
     assert ids == [1, tokenizer.convert_tokens_to_ids("the"), 3, tokenizer.convert_tokens_to_ids("sat")]
-    assert tokenizer.decode(ids, skip_special_tokens=True) == "the sat"
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "the <unk> sat"
     assert tokenizer("the end </s>")["input_ids"][-1] == 2  # a whole sentence, as the model was trained on it
     assert tokenizer.decode(tokenizer("a cat ran")["input_ids"], skip_special_tokens=True) == "a cat ran"
     assert tokenizer.convert_ids_to_tokens(tokenizer("<unk>")["input_ids"])[1] == "<unk>"
@@ -58,6 +59,26 @@ def test_decoded_words_are_spaced_and_a_continuation_starts_with_a_space():
     assert tokenizer.decode(prompt + continuation, skip_special_tokens=True) == "the cat sat on the mat"
     assert "the cat" + tokenizer.decode(continuation, skip_special_tokens=True) == "the cat sat on the mat"
     assert tokenizer.batch_decode([[0, 0] + prompt, [1, 2]], skip_special_tokens=True) == ["the cat", ""]
+
+
+def decoded_with_skip_special_tokens(tokenizer) -> tuple[str, list[str]]:
+    """decode and batch_decode (left-padded) of sentences holding `<unk>`, `<s>` and `</s>`."""
+    batch = tokenizer(["the zebra sat </s>", "a <unk> cat"], padding=True)["input_ids"]
+    assert tokenizer.pad_token_id in batch[1]  # the batch really holds padding (left or, saved before, right)
+    return tokenizer.decode(batch[0], skip_special_tokens=True), tokenizer.batch_decode(batch, skip_special_tokens=True)
+
+
+def test_decoding_keeps_unk_and_hides_sentence_markers(tmp_path):
+    """Penn Treebank's text holds `<unk>` as a word: decoded samples show it; `<s>`, `</s>` and padding stay hidden,
+    for a new tokenizer, one reloaded, and a folder saved before DEMVAETokenizer existed (as `demvae` loads it)."""
+    tokenizer = build_tokenizer(TEXTS)
+    tokenizer.save_pretrained(tmp_path / "saved")
+    old = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()),
+                                  pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    old.save_pretrained(tmp_path / "old")
+    for decoder in (tokenizer, AutoTokenizer.from_pretrained(tmp_path / "saved"), load_tokenizer(tmp_path / "old")):
+        assert decoded_with_skip_special_tokens(decoder) == ("the <unk> sat", ["the <unk> sat", "a <unk> cat"])
+        assert decoder.decode([1, 4, 3, 2]) == "<s> the <unk> </s>"  # without skipping, everything shows
 
 
 def test_saves_and_loads_with_auto_tokenizer(tmp_path):

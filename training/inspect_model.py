@@ -1,17 +1,19 @@
 """Picture a model's latent space and describe each mixture component: a PNG and a markdown report.
 
 The picture is the paper's figure for any model: per mixture group (up to --max-groups panels), samples drawn from
-each component (dots) and the posterior means of real sentences (crosses), coloured by component (crosses by
-their most probable component), in 2-D (the latent itself when d = 2, a PCA projection when d > 2, a jittered
-axis when d = 1). Collapsed components sit on top of each other; dispersed ones apart. For the categorical family
-(DCM-VAE) the picture is, per group, a heat map of each component's distribution p(z_j = v | c = k) over the d
-variables' V values, beside the data's mean q(z|x): collapsed components have the same rows.
+each component (dots), the posterior means of real sentences (crosses) and the component means (numbered
+circles), coloured by component (crosses by their most probable component; a legend names every mark), in 2-D (the
+latent itself when d = 2, a PCA projection when d > 2, a jittered axis when d = 1). Collapsed components sit on top
+of each other; dispersed ones apart. For the categorical family (DCM-VAE) the picture is, per group, a heat map of
+each component's distribution p(z_j = v | c = k) over the d variables' V values, beside the data's mean q(z|x):
+collapsed components have the same rows.
 
 The report gives, per group and component: its share of the data (mean q(c|x), beside the mutual information
 I(x; c) that says whether the group tells sentences apart at all), its most characteristic words (largest
 contribution to KL(words of the component || all words), counts weighted by q(c|x)), sentences sampled from it
-(greedy; the other groups' components drawn from the prior) and the real sentences whose posterior mode (the mean of
-q(z|x), or its most probable value) the component gives the highest density.
+(greedy; the other groups' components drawn from the prior; a repeated one shown once with its count) and the
+distinct real sentences whose posterior mode (the mean of q(z|x), or its most probable value) the component gives
+the highest density.
 
   demvae inspect out/model --dataset synthetic          # -> out/model/inspection/{latent_space.png,components.md}
 """
@@ -101,6 +103,7 @@ def draw_categorical_components(model, posterior, path: Path, *, max_groups: int
         axis.set_title(f"group {group}: I(x;c)={mi[group]:.2f} nats, exp(I)={mi[group].exp():.2f},\n"
                        f"spread={spread[group]:.2f}, separation={separation[group]:.2f} (Jensen-Shannon bits per "
                        "variable)", fontsize=8)
+    axes.flat[-1].set_xlabel(f"latent variable z_j, its values v = 0 .. {values - 1} from left to right", fontsize=8)
     figure.colorbar(image, ax=axes.ravel().tolist(), label="probability of the value")
     figure.suptitle(f"{config.paper_name}: p(z_j = v | component) of {d} variables x {values} values", fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,16 +111,37 @@ def draw_categorical_components(model, posterior, path: Path, *, max_groups: int
     plt.close(figure)
 
 
+def crowd_alpha(count: int, legible_alone: int) -> float:
+    """Opacity for `count` overlapping marks: opaque while they are few, fainter as they crowd, so that a dense
+    cluster reads as darker rather than as one solid smudge."""
+    return min(1.0, max(0.2, legible_alone / max(count, 1)))
+
+
+def latent_legend_handles(num_components: int, per_component: int, num_sentences: int, colors) -> list:
+    """One legend entry per kind of mark (in black: a mark's colour is its component) and one per component."""
+    def mark(label, marker, size, **style):
+        return plt.Line2D([], [], linestyle="none", marker=marker, markersize=size, label=label, **style)
+
+    kinds = [mark(f"prior samples z ~ p(z|c)\n({per_component} per component)", "o", 3, color="black"),
+             mark(f"real sentences: mean of q(z|x)\n({num_sentences}), coloured by their\nmost probable component",
+                  "x", 6, color="black", markeredgewidth=1.2),
+             mark("component mean\n(its number inside)", "o", 11, markerfacecolor="white", markeredgecolor="black")]
+    return kinds + [mark(f"component {k}", "s", 8, color=colors(k % colors.N)) for k in range(num_components)]
+
+
 def draw_latent_space(model, posterior, path: Path, *, max_groups: int, per_component: int) -> None:
     config, prior = model.config, model.prior
     groups = min(config.num_groups, max_groups)
     columns = min(groups, 3)
     rows = math.ceil(groups / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(max(6.0, 4.6 * columns), 4.2 * rows + 0.6), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns + 2.4, 4.2 * rows + 0.5), squeeze=False,
+                                layout="constrained")
     colors = plt.get_cmap("tab10" if config.num_components <= 10 else "tab20")
     probs = posterior.component_probs
     mi, spread, separation = group_summaries(model, posterior)
     posterior_means = posterior.mean.view(-1, config.num_groups, config.latent_size)
+    sample_alpha = crowd_alpha(config.num_components * per_component, legible_alone=250)
+    sentence_alpha = crowd_alpha(len(probs), legible_alone=700)
     with torch.no_grad():
         for group, axis in enumerate(axes.flat):
             if group >= groups:
@@ -130,19 +154,25 @@ def draw_latent_space(model, posterior, path: Path, *, max_groups: int, per_comp
             assigned = probs[:, group].argmax(-1)
             for k in range(config.num_components):
                 color = colors(k % colors.N)
-                axis.scatter(*flat[k].T, s=4, alpha=0.25, color=color)
-                axis.scatter(*real[assigned == k].T, s=14, marker="x", color=color, linewidths=0.8)
-                axis.scatter(*centers[k], s=120, color=color, edgecolors="black", zorder=3, label=f"component {k}")
+                axis.scatter(*flat[k].T, s=6, alpha=sample_alpha, color=color, linewidths=0, zorder=1)
+                axis.scatter(*real[assigned == k].T, s=16, marker="x", alpha=sentence_alpha, color=color,
+                             linewidths=0.9, zorder=2)
+            for k in range(config.num_components):  # above every component's dots and crosses
+                axis.scatter(*centers[k], s=170, color=colors(k % colors.N), edgecolors="black", linewidths=1.2,
+                             zorder=3)
+                axis.annotate(str(k), centers[k].tolist(), ha="center", va="center", fontsize=7, fontweight="bold",
+                              color="white", zorder=4)
             axis.set_title(f"group {group}: I(x;c)={mi[group]:.2f} nats, exp(I)={mi[group].exp():.2f},\n"
                            f"spread={spread[group]:.2f}, nearest-neighbour separation={separation[group]:.2f}",
                            fontsize=9)
             axis.set_xlabel("z1" if config.latent_size <= 2 else "PC1")
-            axis.set_ylabel("z2" if config.latent_size == 2 else ("PC2" if config.latent_size > 2 else ""))
-    axes.flat[0].legend(fontsize=7, loc="best", markerscale=0.6)
-    figure.suptitle(f"{config.paper_name} latent space: dots = samples of each component,\n"
-                    f"x = posterior means of {len(probs)} real sentences (coloured by most probable component)",
-                    fontsize=10)
-    figure.tight_layout()
+            axis.set_ylabel({1: "random jitter (no meaning)", 2: "z2"}.get(config.latent_size, "PC2"))
+    figure.legend(handles=latent_legend_handles(config.num_components, per_component, len(probs), colors),
+                  loc="outside right center", ncols=1 if config.num_components <= 12 else 2, fontsize=8,
+                  frameon=False, labelspacing=0.8)
+    projection = {1: "d = 1, spread vertically at random", 2: "d = 2"}.get(
+        config.latent_size, f"d = {config.latent_size}, two principal components")
+    figure.suptitle(f"{config.paper_name} latent space, per mixture group ({projection})", fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -166,6 +196,24 @@ def characteristic_words(sentences, weights: torch.Tensor, tokenizer, config, to
     return tokenizer.convert_ids_to_tokens(best)
 
 
+def first_distinct(texts, count: int) -> list[str]:
+    """The first `count` different texts, in order: a test set repeats short sentences (Penn Treebank's "source
+    telerate systems inc"), and one sentence listed twice says less than two."""
+    chosen = []
+    for text in texts:
+        if text not in chosen:
+            chosen.append(text)
+            if len(chosen) == count:
+                break
+    return chosen
+
+
+def with_counts(texts: list[str]) -> list[str]:
+    """Each different text once, in order of first appearance, with " (xN)" when it came N > 1 times: greedy
+    samples of a component often repeat."""
+    return [text if n == 1 else f"{text} (x{n})" for text, n in Counter(texts).items()]
+
+
 def write_report(model, tokenizer, sentences, posterior, path: Path, *, max_groups: int, examples: int,
                  top_words: int) -> None:
     config, prior = model.config, model.prior
@@ -186,16 +234,19 @@ def write_report(model, tokenizer, sentences, posterior, path: Path, *, max_grou
             codes = torch.randint(config.num_components, (examples, config.num_groups))
             codes[:, group] = k
             generated = model.generate(component=codes, num_samples=examples)
-            closest = mode_density[:, group, k].argsort(descending=True)[:examples].tolist()
+            ranked = mode_density[:, group, k].argsort(descending=True).tolist()
+            closest = first_distinct((tokenizer.decode(sentences[i], skip_special_tokens=True) for i in ranked),
+                                     examples)
             words = characteristic_words(sentences, weights, tokenizer, config, top_words)
             lines += [f"### Component {k}", "",
                       f"- share of the data: {weights.mean():.1%} (most probable component for "
                       f"{(probs[:, group].argmax(-1) == k).float().mean():.1%} of the sentences)",
                       f"- characteristic words: {', '.join(words) if words else '(none)'}",
                       "- sampled:"]
-            lines += [f"  - {tokenizer.decode(row, skip_special_tokens=True) or '(empty)'}" for row in generated]
-            lines += ["- closest real sentences:"]
-            lines += [f"  - {tokenizer.decode(sentences[i], skip_special_tokens=True)}" for i in closest]
+            lines += [f"  - {text}" for text in with_counts([tokenizer.decode(row, skip_special_tokens=True)
+                                                             or "(empty)" for row in generated])]
+            lines += ["- closest real sentences (distinct):"]
+            lines += [f"  - {text}" for text in closest]
             lines.append("")
     path.write_text("\n".join(lines), encoding="utf-8")
 
