@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import torch
 from conftest import TINY, components_of, sharp_prior
-from demvae import label_components
+from demvae import component_labels
 from demvae.cli import main as demvae
 from demvae.hub import render_model_card
 from demvae.loading import load_model_and_tokenizer
@@ -121,9 +121,9 @@ def test_label_components_replaces_config_json_atomically(unsupervised_model, la
     def crash(source, target):
         raise OSError("disk full")
 
-    monkeypatch.setattr(label_components.os, "replace", crash)
+    monkeypatch.setattr(component_labels.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
-        label_components.write_attributes(unsupervised_model, {"mode": {"group": 0, "labels": MODES,
+        component_labels.write_attributes(unsupervised_model, {"mode": {"group": 0, "labels": MODES,
                                                                         "supervised": False,
                                                                         "values": {m: [] for m in MODES}}})
     assert (unsupervised_model / "config.json").read_bytes() == before

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import save_tiny_model, write_dialog_corpus
 from demvae.cli import main
-from demvae.inspect_model import characteristic_words, project_to_2d
+from demvae.inspection import characteristic_words, project_to_2d
 
 from modeling_demvae import DEMVAEConfig
 
