@@ -1,9 +1,10 @@
 """Evaluate a trained model as in the paper: NLL, perplexity, rPPL, BLEU, wKL, label homogeneity, mode collapse.
 
-Prints a table and writes the numbers as JSON (--output). The test sentences come from --dataset (its test split,
-else its validation split) or --test-file; wKL also needs training sentences (--dataset's train split or
---train-file). Label columns of the corpus (DailyDialog: act, emotion; the synthetic corpus: mode) are scored
-with homogeneity, completeness and NMI of the argmax components.
+Prints a table and writes the numbers as JSON (--output; default for a model folder: MODEL/evaluation.json, after
+which the folder's model card, MODEL/README.md, is written again with them). The test sentences come from
+--dataset (its test split, else its validation split) or --test-file; wKL also needs training sentences
+(--dataset's train split or --train-file). Label columns of the corpus (DailyDialog: act, emotion; the synthetic
+corpus: mode) are scored with homogeneity, completeness and NMI of the argmax components.
 
   demvae evaluate out/model --dataset ptb                       # the paper's protocol (rPPL: 40,000 samples)
   demvae evaluate out/model --dataset daily_dialog --labels act emotion --metrics homogeneity collapse
@@ -103,8 +104,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto",
                         help="precision of the NLL, the prior samples and the rPPL language models: auto (bf16 where "
                              "the CPU or GPU has bf16 arithmetic, else float32), no (float32), bf16, or fp16 (GPUs)")
-    parser.add_argument("--output", default="evaluation.json",
-                        help="JSON file to write (default evaluation.json); never one of the model's own files")
+    parser.add_argument("--output", help="JSON file to write (default: MODEL/evaluation.json for a model folder, "
+                        "whose card README.md then shows the numbers; ./evaluation.json for a Hub id); never one of "
+                        "the model's own files")
     parser.add_argument("--seed", type=number(int, minimum=0), default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--resume", action="store_true",
@@ -386,7 +388,9 @@ def write_json(path: str, results: dict) -> None:
 
 
 def run(args) -> int:
-    checked_output_file(args.output, "--output")
+    from .hub import evaluation_output, write_evaluated_card  # here: off the command's start-up path
+
+    args.output = str(checked_output_file(evaluation_output(args.model, args.output), "--output"))
     if args.no_progress:
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
@@ -403,6 +407,7 @@ def run(args) -> int:
     write_json(args.output, results)
     remove_progress(progress)
     print(f"wrote {args.output}")
+    write_evaluated_card(args.model, args.output)
     if any(isinstance(v, float) and not math.isfinite(v) for v in results.values()):
         print("warning: some results are not finite (written as null)")
     return 0
