@@ -18,9 +18,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BLOCK_OUR_PACKAGE, error_lines, tiny_config
+from conftest import BLOCK_OUR_PACKAGE, TINY, error_lines, tiny_config
 from demvae.cli import main as demvae
-from demvae.hub import hub_http, push_folder, push_model, render_model_card
+from demvae.evaluate import evaluation_output
+from demvae.hub import (
+    CARD_MARKER,
+    hub_http,
+    push_folder,
+    push_model,
+    render_model_card,
+    write_model_card,
+)
 from huggingface_hub import HfApi, ModelCard, constants
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 from huggingface_hub.hf_api import CommitInfo, RepoUrl
@@ -444,6 +452,187 @@ def test_push_folder_needs_a_saved_model(tmp_path, logged_in):
     with pytest.raises(FileNotFoundError, match="no saved model"):
         push_folder(tmp_path, REPO_ID)
 
+
+
+# ----- the card in the model folder -----
+
+
+def copied(trained, tmp_path) -> Path:
+    """The fixture's model in a folder of its own, named as the Hub repo, so that the cards' titles agree."""
+    folder = tmp_path / REPO_ID.split("/")[-1]
+    shutil.copytree(trained[0], folder)
+    return folder
+
+
+def as_pushed(local_card: str, folder: Path) -> str:
+    """The folder's card with the folder's path, its repository id there, replaced by the Hub's."""
+    return local_card.replace(repr(str(folder)), repr(REPO_ID))
+
+
+def test_training_and_fine_tuning_write_the_card_that_push_uploads(tmp_path, logged_in, monkeypatch, capsys):
+    corpus = tmp_path / "train.txt"
+    corpus.write_text("\n".join(SENTENCES * 4) + "\n")
+    folder = tmp_path / REPO_ID.split("/")[-1]
+    run = ["--train-file", str(corpus), *TINY, "--max-steps", "4", "--eval-every", "2"]
+    assert demvae(["train", *run, "--output-dir", str(folder)]) == 0
+    assert f"wrote the model card {folder / 'README.md'}\n" in capsys.readouterr().out
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert CARD_MARKER in card and "| `steps` | " in card and "**Group 1, component 2**" in card
+    hub = FakeHub(monkeypatch)
+    push_folder(folder, REPO_ID)
+    assert as_pushed(card, folder) == hub.files["README.md"].decode()
+
+    tuned = tmp_path / "tuned"
+    assert demvae(["train", "--init-from", str(folder), *run, "--output-dir", str(tuned)]) == 0
+    assert f"| `base_model_folder` | `{folder.name}` |" in (tuned / "README.md").read_text(encoding="utf-8")
+
+
+def test_label_components_writes_the_card_with_the_labels(trained, tmp_path, capsys):
+    folder = copied(trained, tmp_path)
+    corpus = tmp_path / "topics.jsonl"
+    names = ["animals", "money", "sea"]
+    corpus.write_text("".join(json.dumps({"text": text, "topic": names[topic]}) + "\n"
+                              for text, topic in zip(SENTENCES, TOPICS)))
+    assert not (folder / "README.md").exists()
+    assert demvae(["label-components", str(folder), "--dataset", str(corpus), "--labels", "topic",
+                   "--no-progress"]) == 0
+    assert capsys.readouterr().out.endswith(f"wrote the model card {folder / 'README.md'}\n")
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    attribute = json.loads((folder / "config.json").read_text())["attributes"]["topic"]
+    label = next(name for name in attribute["labels"] if attribute["values"][name])
+    assert sorted(attribute["labels"]) == names
+    assert (f"model.generate(attributes={{'topic': {label!r}}}, num_samples=3)  # labels: "
+            f"{', '.join(attribute['labels'])}") in card
+
+
+def test_evaluate_puts_its_numbers_in_the_folder_and_its_card_and_push_takes_them(trained, tmp_path, logged_in,
+                                                                                 monkeypatch, capsys):
+    folder = copied(trained, tmp_path)
+    test_file = tmp_path / "test.txt"
+    test_file.write_text("\n".join(SENTENCES) + "\n")
+    evaluate = ["evaluate", str(folder), "--test-file", str(test_file), "--metrics", "nll", "collapse",
+                "--nll-samples", "3", "--no-progress", "--mixed-precision", "no"]
+    assert demvae([*evaluate, "--output", str(tmp_path / "elsewhere.json")]) == 0
+    assert not (folder / "README.md").exists()  # an evaluation elsewhere reaches a card through --eval-json
+    assert demvae(evaluate) == 0
+    assert capsys.readouterr().out.endswith(f"wrote {folder / 'evaluation.json'}\nwrote the model card "
+                                            f"{folder / 'README.md'} with the numbers of evaluation.json\n")
+    evaluation = json.loads((folder / "evaluation.json").read_text())
+    card = ModelCard.load(folder / "README.md")
+    values = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert values["elbo"] == evaluation["elbo"] and values["nll"] == evaluation["nll"]
+    assert values["perplexity"] == evaluation["ppl"] and values["mutual_information"] == evaluation["mi"][0]
+    assert "| NLL (importance-weighted, nats per sentence) | " + f"{evaluation['nll']:.4g} |" in card.text
+    everything = (folder / "README.md").read_text(encoding="utf-8")
+    assert "I(x; c) on the test set (nats), sum over 1 group" in everything and "1 groups" not in everything
+    assert "`nll_samples=3`" in card.text
+    for unmeasured in ("rppl_preset", "rppl_samples", "rppl_max_epochs", "wkl_smoothing", "control_samples"):
+        assert unmeasured not in card.text
+
+    hub = FakeHub(monkeypatch)
+    assert demvae(["push", str(folder), REPO_ID]) == 0
+    assert f"the card carries the numbers of {folder / 'evaluation.json'}" in capsys.readouterr().out
+    assert hub.files["README.md"].decode() == as_pushed((folder / "README.md").read_text(encoding="utf-8"), folder)
+
+
+def test_an_evaluation_of_an_earlier_model_stays_out_of_the_card(trained, tmp_path, capsys):
+    folder = copied(trained, tmp_path)
+    evaluation = {"nll": 12.5, "control_accuracy": {"topic": 0.75}, "settings": {"control_samples": 9}}
+    (folder / "evaluation.json").write_text(json.dumps(evaluation))
+    written = (folder / "evaluation.json").stat().st_mtime_ns
+    os.utime(folder / "config.json", ns=(written + 10**9, written + 10**9))  # labelled after the evaluation
+    write_model_card(folder)
+    assert "labelled again, so the card leaves those numbers out" in capsys.readouterr().out
+    results = ModelCard.load(folder / "README.md").data.eval_results
+    assert [(r.metric_type, r.metric_value) for r in results] == [("nll", 12.5)]
+    assert "control" not in (folder / "README.md").read_text(encoding="utf-8").split("## Evaluation")[1]
+
+    os.utime(folder / "model.safetensors", ns=(written + 2 * 10**9, written + 2 * 10**9))  # trained again since
+    write_model_card(folder)
+    assert "older than the model's weights (trained since)" in capsys.readouterr().out
+    assert "model-index" not in ModelCard.load(folder / "README.md").data.to_dict()
+
+
+def test_a_hand_written_readme_is_left_alone_and_a_card_is_written_again(trained, tmp_path, capsys):
+    folder = copied(trained, tmp_path)
+    (folder / "README.md").write_text("# My model\n\nNotes of my own.\n")
+    write_model_card(folder)
+    assert (folder / "README.md").read_text() == "# My model\n\nNotes of my own.\n"
+    line = capsys.readouterr().out
+    assert line.count("\n") == 1 and f"left {folder / 'README.md'} as it is: demvae did not write it" in line
+
+    (folder / "README.md").unlink()
+    write_model_card(folder)
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    (folder / "README.md").write_text(card.replace("## Citation", "## My notes\n\n## Citation"))
+    write_model_card(folder)  # a card demvae wrote is written again, edits and all
+    assert (folder / "README.md").read_text(encoding="utf-8") == card
+    assert [path.name for path in folder.iterdir() if path.name.endswith(".tmp")] == []
+
+
+def test_the_folder_card_shows_the_picture_demvae_inspect_drew_beside_it(trained, tmp_path):
+    folder = copied(trained, tmp_path)
+    (folder / "inspection").mkdir()
+    (folder / "inspection" / "latent_space.png").write_bytes(b"\x89PNG\r\n\x1a\n from demvae inspect")
+    write_model_card(folder)
+    assert "![Latent space](inspection/latent_space.png)" in (folder / "README.md").read_text(encoding="utf-8")
+
+
+def test_evaluate_writes_into_the_model_folder_only_when_it_is_one(trained, tmp_path):
+    folder = copied(trained, tmp_path)
+    assert evaluation_output(str(folder), None) == str(folder / "evaluation.json")
+    assert evaluation_output(REPO_ID, None) == "evaluation.json"  # a Hub id: the current folder, as before
+    assert evaluation_output(str(folder), "mine.json") == "mine.json"
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_evaluate_refuses_a_read_only_model_folder_before_any_work_naming_output(trained, tmp_path, capsys):
+    folder = copied(trained, tmp_path)
+    folder.chmod(0o555)
+    try:
+        assert demvae(["evaluate", str(folder), "--test-file", str(tmp_path / "no-such-file.txt")]) == 2
+    finally:
+        folder.chmod(0o755)
+    error = capsys.readouterr().err
+    assert error == (f"demvae evaluate: error: {folder} is read-only, and evaluate writes evaluation.json and the "
+                     "model card there; give --output FILE to write the evaluation elsewhere.\n")
+
+
+@pytest.mark.parametrize(
+    "measured, listed, left_out",
+    [
+        ({"nll": 9.0, "mi": [0.5, 0.25, 0.25]}, ["nll_samples", "seed"],
+         ["rppl_preset", "rppl_samples", "rppl_max_epochs", "wkl_smoothing", "control_samples"]),
+        ({"rppl": 80.0, "wkl": 0.5}, ["rppl_preset", "rppl_samples", "rppl_max_epochs", "wkl_smoothing", "seed"],
+         ["nll_samples", "control_samples"]),
+        ({"wkl": 0.5}, ["rppl_preset", "rppl_samples", "wkl_smoothing"], ["rppl_max_epochs", "nll_samples"]),
+        ({"control_accuracy": {"topic": 0.5}, "control_per_label": {"topic: sea": 0.5}}, ["control_samples"],
+         ["nll_samples", "rppl_preset", "wkl_smoothing"]),
+    ],
+)
+def test_the_card_lists_the_settings_of_measured_metrics_only(trained, measured, listed, left_out):
+    _, model, tokenizer = trained
+    settings = {"seed": 0, "nll_samples": 500, "rppl_preset": "paper", "rppl_samples": [40000, 4000],
+                "rppl_max_epochs": 30, "wkl_smoothing": "add-one", "control_samples": 100}
+    text = render_model_card(model, tokenizer, repo_id=REPO_ID,
+                             evaluations=[{**measured, "settings": settings}]).text
+    shown = text.split("Settings: ")[1].split("\n")[0]
+    assert all(f"`{key}=" in shown for key in listed) and not any(f"`{key}=" in shown for key in left_out)
+
+
+def test_the_card_counts_groups_in_the_singular_and_the_plural(trained):
+    _, _, tokenizer = trained
+    torch.manual_seed(0)
+    model = DEMVAEForGeneration(tiny_config(vocab_size=len(tokenizer))).eval()  # 3 groups
+    evaluation = {"mi": [0.5, 0.25, 0.25], "active_components": [1.5, 1.2, 1.3], "batch_mi": 0.9}
+    text = str(render_model_card(model, tokenizer, repo_id=REPO_ID, evaluations=[evaluation], max_groups=1))
+    assert "sum over 3 groups" in text and "mean over 3 groups" in text and "summed over 3 groups" in text
+    assert "with 3 groups" in text and "(group 0 shown)" in text
+    assert "(groups 0 to 1 shown)" in render_model_card(model, tokenizer, repo_id=REPO_ID, max_groups=2).text
+    single = str(render_model_card(model, tokenizer, repo_id=REPO_ID, evaluations=[
+        {"mi": [0.5], "active_components": [1.5], "batch_mi": 0.5}]))
+    assert all(phrase in single for phrase in ("sum over 1 group", "mean over 1 group", "summed over 1 group"))
+    assert "1 groups" not in single
 
 
 # ----- the README's fine-tuning recipe -----

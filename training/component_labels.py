@@ -11,6 +11,7 @@ import torch
 
 from modeling_demvae import DEMVAEConfig, data, metrics
 
+from .hub import write_model_card
 from .loading import load_model_and_tokenizer
 from .threads import cpu_threads
 
@@ -99,4 +100,5 @@ def label_components(args, folder: Path) -> int:
                 print(f"  no component for: {', '.join(unmapped)}")
         write_attributes(folder, attributes)
         print(f"wrote the mapping into {folder / 'config.json'}")
-        return 0
+    write_model_card(folder)
+    return 0

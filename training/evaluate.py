@@ -1,9 +1,10 @@
 """Evaluate a trained model as in the paper: NLL, perplexity, rPPL, BLEU, wKL, label homogeneity, mode collapse.
 
-Prints a table and writes the numbers as JSON (--output). The test sentences come from --dataset (its test split,
-else its validation split) or --test-file; wKL also needs training sentences (--dataset's train split or
---train-file). Label columns of the corpus (DailyDialog: act, emotion; the synthetic corpus: mode) are scored
-with homogeneity, completeness and NMI of the argmax components.
+Prints a table and writes the numbers as JSON (--output; default for a model folder: MODEL/evaluation.json, after
+which the folder's model card, MODEL/README.md, is written again with them). The test sentences come from
+--dataset (its test split, else its validation split) or --test-file; wKL also needs training sentences
+(--dataset's train split or --train-file). Label columns of the corpus (DailyDialog: act, emotion; the synthetic
+corpus: mode) are scored with homogeneity, completeness and NMI of the argmax components.
 
   demvae evaluate out/model --dataset ptb                       # the paper's protocol (rPPL: 40,000 samples)
   demvae evaluate out/model --dataset daily_dialog --labels act emotion --metrics homogeneity collapse
@@ -44,9 +45,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from .checks import checked_output_file, device, number
+from .checks import checked_output_file, checked_output_folder, device, number
 from .console import status
-from .model_folder import checked_model_folder, described_corpus
+from .model_folder import EVALUATION_FILE, checked_model_folder, described_corpus
 from .model_source import constant
 from .precision import MIXED_PRECISION
 
@@ -94,8 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto",
                         help="precision of the NLL, the prior samples and the rPPL language models: auto (bf16 where "
                              "the CPU or GPU has bf16 arithmetic, else float32), no (float32), bf16, or fp16 (GPUs)")
-    parser.add_argument("--output", default="evaluation.json",
-                        help="JSON file to write (default evaluation.json); never one of the model's own files")
+    parser.add_argument("--output", help="JSON file to write (default: MODEL/evaluation.json for a model folder, "
+                        "whose card README.md then shows the numbers; ./evaluation.json for a Hub id); never one of "
+                        "the model's own files")
     parser.add_argument("--seed", type=number(int, minimum=0), default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--resume", action="store_true",
@@ -124,9 +126,26 @@ def write_json(path: str, results: dict) -> None:
     os.replace(handle.name, path)
 
 
+def evaluation_output(model: str, output: str | None) -> str:
+    """Where `demvae evaluate` writes: --output when given, else MODEL/evaluation.json for a model folder (whose
+    card then carries the numbers) and ./evaluation.json for a Hub id; a read-only model folder is refused in one
+    line before any work."""
+    if output is not None:
+        return output
+    folder = checked_model_folder(model)
+    if folder is None:
+        return EVALUATION_FILE
+    try:
+        checked_output_folder(folder, "MODEL")
+    except ValueError:
+        raise ValueError(f"{model} is read-only, and evaluate writes {EVALUATION_FILE} and the model card there; "
+                         "give --output FILE to write the evaluation elsewhere.") from None
+    return str(folder / EVALUATION_FILE)
+
+
 def run(args) -> int:
-    checked_output_file(args.output, "--output")
     folder = checked_model_folder(args.model)
+    args.output = str(checked_output_file(evaluation_output(args.model, args.output), "--output"))
     status(f"Evaluating {args.model} on {described_corpus(args, folder)}")
 
     from .evaluation import evaluate_command

@@ -277,6 +277,7 @@ def format_table(results: dict) -> str:
 
 def evaluate_command(args) -> int:
     """`demvae evaluate`, its options checked: the splits, the model, every metric, the table and the JSON."""
+    from .hub import write_evaluated_card
     from .loading import load_model_and_tokenizer
     from .threads import cpu_threads
 
@@ -296,6 +297,7 @@ def evaluate_command(args) -> int:
     write_json(args.output, results)
     remove_progress(progress)
     print(f"wrote {args.output}")
+    write_evaluated_card(args.model, args.output)
     if any(isinstance(v, float) and not math.isfinite(v) for v in results.values()):
         print("warning: some results are not finite (written as null)")
     return 0

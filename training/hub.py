@@ -2,6 +2,8 @@
 `from_pretrained` needs (safetensors weights, config, generation config, tokenizer, and the modeling source for
 `trust_remote_code=True`).
 
+The card is rendered from a model folder by one function for both of its places: MODEL/README.md, written by the
+commands that write a model (`train`, `label-components`) or its numbers (`evaluate`), and the README.md of a push.
 A push stages its files in a temporary folder and sends them in one commit, so a failed push changes nothing on
 disk and leaves no half-written revision on the Hub.
 """
@@ -25,7 +27,7 @@ from huggingface_hub.utils import validate_repo_id
 from modeling_demvae import DEMVAEConfig
 
 from .loading import load_model_and_tokenizer, load_tokenizer, quiet_progress_bars
-from .model_folder import RUN_SUMMARY, one_line
+from .model_folder import EVALUATION_FILE, RUN_SUMMARY, checked_model_folder, one_line
 
 try:  # the Hub client's HTTP library: httpx2 under huggingface_hub 2.x, httpx under 1.x
     import httpx2 as hub_http
@@ -35,6 +37,11 @@ except ImportError:
 CARD_TEMPLATE = Path(str(resources.files("demvae.model_cards") / "demvae_card_template.md"))
 LATENT_IMAGE_NAME = "latent_space.png"
 INSPECTION_IMAGE = Path("inspection") / LATENT_IMAGE_NAME  # where `demvae inspect MODEL` puts its picture
+CARD_FILE = "README.md"
+# the card's first line after its metadata: a README.md without it is someone's own, never written over
+CARD_SIGNATURE = "<!-- Model card written by demvae"
+CARD_MARKER = (f"{CARD_SIGNATURE}: `demvae train`, `label-components` and `evaluate` write it again; delete this "
+               "line to keep your own edits. -->")
 TASK = "text-generation"
 
 # evaluation JSON key -> (model-index metric type, pretty name); per-group lists go to the model-index as their
@@ -51,7 +58,7 @@ METRICS = {
     "completeness": ("completeness", "Completeness"),
     "nmi": ("nmi", "NMI"),
     "mi": ("mutual_information", "I(x; c) on the test set (nats)"),
-    "batch_mi": ("batch_mutual_information", "I(x; c) in training-size batches, summed over groups (nats)"),
+    "batch_mi": ("batch_mutual_information", "I(x; c) in training-size batches, summed over {groups} (nats)"),
     "active_components": ("active_components", "Effective components exp(I(x; c))"),
     "component_spread": ("component_spread", "Component spread ({unit})"),
     "component_separation": ("component_separation", "Nearest-component distance ({unit})"),
@@ -62,6 +69,16 @@ METRICS = {
                         "Control classifier macro accuracy on real test sentences (ceiling)"),
 }
 SUMMED_OVER_GROUPS = ("mi",)
+CONTROL_KEYS = ("control_accuracy", "control_per_label", "control_ceiling")  # measured with the config's labels
+# evaluation settings that only some metrics depend on -> those metrics: a card lists them beside their numbers only
+METRIC_SETTINGS = {
+    "nll_samples": ("elbo", "nll", "ppl"),
+    "rppl_preset": ("rppl", "wkl"),
+    "rppl_samples": ("rppl", "wkl"),
+    "rppl_max_epochs": ("rppl",),
+    "wkl_smoothing": ("wkl",),
+    "control_samples": ("control_accuracy", "control_per_label"),
+}
 GAUSSIAN_DISTANCE = "pooled standard deviations"  # the unit of evaluations that predate `component_distance`
 
 VARIANT_DESCRIPTIONS = {
@@ -109,6 +126,11 @@ def load_evaluation(path: str | os.PathLike) -> dict:
 # ----- the card -----
 
 
+def _count(number: int, noun: str) -> str:
+    """A count with its noun: 1 group, 3 groups."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _public(value: str) -> str:
     """A local path by its last part only: cards are public, the folders of the machine that wrote them are not."""
     return Path(value).name if os.sep in value and os.path.exists(value) else value
@@ -124,9 +146,13 @@ def _dataset_name(evaluation: Mapping) -> str:
 
 
 def _metric_names(evaluation: Mapping):
-    """(key, metric type, pretty name) of every metric, distances named in the unit the evaluation measured them in."""
+    """(key, metric type, pretty name) of every metric, distances named in the unit the evaluation measured them in
+    and sums over groups with their number (that of the per-group I(x; c))."""
     unit = evaluation.get("component_distance", GAUSSIAN_DISTANCE)
-    return [(key, metric_type, pretty.format(unit=unit)) for key, (metric_type, pretty) in METRICS.items()]
+    per_group = evaluation.get("mi")
+    groups = _count(len(per_group), "group") if isinstance(per_group, list) else "groups"
+    return [(key, metric_type, pretty.format(unit=unit, groups=groups))
+            for key, (metric_type, pretty) in METRICS.items()]
 
 
 def _metrics(evaluation: Mapping) -> list[tuple[str, str, str | None, float]]:
@@ -139,7 +165,7 @@ def _metrics(evaluation: Mapping) -> list[tuple[str, str, str | None, float]]:
         elif isinstance(value, (list, tuple)) and value:
             summed = key in SUMMED_OVER_GROUPS
             total = sum(value) if summed else sum(value) / len(value)
-            label = f"{pretty}, {'sum' if summed else 'mean'} over {len(value)} groups"
+            label = f"{pretty}, {'sum' if summed else 'mean'} over {_count(len(value), 'group')}"
             metrics.append((metric_type, label, None, total))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics.append((metric_type, pretty, None, value))
@@ -167,15 +193,19 @@ def _format(value) -> str:
 
 
 def _evaluation_table(evaluation: Mapping) -> dict:
-    """One card section: the metrics (per-group lists in full) and the settings they were measured with."""
-    rows = []
+    """One card section: the metrics (per-group lists in full) and the settings they were measured with, those of
+    a metric that is not in the evaluation left out."""
+    rows, measured = [], set()
     for key, _, pretty in _metric_names(evaluation):
         value = evaluation.get(key)
         if isinstance(value, Mapping):
             rows += [(f"{pretty} ({label})", _format(v)) for label, v in value.items()]
         elif value is not None:
             rows.append((pretty + (", per group" if isinstance(value, (list, tuple)) else ""), _format(value)))
-    settings = sorted((key, _format(v)) for key, v in (evaluation.get("settings") or {}).items() if v is not None)
+        if value not in (None, {}):
+            measured.add(key)
+    settings = sorted((key, _format(v)) for key, v in (evaluation.get("settings") or {}).items()
+                      if v is not None and (key not in METRIC_SETTINGS or measured & set(METRIC_SETTINGS[key])))
     return {"dataset_name": _dataset_name(evaluation), "rows": rows, "settings": settings}
 
 
@@ -283,6 +313,7 @@ def render_model_card(
     return ModelCard.from_template(
         card_data,
         template_path=str(template_path),
+        card_marker=CARD_MARKER,
         model_title=model_name,
         variant_name=name,
         variant_description=(CATEGORICAL_DESCRIPTION if config.has_categorical_latent
@@ -424,36 +455,114 @@ def recorded_training_settings(folder: Path) -> dict:
     return {key: value for key, value in settings.items() if value is not None}
 
 
+def folder_evaluation(folder: Path) -> dict | None:
+    """The evaluation `demvae evaluate` wrote in the folder (EVALUATION_FILE), None without one. One older than the
+    weights measured an earlier model, and one that is not an evaluation is none: each is left out with one line
+    saying so; one older than config.json (`demvae label-components` since) keeps all but its control numbers."""
+    path = folder / EVALUATION_FILE
+    if not path.is_file():
+        return None
+    written = path.stat().st_mtime_ns
+    if (folder / "model.safetensors").is_file() and written < (folder / "model.safetensors").stat().st_mtime_ns:
+        print(f"{path} is older than the model's weights (trained since), so the card leaves its numbers out; "
+              f"`demvae evaluate {folder}` measures them again.")
+        return None
+    try:
+        evaluation = load_evaluation(path)
+    except ValueError as error:
+        print(f"{path} is left out of the card: {error}")
+        return None
+    if written < (folder / "config.json").stat().st_mtime_ns and set(CONTROL_KEYS) & set(evaluation):
+        print(f"{path} measured the control accuracy before the components were labelled again, so the card leaves "
+              f"those numbers out; `demvae evaluate {folder}` measures them again.")
+        evaluation = {key: value for key, value in evaluation.items() if key not in CONTROL_KEYS}
+    return evaluation if set(evaluation) & set(METRICS) else None
+
+
+def _folder_card_options(folder: Path, options: dict) -> dict:
+    """`options` of `push_model` completed from the folder: the training settings and base model `demvae train`
+    recorded, the evaluation `demvae evaluate` wrote, the picture `demvae inspect` drew."""
+    options = dict(options)
+    options.setdefault("training_settings", recorded_training_settings(folder))
+    if options.get("base_model") is None:
+        options["base_model"] = training_summary(folder).get("base_model")
+    if options.get("evaluations") is None:
+        evaluation = folder_evaluation(folder)
+        options["evaluations"] = [] if evaluation is None else [evaluation]
+    if options.get("latent_image") is None and (folder / INSPECTION_IMAGE).is_file():
+        options["latent_image"] = folder / INSPECTION_IMAGE
+    return options
+
+
 def push_folder(folder: str | os.PathLike, repo_id: str, **options):
     """Push a folder written by `save_pretrained` (e.g. `demvae train --output-dir`); the folder is only read.
 
     The model and tokenizer are loaded from it and saved again for the push, so the Hub gets the current
     config format and modeling source, the samples in the card come from these weights, and extra files there
-    (checkpoints, logs) stay local. The card's training settings come from the folder's training summary, and its
-    picture from `demvae inspect`'s default output there, and the base model of a fine-tuned one from the Hub id
-    `demvae train --init-from` recorded, unless `training_settings=`, `latent_image=` or `base_model=` are given.
-    `options` are those of `push_model`.
+    (checkpoints, logs) stay local. The card's training settings come from the folder's training summary, its
+    numbers from the folder's evaluation.json (`demvae evaluate MODEL`), its picture from `demvae inspect`'s default
+    output there, and the base model of a fine-tuned one from the Hub id `demvae train --init-from` recorded,
+    unless `training_settings=`, `evaluations=`, `latent_image=` or `base_model=` are given. `options` are those
+    of `push_model`.
     """
     checked_repo_id(repo_id)
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"no saved model in {folder}: expected the save_pretrained layout (config.json, ...).")
-    options.setdefault("training_settings", recorded_training_settings(folder))
-    if options.get("base_model") is None:
-        options["base_model"] = training_summary(folder).get("base_model")
-    if options.get("latent_image") is None and (folder / INSPECTION_IMAGE).is_file():
-        options["latent_image"] = folder / INSPECTION_IMAGE
+    given = options.get("evaluations") is not None
+    options = _folder_card_options(folder, options)
+    if options["evaluations"] and not given:
+        print(f"the card carries the numbers of {folder / EVALUATION_FILE} (--eval-json gives others)")
     model, tokenizer = load_model_and_tokenizer(folder)
     return push_model(model, repo_id, tokenizer=tokenizer, **options)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A temporary file beside `path`, then a rename: a crash leaves the old file or the new one."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}-", suffix=".tmp", delete=False,
+                                     encoding="utf-8", newline="") as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
+
+
+def write_model_card(folder: str | os.PathLike) -> None:
+    """Write the card of the model saved in `folder` as its README.md: the card `demvae push` uploads, rendered by
+    the same function from the same folder, with the folder's path as its repository id. A README.md that demvae
+    did not write (no CARD_SIGNATURE) is someone's own: left as it is, with one line saying so."""
+    folder = Path(folder)
+    path = folder / CARD_FILE
+    if path.is_file() and CARD_SIGNATURE not in path.read_text(encoding="utf-8", errors="replace"):
+        print(f"left {path} as it is: demvae did not write it (delete it or move it away to get the model card "
+              "there; `demvae push` uploads the card either way).")
+        return
+    options = _folder_card_options(folder, {})
+    image = options.pop("latent_image", None)  # beside the card here, not at the top as in a push
+    model, tokenizer = load_model_and_tokenizer(folder)
+    card = render_model_card(model, tokenizer, repo_id=folder.as_posix(), **options,
+                             latent_image=None if image is None else INSPECTION_IMAGE.as_posix())
+    _write_atomically(path, str(card))
+    numbers = f" with the numbers of {EVALUATION_FILE}" if options["evaluations"] else ""
+    print(f"wrote the model card {path}{numbers}")
+
+
+def write_evaluated_card(model: str, output: str | os.PathLike) -> None:
+    """After `demvae evaluate`: the card of a model folder written again when the evaluation went into the folder's
+    evaluation.json (one written elsewhere reaches a card through `demvae push --eval-json`)."""
+    folder = checked_model_folder(model)
+    if folder is not None and Path(output).resolve() == (folder / EVALUATION_FILE).resolve():
+        write_model_card(folder)
 
 
 __all__ = [
     "HubPushError",
     "component_samples",
     "eval_results",
+    "folder_evaluation",
     "load_evaluation",
     "push_folder",
     "push_model",
     "render_model_card",
     "usage_snippets",
+    "write_evaluated_card",
+    "write_model_card",
 ]

@@ -5,7 +5,8 @@ whose assignments say most about the label (the highest homogeneity; group 0 whe
 components gets the label most of its sentences carry (components no sentence picked get none). The mapping is
 written into the model folder's config.json as an unsupervised attribute (atomically: a temporary file, then a
 rename), after which `model.generate(attributes={"act": "question"})` draws from the components labelled so, and
-`demvae evaluate --metrics control` measures how well that works.
+`demvae evaluate --metrics control` measures how well that works. The model card, README.md in the folder, is
+written again with the labels.
 
 examples:
   demvae label-components runs/dailydialog --dataset daily_dialog --labels act emotion

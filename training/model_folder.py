@@ -16,6 +16,7 @@ from safetensors import SafetensorError, safe_open
 from .model_source import package_dir
 
 RUN_SUMMARY = "training_summary.json"  # written beside the exported model by `demvae train`
+EVALUATION_FILE = "evaluation.json"  # `demvae evaluate MODEL` writes it beside the model; the card carries it
 JSON_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "tokenizer.json")
 # a saved model's own files: what save_pretrained, the tokenizer and `demvae train` write, and the modeling source
 MODEL_FILE_PATTERNS = ("config.json", "generation_config.json", "tokenizer*.json", "special_tokens_map.json",
@@ -123,5 +124,5 @@ def described_corpus(args, folder: Path | None) -> str:
                      f"model at {args.model} records no corpus it could be read from.")
 
 
-__all__ = ["RUN_SUMMARY", "TEMPORARY_PREFIX", "TRASH_PREFIX", "checked_model_folder", "described_corpus", "is_hub_id",
-           "model_files", "one_line", "recorded_corpus"]
+__all__ = ["EVALUATION_FILE", "RUN_SUMMARY", "TEMPORARY_PREFIX", "TRASH_PREFIX", "checked_model_folder",
+           "described_corpus", "is_hub_id", "model_files", "one_line", "recorded_corpus"]

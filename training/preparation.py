@@ -11,6 +11,7 @@ from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer
 from modeling_demvae.data import label_names, load_corpus, text_files_corpus, tokenize_corpus, with_attribute_labels
 
 from .finetuning import base_kl_annealing_step, base_model_origin, load_for_finetuning
+from .hub import write_model_card
 from .reporting import print_report
 from .threads import cpu_threads
 from .train import MODEL_FIELDS, data_sources
@@ -119,4 +120,5 @@ def train_command(args, settings: dict, training_args, *, start: float) -> int:
         if trainer.accelerator.is_main_process:
             print_report(training_args.output_dir, data, state, training_args.selection_metric,
                          num_samples=args.num_samples, seconds=time.time() - start)
+            write_model_card(training_args.output_dir)
     return 0

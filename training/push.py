@@ -2,14 +2,17 @@
 
 One commit holds the weights (safetensors), config, generation config, tokenizer, the modeling source for
 `trust_remote_code=True`, and a README.md model card rendered from the model: usage snippets, greedy samples from
-each component, the training configuration, the numbers of each --eval-json as the card's model-index, and the
-latent-space picture of `demvae inspect`. Log in first with `hf auth login` (or set HF_TOKEN). MODEL is only
-read: a failed push changes nothing on disk.
+each component, the training configuration, the evaluation's numbers as the card's model-index, and the
+latent-space picture of `demvae inspect`. It is the card `demvae train`, `label-components` and `evaluate` keep in
+MODEL/README.md, rendered again for the Hub id. The numbers are those of MODEL/evaluation.json (what `demvae
+evaluate MODEL` writes), or of each --eval-json. Log in first with `hf auth login` (or set HF_TOKEN). MODEL is
+only read: a failed push changes nothing on disk.
 
 example:
-  demvae evaluate runs/ptb --dataset ptb --output runs/ptb-eval.json
+  demvae evaluate runs/ptb --dataset ptb          # runs/ptb/evaluation.json, and runs/ptb/README.md with its numbers
   demvae inspect runs/ptb --dataset ptb
-  demvae push runs/ptb your-name/demvae-ptb --eval-json runs/ptb-eval.json
+  demvae push runs/ptb your-name/demvae-ptb
+  demvae push runs/ptb your-name/demvae-ptb --eval-json ptb-test.json --eval-json ptb-valid.json   # other numbers
 """
 
 import sys
@@ -27,7 +30,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--revision", metavar="BRANCH",
                         help="branch to commit to, created from main when missing (default: main)")
     parser.add_argument("--eval-json", action="append", default=[], metavar="FILE",
-                        help="a `demvae evaluate` JSON whose numbers go into the card; repeat for several test sets")
+                        help="a `demvae evaluate` JSON whose numbers go into the card; repeat for several test sets "
+                             "(default: MODEL/evaluation.json, written by `demvae evaluate MODEL`, when it exists)")
     parser.add_argument("--latent-image", metavar="PNG", help="latent-space picture shown in the card (default: "
                         "MODEL/inspection/latent_space.png, written by `demvae inspect MODEL`, when it exists)")
     parser.add_argument("--dataset", action="append", default=[], dest="datasets", metavar="ID",
@@ -45,7 +49,7 @@ def run(args) -> int:
 
     from .hub import HubPushError, load_evaluation, push_folder
 
-    evaluations = [load_evaluation(path) for path in args.eval_json]
+    evaluations = [load_evaluation(path) for path in args.eval_json] or None  # None: MODEL/evaluation.json
     try:
         commit = push_folder(
             args.model, args.repo_id, evaluations=evaluations, latent_image=args.latent_image,

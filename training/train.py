@@ -3,7 +3,8 @@
 Settings are layered: built-in defaults (the main job's small model and short schedule when the corpus is the
 synthetic one, else the reference Penn Treebank model and protocol), then a preset (--config NAME or FILE, e.g.
 ptb-dgm-vae-mi from configuration/), then the options given here. The output directory receives the best model
-in the save_pretrained layout (weights, config, generation config, tokenizer) and checkpoints/ for --resume; a
+in the save_pretrained layout (weights, config, generation config, tokenizer), checkpoints/ for --resume, and at
+the end its model card, README.md (the card `demvae push` uploads; `demvae evaluate` adds its numbers); a
 folder that holds an earlier run is refused unless --resume (continue it, with its settings) or --overwrite (start
 again) says what to do with it. Ctrl-C writes a checkpoint and stops (exit status 130).
 
