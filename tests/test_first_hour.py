@@ -97,8 +97,9 @@ def test_a_model_trained_on_files_is_evaluated_on_its_test_file(tmp_path, capsys
         (tmp_path / f"{name}.txt").write_text("\n".join(sentences * 4) + "\n")
     model = tmp_path / "model"
     assert demvae(["train", *(f"--{name}-file={tmp_path / name}.txt" for name in ("train", "valid", "test")),
-                   "--max-steps", "4", "--eval-every", "2", "--num-samples", "0", "--embed-size", "8",
-                   "--encoder-hidden-size", "8", "--decoder-hidden-size", "8", "--output-dir", str(model)]) == 0
+                   "--max-steps", "4", "--eval-every", "2", "--batch-size", "8", "--num-samples", "0",
+                   "--embed-size", "8", "--encoder-hidden-size", "8", "--decoder-hidden-size", "8",
+                   "--output-dir", str(model)]) == 0
     capsys.readouterr()
     assert demvae(["evaluate", str(model), "--metrics", "bleu", "--output", str(tmp_path / "e.json")]) == 0
     assert f"on {tmp_path / 'test.txt'} (the model's own" in capsys.readouterr().err
@@ -119,3 +120,23 @@ def test_generate_by_label_from_the_command_line(quick_model, tmp_path, capsys):
     assert "--attributes takes NAME=LABEL pairs such as act=question, got 'mode'" in capsys.readouterr().err
     assert demvae(["generate", str(model), "--attributes", "mode=nonsense"]) == 2
     assert "unknown label 'nonsense' of attribute 'mode'; its labels are" in capsys.readouterr().err
+
+
+def test_the_command_line_reads_the_model_package_s_names_as_the_package_defines_them():
+    """What `--help` reads from the model package's source, without importing it, is what the package has."""
+    from demvae import model_source
+
+    from modeling_demvae import DEMVAEConfig
+    from modeling_demvae.configuration_demvae import PRIOR_FAMILIES, VARIANTS
+    from modeling_demvae.data import LABEL_COLUMNS
+    from modeling_demvae.metrics.reverse_ppl import RPPL_PRESETS
+
+    assert model_source.config_fields() == DEMVAEConfig.__annotations__
+    assert model_source.config_docstring() == DEMVAEConfig.__doc__
+    for module, name, value in [("configuration_demvae", "VARIANTS", VARIANTS),
+                                ("configuration_demvae", "PRIOR_FAMILIES", PRIOR_FAMILIES),
+                                ("data", "LABEL_COLUMNS", LABEL_COLUMNS),
+                                ("metrics.reverse_ppl", "RPPL_PRESETS", RPPL_PRESETS)]:
+        assert model_source.constant(module, name) == value
+    with pytest.raises(LookupError, match="defines no literal NOT_THERE"):
+        model_source.constant("data", "NOT_THERE")
