@@ -8,7 +8,7 @@ Importing the package registers the classes with `AutoConfig`, `AutoModelForCaus
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from .configuration_demvae import DEMVAEConfig
-from .modeling_demvae import DEMVAEForGeneration, DEMVAEOutput, DEMVAEPosterior
+from .modeling_demvae import DEMVAECache, DEMVAEForGeneration, DEMVAEOutput, DEMVAEPosterior
 from .priors import ExponentialFamilyMixture, GaussianMixturePrior
 from .tokenization_demvae import DEMVAETokenizer, build_tokenizer
 
@@ -22,6 +22,7 @@ DEMVAETokenizer.register_for_auto_class("AutoTokenizer")
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEMVAECache",
     "DEMVAEConfig",
     "DEMVAEForGeneration",
     "DEMVAEOutput",

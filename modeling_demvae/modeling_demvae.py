@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import Cache, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput, can_return_tuple
+from transformers.utils import ModelOutput, can_return_tuple, logging
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .attributes import IGNORE_INDEX, attribute_latents, attribute_loss, with_fixed_variables
 from .configuration_demvae import DEMVAEConfig
@@ -22,6 +23,7 @@ from .networks import (
     GRUDecoder,
     PosteriorHeads,
     SentenceEncoder,
+    at_positions,
     check_input_ids,
     check_nonempty_rows,
     mask_from,
@@ -29,14 +31,68 @@ from .networks import (
 )
 from .priors import PRIOR_CLASSES, CategoricalMixturePrior, GaussianMixturePrior, checked_components
 
+logger = logging.get_logger(__name__)
+
+
+class DEMVAECache(Cache):
+    """The decoder's state between decoding steps: the GRU state `state` (1, B, H) after the positions read so far,
+    the latent `latent` (B, D) that the decoder reads at every step, and the number of positions read, padding
+    included (`get_seq_length`), by which `generate` skips the part of a continued prompt the state has read.
+
+    `generate(..., return_dict_in_generate=True)` returns it as `cache`; passing it back (`cache=out.cache`, with
+    `out.sequences` as the prompt) continues those sentences. A GRU state cannot be rewound, so it cannot be cropped
+    (no assisted decoding), and it is not a static cache to compile; beam search reorders its rows."""
+
+    is_compileable = False
+    is_croppable = False
+    is_linear = (False,)  # it counts the positions it has read: `generate` slices a continued prompt by them
+
+    def __init__(self, state: torch.Tensor, latent: torch.Tensor, seq_length: int = 0):
+        super().__init__(layers=[])
+        self.state, self.latent, self.seq_length = state, latent, seq_length
+
+    def advance(self, state: torch.Tensor, num_positions: int) -> None:
+        """Take the state after `num_positions` more positions."""
+        self.state, self.seq_length = state, self.seq_length + num_positions
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seq_length
+
+    @property
+    def batch_size(self) -> int:
+        return self.state.shape[1]
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.batch_select_indices(beam_idx)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        indices = indices.to(self.state.device)
+        self.state, self.latent = self.state[:, indices], self.latent[indices]
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self.state, self.latent = self.state.repeat_interleave(repeats, 1), self.latent.repeat_interleave(repeats, 0)
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("a GRU state cannot be rewound: DEMVAECache cannot be cropped (so DEM-VAE has no "
+                                  "assisted or prompt-lookup decoding).")
+
+
+def checked_cache(cache) -> DEMVAECache | None:
+    if cache is not None and not isinstance(cache, DEMVAECache):
+        raise TypeError(f"cache must be the DEMVAECache that a decoding call returned (out.cache), got "
+                        f"{type(cache).__name__}.")
+    return cache
+
 
 @dataclass
 class DEMVAEOutput(ModelOutput):
     """Loss terms are per-sentence batch means in nats, summed over groups; `elbo` is the usual negative number.
 
     `latent` is the decoder's conditioning vector, (B, D), or (B, S, D) with S > 1 posterior samples.
-    `cache` is the decoder's GRU state, (1, B, H), during generation. `attribute_loss` (with `attribute_labels`) is
+    `cache` is the decoder's state (`DEMVAECache`) while decoding. `attribute_loss` (with `attribute_labels`) is
     the supervised attributes' cross-entropy, included in `loss` with `config.attribute_loss_weight`.
+    `hidden_states` (with `output_hidden_states`) is a one-tuple, the decoder GRU's outputs (B, T, H) that the output
+    layer reads (of the first posterior sample): the GRU is the decoder's only layer.
     """
 
     loss: torch.Tensor | None = None
@@ -52,8 +108,9 @@ class DEMVAEOutput(ModelOutput):
     latent: torch.Tensor | None = None
     posterior_mean: torch.Tensor | None = None
     posterior_logvar: torch.Tensor | None = None
-    cache: torch.Tensor | None = None
+    cache: DEMVAECache | None = None
     attribute_loss: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 def repeat_rows(x: torch.Tensor, times: int) -> torch.Tensor:
@@ -158,8 +215,32 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
             raise ValueError("variant='rnnlm' has no latent variable to encode.")
         check_input_ids(input_ids)
         mask = mask_from(input_ids, attention_mask, self.config.pad_token_id)
+        self._warn_if_mostly_unknown(input_ids, mask, "passed to encode()")
         packed, lengths, _ = real_tokens_first(input_ids, mask)
         return self._posterior(packed, lengths)
+
+    def _warn_if_mostly_unknown(self, input_ids: torch.Tensor, mask: torch.Tensor, where: str) -> None:
+        """One warning when any sentence's words (real tokens but `<s>`, `</s>` and padding) are more than half
+        `<unk>`: text tokenized with another vocabulary than the model's. Elementwise ops and one host read, so not
+        while torch.compile or torch.export traces the model (a branch on the data would break the graph)."""
+        config = self.config
+        if config.unk_token_id is None or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            return
+        words = mask.bool()
+        for special in (config.pad_token_id, config.bos_token_id, config.eos_token_id):
+            if special is not None:
+                words = words & input_ids.ne(special)
+        counts = torch.stack(((words & input_ids.eq(config.unk_token_id)).sum(1), words.sum(1)))  # (2, B)
+        mostly_unknown = 2 * counts[0] > counts[1]
+        if not mostly_unknown.any():
+            return
+        unknown, total = counts[:, mostly_unknown].sum(1).tolist()
+        sentences = int(mostly_unknown.sum())
+        logger.warning(
+            f"{unknown} of the {total} words of {sentences} of the {input_ids.shape[0]} sentence(s) {where} are "
+            f"unknown to this model's vocabulary (<unk>, id {config.unk_token_id}): the model was trained on another "
+            "vocabulary. Tokenize with the model's own tokenizer; text it does not know decodes poorly."
+        )
 
     def _posterior(self, packed_ids: torch.Tensor, lengths: torch.Tensor) -> DEMVAEPosterior:
         check_nonempty_rows(lengths)
@@ -258,18 +339,21 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
     # ----- forward -----
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "6.0.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         latent: torch.Tensor | None = None,
-        cache: torch.Tensor | None = None,
+        cache: DEMVAECache | None = None,
         use_cache: bool | None = None,
         kl_weight: float | None = None,
         posterior_noise: dict[str, torch.Tensor] | None = None,
         aggregate_component_probs: torch.Tensor | None = None,
         attribute_labels: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs,
     ) -> DEMVAEOutput:
         r"""
@@ -289,17 +373,29 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         `attribute_labels` (B, len(config.attributes)): label ids of the supervised attributes, -100 where a sentence
         is unlabelled; their cross-entropy (see `attributes.attribute_loss`) is added to the loss, not annealed.
 
-        With `latent` (B, D): decode only, from `cache` (the GRU state) when given; this is what `generate` calls.
-        `attention_mask` then covers the cached and the new tokens; padded positions leave the state as it is.
+        With `latent` (B, D) or `cache` (a `DEMVAECache`, which holds its latent): decode only, from the cache's
+        state when given; this is what `generate` calls. The new tokens are `input_ids` or their decoder embeddings
+        `inputs_embeds` (B, T, embed_size). `attention_mask` then covers the cached and the new tokens; padded
+        positions leave the state as it is. A given `latent` is decoded from rather than the cache's.
 
+        `output_hidden_states` (default `config.output_hidden_states`) adds `hidden_states`, the decoder GRU's outputs.
         `return_dict=False` (or `config.return_dict=False`) returns a tuple of the output's non-None fields.
         """
-        if latent is not None:
-            return self._decode(input_ids, latent, cache, use_cache, attention_mask)
+        config = self.config
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        if latent is not None or cache is not None:
+            return self._decode(input_ids, inputs_embeds, latent, checked_cache(cache), use_cache, attention_mask,
+                                output_hidden_states)
+        if inputs_embeds is not None:
+            raise ValueError("inputs_embeds are decoder inputs, read after a latent: pass latent= (or cache=) with "
+                             "them; the encoder reads input_ids (the token ids of the sentences).")
         check_input_ids(input_ids)
-        config, batch, samples = self.config, input_ids.shape[0], self.config.num_posterior_samples
+        batch, samples = input_ids.shape[0], config.num_posterior_samples
         self._check_batch_inputs(batch, posterior_noise, aggregate_component_probs, attribute_labels)
-        packed, lengths, order = real_tokens_first(input_ids, mask_from(input_ids, attention_mask, config.pad_token_id))
+        mask = mask_from(input_ids, attention_mask, config.pad_token_id)
+        if not self.training:
+            self._warn_if_mostly_unknown(input_ids, mask, "passed to forward()")
+        packed, lengths, order = real_tokens_first(input_ids, mask)
         # position t predicts token t + 1 of the sentence: shifting the labels (not the logits) spares a copy of the
         # logits; targets are built in the sentence's own order, then put back at the input's positions
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
@@ -317,7 +413,8 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
             latent = self.posterior_latent(posterior, num_samples=samples, sample=sample, noise=posterior_noise)
         hidden, _ = self.decoder(self.decoder.embed(repeat_rows(packed, samples)), latent)
         index = repeat_rows(to_input_positions, samples)
-        logits = self.lm_head(hidden.gather(1, index.unsqueeze(-1).expand_as(hidden)))
+        hidden = at_positions(hidden, index)
+        logits = self.lm_head(hidden)
         token_nll = F.cross_entropy(
             logits.flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32)),
             repeat_rows(targets, samples).gather(1, index).flatten(),
@@ -341,6 +438,8 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
             supervised = attribute_loss(config, posterior, attribute_labels.to(input_ids.device))
             loss = loss + config.attribute_loss_weight * supervised
         latent, logits = latent.view(batch, samples, -1), logits.view(batch, samples, *logits.shape[1:])
+        # the first sample's, as the logits; with one, the very tensor the output layer reads (gradients reach it)
+        first_hidden = hidden if samples == 1 else hidden.view(batch, samples, *hidden.shape[1:])[:, 0]
         return DEMVAEOutput(
             loss=loss,
             logits=logits[:, 0],
@@ -356,6 +455,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
             posterior_mean=posterior.mean,
             posterior_logvar=posterior.logvar,
             attribute_loss=supervised,
+            hidden_states=(first_hidden,) if output_hidden_states else None,
         )
 
     def _check_batch_inputs(self, batch_size: int, posterior_noise, aggregate_component_probs,
@@ -377,14 +477,32 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
                 raise ValueError(f"aggregate_component_probs must have shape {expected} (groups, components), got "
                                  f"{tuple(aggregate_component_probs.shape)}.")
 
-    def _decode(self, input_ids, latent, cache, use_cache, attention_mask) -> DEMVAEOutput:
-        """Decode `input_ids` (the new tokens) from `cache`; the mask's last columns say which of them are real."""
-        mask = attention_mask[:, -input_ids.shape[1]:] if attention_mask is not None else None
-        packed, lengths, order = real_tokens_first(input_ids, mask_from(input_ids, mask, None))
-        hidden, state = self.decoder(self.decoder.embed(packed), latent.to(self.dtype), cache, lengths)
-        hidden = hidden.gather(1, order.argsort(1).unsqueeze(-1).expand_as(hidden))
+    def _decode(self, input_ids, inputs_embeds, latent, cache, use_cache, attention_mask,
+                output_hidden_states) -> DEMVAEOutput:
+        """Decode the new tokens (`input_ids`, or their embeddings) from `cache`; the mask's last columns say which
+        of them are real. The cache, given or new, advances in place."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass the tokens to decode as input_ids or as inputs_embeds, exactly one of them.")
+        if inputs_embeds is None:
+            embedded = self.decoder.embed(input_ids)
+        elif inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.embed_size:
+            raise ValueError(f"inputs_embeds must have shape (batch, length, {self.config.embed_size}) (the decoder's "
+                             f"embed_size), got {tuple(inputs_embeds.shape)}.")
+        else:
+            embedded = inputs_embeds.to(self.dtype)
+        new_positions = embedded.shape[1]
+        mask = (attention_mask[:, -new_positions:].bool() if attention_mask is not None
+                else embedded.new_ones(embedded.shape[:2], dtype=torch.bool))
+        packed, lengths, order = real_tokens_first(embedded, mask)
+        latent = (cache.latent if latent is None else latent).to(self.dtype)
+        hidden, state = self.decoder(packed, latent, None if cache is None else cache.state, lengths)
+        hidden = at_positions(hidden, order.argsort(1))
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        return DEMVAEOutput(logits=self.lm_head(hidden), latent=latent, cache=state if use_cache else None)
+        if use_cache:
+            cache = DEMVAECache(state, latent) if cache is None else cache
+            cache.advance(state, new_positions)
+        return DEMVAEOutput(logits=self.lm_head(hidden), latent=latent, cache=cache if use_cache else None,
+                            hidden_states=(hidden,) if output_hidden_states else None)
 
     # ----- generation -----
 
@@ -426,6 +544,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         return torch.cat(parts, dim=-1)
 
     @torch.no_grad()
+    @deprecate_kwarg("past_key_values", "6.0.0", new_name="cache")
     def generate(self, inputs=None, *, component=None, attributes: dict | None = None, num_samples: int | None = None,
                  latent=None, **kwargs):
         """Sentences decoded from latents: given ones, or drawn from `component`, from `attributes` ({"act":
@@ -437,7 +556,12 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         `num_samples` (a one-row prompt, or none, is repeated for each); under `num_return_sequences=n` each row
         gets n latents of its own, its n sequences adjacent, in any decoding mode. Given latents: one per prompt
         row, shared by that row's return sequences and beams. Every `GenerationConfig` option applies (greedy by
-        default; `do_sample`, `top_k`, `top_p`, `num_beams`, `max_new_tokens`, ...).
+        default; `do_sample`, `top_k`, `top_p`, `num_beams`, `max_new_tokens`, `output_hidden_states`, ...).
+
+        `inputs_embeds=` (decoder embeddings, (B, T, embed_size)) replaces or precedes the prompt's ids, as in
+        transformers: the sequences returned then hold only the ids given and the new tokens. `cache=` (a
+        `DEMVAECache` returned with `return_dict_in_generate=True`) continues its sentences, `out.sequences` as the
+        prompt, from the latents they were decoded from. A prompt more than half `<unk>` is warned about, once.
         """
         if "generate_kwargs" in kwargs:  # text-generation pipelines pass their documented dict as one keyword
             named = {"component": component, "attributes": attributes, "num_samples": num_samples, "latent": latent}
@@ -446,9 +570,13 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         if inputs is not None and kwargs.get("input_ids") is not None:
             raise ValueError("pass the prompt as inputs or as input_ids=, not both.")
         prompt = kwargs.pop("input_ids", None) if inputs is None else inputs
-        prompt_mask = kwargs.pop("attention_mask", None)
+        prompt_mask, prompt_embeds = kwargs.pop("attention_mask", None), kwargs.pop("inputs_embeds", None)
         if prompt is not None:
             check_input_ids(prompt, name="the prompt (input_ids)")
+            self._warn_if_mostly_unknown(prompt, mask_from(prompt, prompt_mask, self.config.pad_token_id),
+                                         "of the prompt passed to generate()")
+        if latent is None and component is None and attributes is None and kwargs.get("cache") is not None:
+            latent = checked_cache(kwargs["cache"]).latent  # a continuation decodes from the latents it began with
         if latent is not None:
             if component is not None or attributes is not None:
                 raise ValueError("pass either latent= or component= / attributes=, not both.")
@@ -460,18 +588,22 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
                 )
             rows, draws = latent.shape[0], 1
         else:
-            rows = num_samples if num_samples is not None else 1 if prompt is None else prompt.shape[0]
+            given_rows = next((x.shape[0] for x in (prompt, prompt_embeds) if x is not None), 1)
+            rows = num_samples if num_samples is not None else given_rows
             draws = self._latents_per_sequence(kwargs)
             latent = self.sample_prior(rows * draws, component, attributes=attributes)
-        if prompt is None:
+        if prompt is None and prompt_embeds is None:
             prompt = torch.full((rows, 1), self.config.bos_token_id, device=self.device)
-        elif prompt.shape[0] not in (1, rows):
-            raise ValueError(f"the prompt has {prompt.shape[0]} rows but {rows} sentences are asked for; give one "
+        prompt_rows = next(x.shape[0] for x in (prompt, prompt_embeds) if x is not None)
+        if prompt_rows not in (1, rows):
+            raise ValueError(f"the prompt has {prompt_rows} rows but {rows} sentences are asked for; give one "
                              "prompt row per sentence (or one for all), and num_return_sequences= for several each.")
-        repeat = rows * draws // prompt.shape[0]
-        if prompt_mask is not None:
-            kwargs["attention_mask"] = repeat_rows(prompt_mask, repeat)
-        return super().generate(repeat_rows(prompt, repeat), latent=latent.to(self.device, self.dtype), **kwargs)
+        repeat = rows * draws // prompt_rows
+        for name, value in (("attention_mask", prompt_mask), ("inputs_embeds", prompt_embeds)):
+            if value is not None:
+                kwargs[name] = repeat_rows(value, repeat)
+        prompt = None if prompt is None else repeat_rows(prompt, repeat)
+        return super().generate(prompt, latent=latent.to(self.device, self.dtype), **kwargs)
 
     def _latents_per_sequence(self, kwargs: dict) -> int:
         """The `num_return_sequences` asked for: each of them will decode a latent of its own, so the generation
@@ -485,13 +617,10 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
             kwargs["num_return_sequences"] = 1
         return draws
 
-    @staticmethod
-    def _reorder_cache(cache: torch.Tensor, beam_idx: torch.Tensor) -> torch.Tensor:
-        return cache.index_select(1, beam_idx.to(cache.device))
-
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
-        return False  # the cache is the GRU state, not attention keys and values
+        return False  # the cache is the GRU state (a DEMVAECache the decoder makes), not attention keys and values
 
 
-__all__ = ["DEMVAEConfig", "DEMVAEForGeneration", "DEMVAEPreTrainedModel", "DEMVAEOutput", "DEMVAEPosterior"]
+__all__ = ["DEMVAECache", "DEMVAEConfig", "DEMVAEForGeneration", "DEMVAEPreTrainedModel", "DEMVAEOutput",
+           "DEMVAEPosterior"]

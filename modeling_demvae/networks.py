@@ -33,13 +33,20 @@ def mask_from(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pad_
     return torch.ones_like(input_ids, dtype=torch.bool) if pad_token_id is None else input_ids.ne(pad_token_id)
 
 
-def real_tokens_first(input_ids: torch.Tensor, mask: torch.Tensor):
-    """Each row's real tokens moved to its front, in order: any padding (left, right) becomes right padding.
+def at_positions(values: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Each row of `values` (B, T, ...) at its own `positions` (B, T'): (B, T', ...)."""
+    index = positions.view(*positions.shape, *(1,) * (values.dim() - 2))
+    return values.gather(1, index.expand(*positions.shape, *values.shape[2:]))
 
-    Returns the reordered ids, the lengths (B,) and the order (B, T), whose `argsort(1)` puts positions back. A stable
-    sort on the mask, with no branch on the data, so that compiled and exported graphs take this path too."""
+
+def real_tokens_first(tokens: torch.Tensor, mask: torch.Tensor):
+    """Each row's real tokens (ids (B, T) or embeddings (B, T, E)) moved to its front, in order: any padding (left,
+    right) becomes right padding.
+
+    Returns the reordered tokens, the lengths (B,) and the order (B, T), whose `argsort(1)` puts positions back. A
+    stable sort on the mask, with no branch on the data, so that compiled and exported graphs take this path too."""
     order = torch.argsort(mask.logical_not().to(torch.uint8), dim=1, stable=True)
-    return input_ids.gather(1, order), mask.long().sum(-1), order
+    return at_positions(tokens, order), mask.long().sum(-1), order
 
 
 def check_nonempty_rows(lengths: torch.Tensor) -> None:
@@ -63,7 +70,7 @@ def check_input_ids(input_ids: torch.Tensor | None, name: str = "input_ids") -> 
 
 def state_at(outputs: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     """A GRU's outputs (B, T, H) at each sentence's last real position `last` (B,): padding never reaches them."""
-    return outputs.gather(1, last.view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])).squeeze(1)
+    return at_positions(outputs, last.unsqueeze(1)).squeeze(1)
 
 
 class SentenceEncoder(GradientCheckpointingLayer):
@@ -98,7 +105,7 @@ class SentenceEncoder(GradientCheckpointingLayer):
             inside = positions < lengths.unsqueeze(1)
             reverse = torch.where(inside, last.unsqueeze(1) - positions, positions)  # flip each sentence in place
             rnns.append(self.backward_rnn)
-            inputs.append(embedded.gather(1, reverse.unsqueeze(-1).expand_as(embedded)))
+            inputs.append(at_positions(embedded, reverse))
         return torch.cat([state_at(outputs, last) for outputs, _ in run_grus(rnns, inputs)], dim=-1)
 
 
@@ -164,12 +171,15 @@ class GRUDecoder(GradientCheckpointingLayer):
     def forward(self, embedded, latent, state=None, lengths=None):
         """Run the GRU over right-padded inputs from `state` (or the latent's initial state). It is causal, so right
         padding only produces outputs past each sentence's end, which the loss ignores. The state returned is the
-        one after each sentence's last real token when `lengths` are given, else after the last position."""
+        one after each sentence's last real token when `lengths` are given (a row with none keeps `state`: a finished
+        sentence's padding while decoding), else after the last position."""
         if self.concat_latent:
             embedded = torch.cat((embedded, latent.unsqueeze(1).expand(-1, embedded.shape[1], -1)), dim=-1)
-        outputs, state = run_gru(self.rnn, embedded, self.initial_state(latent) if state is None else state)
+        initial = self.initial_state(latent) if state is None else state
+        outputs, state = run_gru(self.rnn, embedded, initial)
         if lengths is not None:
-            state = state_at(outputs, lengths - 1).unsqueeze(0)
+            last = state_at(outputs, (lengths - 1).clamp_min(0)).unsqueeze(0)
+            state = torch.where(lengths.gt(0).view(1, -1, 1), last, initial.to(last.dtype))
         return self.dropout(outputs), state
 
 
@@ -178,6 +188,7 @@ __all__ = [
     "GRUDecoder",
     "PosteriorHeads",
     "SentenceEncoder",
+    "at_positions",
     "check_input_ids",
     "check_nonempty_rows",
     "mask_from",

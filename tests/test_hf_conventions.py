@@ -1,10 +1,13 @@
 """What a transformers user does with a causal LM, on DEM-VAE: prompts in `generate` and the text-generation
 pipeline, resizing the vocabulary, export and compile, `return_dict`, gradient checkpointing, left padding."""
 
+import copy
+
 import pytest
 import torch
 from conftest import tiny_batch, tiny_model
 from transformers import pipeline
+from transformers.exporters.exporter_dynamo import register_cache_pytrees_for_model
 
 from modeling_demvae import DEMVAEForGeneration, build_tokenizer, networks
 
@@ -278,12 +281,17 @@ def test_export_of_forward_and_of_the_decode_step():
     with pytest.raises(ValueError, match="empty row"):  # and eager calls keep their ValueError
         model(input_ids, empty)
 
+    # the decode step takes and returns the DEMVAECache, registered for export as transformers' exporter does
+    register_cache_pytrees_for_model(model)
     latent = model.sample_prior(3)
-    cache = model(input_ids[:, :2], latent=latent).cache
-    step = torch.export.export(DecodeStep(model), (input_ids[:, 2:3], latent, cache)).module()
-    for a, b in zip(step(input_ids[:, 2:3], latent, cache), DecodeStep(model)(input_ids[:, 2:3], latent, cache),
-                    strict=True):
-        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        cache = model(input_ids[:, :2], latent=latent).cache
+    step = torch.export.export(DecodeStep(model), (input_ids[:, 2:3], latent, copy.deepcopy(cache))).module()
+    (logits, exported_cache), (expected_logits, expected_cache) = (
+        decode(input_ids[:, 2:3], latent, copy.deepcopy(cache)) for decode in (step, DecodeStep(model)))
+    torch.testing.assert_close(logits, expected_logits)
+    torch.testing.assert_close(exported_cache.state, expected_cache.state)
+    assert exported_cache.get_seq_length() == expected_cache.get_seq_length() == 3
 
 
 def test_compile_fullgraph():

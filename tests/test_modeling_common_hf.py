@@ -1,6 +1,6 @@
 """DEM-VAE under transformers' own `ModelTesterMixin` (from the sdist of the installed transformers, see
-`hf_common_tests`). A GRU model has no attention and returns no hidden states; the tests that need them are skipped
-below, each with the reason."""
+`hf_common_tests`). A GRU model has no attention, and its hidden states are the decoder GRU's outputs (one layer);
+the tests that do not apply are skipped below, each with the reason."""
 
 import unittest
 
@@ -23,6 +23,8 @@ class DEMVAEModelTester:
     """A tiny DEM-VAE and a right-padded batch, in the shape the common tests expect."""
 
     family = {}  # the Gaussian mixture prior
+    hidden_size = 16  # the decoder's, whose GRU outputs are the hidden states
+    num_hidden_layers = expected_num_hidden_layers = 1  # the GRU's outputs only: its input (embedding, z) is wider
 
     def __init__(self, parent, batch_size=3, seq_length=7, vocab_size=99, is_training=True):
         self.parent, self.batch_size, self.seq_length = parent, batch_size, seq_length
@@ -30,7 +32,7 @@ class DEMVAEModelTester:
 
     def get_config(self) -> DEMVAEConfig:
         return DEMVAEConfig(
-            vocab_size=self.vocab_size, embed_size=16, encoder_hidden_size=12, decoder_hidden_size=16,
+            vocab_size=self.vocab_size, embed_size=16, encoder_hidden_size=12, decoder_hidden_size=self.hidden_size,
             num_groups=2, num_components=3, latent_size=2, max_sentence_length=self.seq_length + 3,
             deterministic_eval=True,  # eval forwards decode the posterior mode: two forwards can be compared
             **self.family,
@@ -55,20 +57,17 @@ class DEMVAEModelTest(common.ModelTesterMixin, unittest.TestCase):
     def setUp(self):
         self.model_tester = DEMVAEModelTester(self)
 
-    # A model without attention and hidden states
-    @unittest.skip("a GRU model returns no hidden states (output_hidden_states is not a DEM-VAE option)")
-    def test_hidden_states_output(self):
-        pass
-
-    @unittest.skip("a GRU model returns no hidden states or attentions to retain gradients on")
-    def test_retain_grad_hidden_states_attentions(self):
+    @unittest.skip("the forward encodes input_ids with the encoder's own embedding; inputs_embeds (the decoder's) "
+                   "are decoded from a latent, tested in test_generation_conventions.py")
+    def test_inputs_embeds(self):
         pass
 
     @unittest.skip("DEM-VAE has no base model under a head: the encoder, prior and decoder together are the model")
     def test_model_base_model_prefix(self):
         pass
 
-    @unittest.skip("GenerationTesterMixin is not in the sdist; generation is tested in test_generation.py")
+    @unittest.skip("GenerationTesterMixin (tests/generation/) is not in the sdist, which ships only tests/*.py; "
+                   "generation is tested in test_generation.py and test_generation_conventions.py")
     def test_generation_tester_mixin_inheritance(self):
         pass
 
