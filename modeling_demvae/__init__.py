@@ -7,8 +7,9 @@ Importing the package registers the classes with `AutoConfig`, `AutoModelForCaus
 
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from .cache import DEMVAECache
 from .configuration_demvae import DEMVAEConfig
-from .modeling_demvae import DEMVAECache, DEMVAEForGeneration, DEMVAEOutput, DEMVAEPosterior
+from .modeling_demvae import DEMVAEForGeneration, DEMVAEOutput, DEMVAEPosterior
 from .priors import ExponentialFamilyMixture, GaussianMixturePrior
 from .tokenization_demvae import DEMVAETokenizer, build_tokenizer
 

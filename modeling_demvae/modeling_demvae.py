@@ -11,12 +11,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import Cache, GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput, can_return_tuple, logging
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .attributes import IGNORE_INDEX, attribute_latents, attribute_loss, with_fixed_variables
+from .cache import DEMVAECache, checked_cache
 from .configuration_demvae import DEMVAEConfig
 from .networks import (
     DEMVAEPosterior,
@@ -32,56 +33,6 @@ from .networks import (
 from .priors import PRIOR_CLASSES, CategoricalMixturePrior, GaussianMixturePrior, checked_components
 
 logger = logging.get_logger(__name__)
-
-
-class DEMVAECache(Cache):
-    """The decoder's state between decoding steps: the GRU state `state` (1, B, H) after the positions read so far,
-    the latent `latent` (B, D) that the decoder reads at every step, and the number of positions read, padding
-    included (`get_seq_length`), by which `generate` skips the part of a continued prompt the state has read.
-
-    `generate(..., return_dict_in_generate=True)` returns it as `cache`; passing it back (`cache=out.cache`, with
-    `out.sequences` as the prompt) continues those sentences. A GRU state cannot be rewound, so it cannot be cropped
-    (no assisted decoding), and it is not a static cache to compile; beam search reorders its rows."""
-
-    is_compileable = False
-    is_croppable = False
-    is_linear = (False,)  # it counts the positions it has read: `generate` slices a continued prompt by them
-
-    def __init__(self, state: torch.Tensor, latent: torch.Tensor, seq_length: int = 0):
-        super().__init__(layers=[])
-        self.state, self.latent, self.seq_length = state, latent, seq_length
-
-    def advance(self, state: torch.Tensor, num_positions: int) -> None:
-        """Take the state after `num_positions` more positions."""
-        self.state, self.seq_length = state, self.seq_length + num_positions
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.seq_length
-
-    @property
-    def batch_size(self) -> int:
-        return self.state.shape[1]
-
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        self.batch_select_indices(beam_idx)
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        indices = indices.to(self.state.device)
-        self.state, self.latent = self.state[:, indices], self.latent[indices]
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        self.state, self.latent = self.state.repeat_interleave(repeats, 1), self.latent.repeat_interleave(repeats, 0)
-
-    def crop(self, tokens_to_remove: int) -> None:
-        raise NotImplementedError("a GRU state cannot be rewound: DEMVAECache cannot be cropped (so DEM-VAE has no "
-                                  "assisted or prompt-lookup decoding).")
-
-
-def checked_cache(cache) -> DEMVAECache | None:
-    if cache is not None and not isinstance(cache, DEMVAECache):
-        raise TypeError(f"cache must be the DEMVAECache that a decoding call returned (out.cache), got "
-                        f"{type(cache).__name__}.")
-    return cache
 
 
 @dataclass
@@ -622,5 +573,5 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         return False  # the cache is the GRU state (a DEMVAECache the decoder makes), not attention keys and values
 
 
-__all__ = ["DEMVAECache", "DEMVAEConfig", "DEMVAEForGeneration", "DEMVAEPreTrainedModel", "DEMVAEOutput",
+__all__ = ["DEMVAEConfig", "DEMVAEForGeneration", "DEMVAEPreTrainedModel", "DEMVAEOutput",
            "DEMVAEPosterior"]
