@@ -74,8 +74,8 @@ def checked_model_folder(source: str) -> Path | None:
             raise ValueError(f"cannot load the model at {source}: {name} holds a JSON {type(content).__name__}, "
                              "not an object of settings.")
     if (folder / "model.safetensors").is_file():
-        try:  # the header lists every tensor's bytes: a truncated or foreign file fails here
-            with safe_open(folder / "model.safetensors", "pt"):
+        try:  # the header lists every tensor's bytes: a truncated or foreign file fails here (read as NumPy: no torch)
+            with safe_open(folder / "model.safetensors", "np"):
                 pass
         except (SafetensorError, OSError) as error:
             raise ValueError(f"cannot load the model at {source}: model.safetensors is damaged or truncated "

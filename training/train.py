@@ -238,12 +238,13 @@ def run(args: argparse.Namespace) -> int:
     settings = resolve_settings(args)
     if args.init_from:
         checked_model_folder(str(args.init_from))  # one line for a folder that is not a model, before its summary
+    corpus, steps = args.train_file or f"the {settings['dataset']} corpus", settings.get("max_steps",
+                                                                                       TrainingArguments.max_steps)
+    status(f"{'Fine-tuning ' + args.init_from + ' on' if args.init_from else 'Training a model on'} {corpus}, "
+           f"{plural(steps, 'step')} at most, into {settings['output_dir']}")  # before the checks that load torch
     training_args = TrainingArguments(**{k: v for k, v in settings.items() if k in TRAINING_FIELDS})
     check_data_settings(settings)
     check_output_dir(training_args.output_dir, resume=training_args.resume, overwrite=training_args.overwrite)
-    corpus = args.train_file or f"the {settings['dataset']} corpus"
-    status(f"{'Fine-tuning ' + args.init_from + ' on' if args.init_from else 'Training a model on'} {corpus}, "
-           f"{plural(training_args.max_steps, 'step')} at most, into {training_args.output_dir}")
 
     from .preparation import train_command
 
