@@ -49,6 +49,10 @@ class DEMVAEConfig(PreTrainedConfig):
             codes) instead of a sample, so that two forward passes agree; training always samples.
         gumbel_temperature: Gumbel-softmax temperature of the discrete latent in training (the DI-VAE and semi-VAE
             codes, the categorical family's z).
+        gumbel_hard: Whether the categorical family's z is drawn in training with the straight-through Gumbel
+            estimator, as the reference BMVAE draws it: the one-hot Gumbel-max sample forward, the relaxed
+            Gumbel-softmax sample's gradient backward; false feeds the decoder the relaxed sample itself. The DI-VAE
+            and semi-VAE codes are always relaxed in training.
         max_sentence_length: Longest sentence in tokens, `<s>` and `</s>` included; the default generation length.
         attributes: Label columns tied to discrete latents, name -> `{"group": g, "variable": None, "labels": [...],
             "supervised": bool, "values": {label: [latent values]}}`, kept sorted by name (as config.json keeps
@@ -83,6 +87,7 @@ class DEMVAEConfig(PreTrainedConfig):
     num_posterior_samples: int = 1
     deterministic_eval: bool = False
     gumbel_temperature: float | int = 1.0
+    gumbel_hard: bool = True
     max_sentence_length: int = 40
     attributes: dict = field(default_factory=dict)
     attribute_loss_weight: float | int = 1.0

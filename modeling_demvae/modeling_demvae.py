@@ -69,6 +69,13 @@ def repeat_rows(x: torch.Tensor, times: int) -> torch.Tensor:
     return x if times == 1 else x.repeat_interleave(times, 0)
 
 
+def straight_through(relaxed: torch.Tensor) -> torch.Tensor:
+    """The one-hot argmax of a relaxed sample in the forward pass, with the relaxed sample's gradient backward
+    (exactly one-hot: hard + (soft - soft) adds an exact zero)."""
+    hard = F.one_hot(relaxed.argmax(-1), relaxed.shape[-1]).to(relaxed.dtype)
+    return hard + (relaxed - relaxed.detach())
+
+
 def categorical_entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * torch.log(probs.clamp_min(1e-30))).sum(-1)
 
@@ -228,8 +235,9 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
 
         `sample=False` gives the posterior mode (the mean of z, the argmax code or categorical value), as used for
         reconstruction. `noise` (see `posterior_noise`) replaces fresh draws: z = mean + std * gaussian, and the
-        discrete latent (the codes, or the categorical family's z) is softmax((logits + gumbel) / tau) in training and
-        the Gumbel-max sample, one-hot argmax(logits + gumbel), otherwise.
+        discrete latent (the codes, or the categorical family's z) is softmax((logits + gumbel) / tau) in training
+        (for the categorical family with `gumbel_hard`, its straight-through one-hot) and the Gumbel-max sample,
+        one-hot argmax(logits + gumbel), otherwise.
         """
         parts = []
         if posterior.mean is not None:
@@ -250,6 +258,8 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
                 if gumbel is None:
                     gumbel = -torch.empty_like(logits).exponential_().log()
                 codes = ((logits + gumbel) / self.config.gumbel_temperature).softmax(-1)
+                if self.config.has_categorical_latent and self.config.gumbel_hard:
+                    codes = straight_through(codes)
             else:
                 index = torch.distributions.Categorical(logits=logits).sample() if gumbel is None else (
                     (logits + gumbel).argmax(-1))

@@ -46,11 +46,13 @@ def test_bad_categorical_settings_are_one_line_errors(overrides, message):
         DEMVAEConfig(**{**CATEGORICAL, **overrides})
 
 
-@pytest.mark.parametrize("training, sample", [(True, True), (False, True), (False, False)])
-def test_the_decoder_sees_z_one_hot_relaxed_only_in_training(training, sample):
-    """Training: softmax((logits + g) / tau); evaluation: the Gumbel-max one-hot; sample=False: the argmax;
-    laid out (G, d, V) and flattened."""
-    model = categorical_model(gumbel_temperature=0.5, dropout=0.0).train(training)
+@pytest.mark.parametrize("training, sample, hard", [(True, True, False), (True, True, True), (False, True, True),
+                                                   (False, False, True)])
+def test_the_decoder_sees_z_one_hot_relaxed_only_in_training_with_the_relaxed_estimator(training, sample, hard):
+    """Training: softmax((logits + g) / tau), or its one-hot argmax with the straight-through estimator (the default,
+    as the reference BMVAE); evaluation: the Gumbel-max one-hot; sample=False: the argmax; laid out (G, d, V) and
+    flattened."""
+    model = categorical_model(gumbel_temperature=0.5, dropout=0.0, gumbel_hard=hard).train(training)
     input_ids, mask = tiny_batch()
     posterior = model.encode(input_ids, mask)
     assert posterior.latent_logits.shape == (3, 3, 2, 3) and posterior.mean is None
@@ -58,8 +60,48 @@ def test_the_decoder_sees_z_one_hot_relaxed_only_in_training(training, sample):
     assert noise["gumbel"].shape == (3, 1, 3, 2, 3)
     latent = model.posterior_latent(posterior, sample=sample, noise=noise)
     perturbed = posterior.latent_logits + (noise["gumbel"][:, 0].double() if sample else 0.0)
-    expected = (perturbed / 0.5).softmax(-1) if training else F.one_hot(perturbed.argmax(-1), 3).double()
+    relaxed = training and not hard
+    expected = (perturbed / 0.5).softmax(-1) if relaxed else F.one_hot(perturbed.argmax(-1), 3).double()
     torch.testing.assert_close(latent, expected.flatten(1))
+    if not relaxed:  # exactly one-hot, not to rounding
+        assert torch.equal(latent, expected.flatten(1))
+
+
+def test_the_straight_through_gradient_is_the_relaxed_sample_s_and_torch_s_hard_gumbel_softmax():
+    """Backward, the one-hot sample carries the relaxed sample's gradient: d/dl sum(w * softmax((l + g) / tau)) =
+    s * (w - sum(w * s)) / tau, computed here by hand; and the whole draw equals torch's
+    F.gumbel_softmax(hard=True) from the same random state."""
+    tau, weights = 0.5, torch.randn(3, 3 * 2 * 3, dtype=torch.float64)
+    gradients, latents = {}, {}
+    for hard in (True, False):
+        model = categorical_model(gumbel_temperature=tau, dropout=0.0, gumbel_hard=hard).train()
+        posterior = model.encode(*tiny_batch())
+        logits = posterior.latent_logits.detach().requires_grad_()
+        noise = model.posterior_noise(3, generator=torch.Generator().manual_seed(1))
+        latent = model.posterior_latent(type(posterior)(**{**posterior, "latent_logits": logits}), noise=noise)
+        (latent * weights).sum().backward()
+        gradients[hard], latents[hard] = logits.grad, latent
+    relaxed = ((logits.detach() + noise["gumbel"][:, 0].double()) / tau).softmax(-1)
+    w = weights.view_as(relaxed)
+    by_hand = relaxed * (w - (w * relaxed).sum(-1, keepdim=True)) / tau
+    torch.testing.assert_close(gradients[True], by_hand)
+    torch.testing.assert_close(gradients[False], by_hand)
+    assert set(latents[True].unique().tolist()) == {0.0, 1.0} and not torch.equal(latents[True], latents[False])
+
+    model = categorical_model(gumbel_temperature=tau, dropout=0.0).train()
+    logits = model.encode(*tiny_batch()).latent_logits
+    torch.manual_seed(3)
+    ours = model.posterior_latent(model.encode(*tiny_batch()))
+    torch.manual_seed(3)
+    torch.testing.assert_close(ours, F.gumbel_softmax(logits, tau=tau, hard=True).flatten(1))
+
+
+def test_the_estimator_round_trips_through_save_load_and_remote_code(tmp_path):
+    model = categorical_model(gumbel_hard=False).float()
+    model.save_pretrained(tmp_path)
+    assert DEMVAEForGeneration.from_pretrained(tmp_path).config.gumbel_hard is False
+    assert '"gumbel_hard": false' in (tmp_path / "config.json").read_text()
+    assert DEMVAEConfig().gumbel_hard is True  # the reference BMVAE's estimator by default
 
 
 def test_loss_terms_against_torch_distributions():

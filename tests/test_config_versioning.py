@@ -26,7 +26,8 @@ SAVED = dict(dispersion_weight=0.5, use_mutual_information=False, kl_annealing=F
              kl_annealing_midpoint=100, dropout=0.1, num_posterior_samples=2, gumbel_temperature=0.5,
              max_sentence_length=12, initializer_range=0.05, unk_token_id=4, use_cache=False, deterministic_eval=True,
              attribute_loss_weight=0.5, attributes={"act": {"group": 1, "labels": ["inform", "question"]}},
-             categorical_size=3)  # it shapes nothing in a Gaussian model, the only kind older versions saved
+             categorical_size=3,  # it shapes nothing in a Gaussian model, the only kind older versions saved
+             gumbel_hard=False)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from modeling_demvae import DEMVAEForGeneration, build_tokenizer
 
-FAMILIES = {"gaussian": {}, "categorical": {"prior_family": "categorical", "num_groups": 1, "categorical_size": 3}}
+FAMILIES = {"gaussian": {}, "categorical": {"prior_family": "categorical", "num_groups": 1, "categorical_size": 3,
+                                         "gumbel_hard": False}}  # the estimator that is not the default
 
 
 @pytest.fixture(params=sorted(FAMILIES))
@@ -86,7 +87,8 @@ def test_trust_remote_code_without_our_package(saved, tmp_path_factory):
         generated = model.generate(num_samples=3, max_new_tokens=6)
         unknown = tokenizer(["the zebra sat </s>", "a dog"], padding=True)["input_ids"]
         print(json.dumps({{"loss": out.loss.item(), "logits": out.logits.tolist(), "generated": generated.tolist(),
-                          "decoded": tokenizer.batch_decode(unknown, skip_special_tokens=True)}}))
+                          "decoded": tokenizer.batch_decode(unknown, skip_special_tokens=True),
+                          "gumbel_hard": model.config.gumbel_hard}}))
         """
     )
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path_factory.mktemp("hf_home")))
@@ -100,6 +102,7 @@ def test_trust_remote_code_without_our_package(saved, tmp_path_factory):
     assert torch.equal(torch.tensor(remote["logits"]), logits)
     assert remote["generated"] == generated.tolist()
     assert remote["decoded"] == ["the <unk> sat", "a dog"]  # the folder's own tokenization_demvae.py keeps <unk>
+    assert remote["gumbel_hard"] is model.config.gumbel_hard
 
 
 def test_not_our_checkpoint_is_rejected(tmp_path):
