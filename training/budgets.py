@@ -18,7 +18,8 @@ TABLES = {
                               "ptb-gm-vae-mi", "ptb-dgm-vae", "ptb-dgm-vae-mi", "ptb-rnnlm"]),
     "dailydialog": ("DailyDialog", ["dailydialog-di-vae", "dailydialog-gm-vae", "dailydialog-gm-vae-mi",
                                     "dailydialog-dgm-vae", "dailydialog-dgm-vae-mi"]),
-    "attributes": ("DailyDialog: generation by label", ["dailydialog-dcm-vae", "dailydialog-dcm-vae-sup",
+    "attributes": ("DailyDialog: generation by label", ["dailydialog-dcm-vae", "dailydialog-dcm-vae-relaxed",
+                                                        "dailydialog-dcm-vae-mi", "dailydialog-dcm-vae-sup",
                                                         "dailydialog-cm-vae-sup", "dailydialog-dgm-vae-mi"]),
 }
 DATASETS = {"ptb": "ptb", "dailydialog": "daily_dialog", "attributes": "daily_dialog"}
@@ -172,13 +173,15 @@ def run_settings(run: Run, budget: str) -> dict:
 
 
 def model_name(preset: str) -> str:
-    """The paper's name of a preset's model, e.g. 'ptb-dgm-vae-mi' -> 'DGM-VAE + MI', with the label columns it
-    is trained on, e.g. 'DCM-VAE, supervised: act, emotion'."""
+    """The paper's name of a preset's model, e.g. 'ptb-dgm-vae-mi' -> 'DGM-VAE + MI', with the categorical family's
+    relaxed estimator where it is not the default and the label columns it is trained on, e.g. 'DCM-VAE, supervised:
+    act, emotion'."""
     from modeling_demvae import DEMVAEConfig  # here: `demvae reproduce --help` reads this module
 
     settings = json.loads(preset_path(preset).read_text())
     name = DEMVAEConfig(**{key: value for key, value in settings.items() if key in MODEL_FIELDS}).paper_name
-    return name + (f", supervised: {', '.join(settings['supervise'])}" if settings.get("supervise") else "")
+    estimator = ", relaxed estimator" if settings.get("gumbel_hard") is False else ""
+    return name + estimator + (f", supervised: {', '.join(settings['supervise'])}" if settings.get("supervise") else "")
 
 
 __all__ = ["BUDGETS", "COMPARISONS", "DATASETS", "LABELLED_TABLES", "TABLES", "Budget", "Run", "all_runs",
