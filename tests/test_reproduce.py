@@ -17,6 +17,7 @@ import torch
 from conftest import WORDS, write_dialog_corpus
 from demvae import budgets, reproduce
 from demvae import reproduction_report as report
+from demvae.arguments import TrainingArguments
 from demvae.checkpoints import STATE_FILE, list_checkpoints
 from demvae.cli import main
 from demvae.precision import resolve_mixed_precision
@@ -188,7 +189,13 @@ def test_the_full_budget_runs_the_four_models_of_the_claim_in_order_with_one_thr
     full = budgets.BUDGETS["full"]
     assert full.threads == 1 and full.ceiling and full.cards and full.work_dir.startswith("~")
     ptb, dialog = (budgets.run_settings(run, "full")["train"] for run in (runs[0], runs[2]))
-    assert ptb["max_steps"] == dialog["max_steps"] == 20_000 and ptb["num_posterior_samples"] == 1
+    assert ptb["max_steps"] == 20_000 and ptb["num_posterior_samples"] == dialog["num_posterior_samples"] == 1
+    # DailyDialog as the reference DailyDialog command: no learning-rate decay, selection on the objective, at most
+    # 50 validations of 2,000 steps, early stopping after 10 without improvement (the default)
+    assert dialog["max_steps"] == 100_000 and dialog["lr_decay"] == 1.0 and "lr_decay" not in ptb
+    preset = budgets.run_settings(runs[2], "full")["preset_settings"]
+    assert preset["selection_metric"] == "loss" and preset["eval_every"] == 2000
+    assert "early_stopping_patience" not in {**preset, **dialog} and TrainingArguments().early_stopping_patience == 10
     assert ptb["learning_curve_every"] == 500 and ptb["learning_curve_until"] == 3_500
     assert "learning_curve_every" not in dialog  # the curve is drawn for Penn Treebank only
     assert full.evaluate["nll_samples"] == 500 and "max_sentences" not in full.evaluate  # the whole test set
