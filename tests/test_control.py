@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import torch
 from conftest import TINY, components_of, sharp_prior
-from demvae import component_labels
+from demvae import component_labels, files
 from demvae.cli import main as demvae
 from demvae.hub import render_model_card
 from demvae.loading import load_model_and_tokenizer
@@ -121,7 +121,7 @@ def test_label_components_replaces_config_json_atomically(unsupervised_model, la
     def crash(source, target):
         raise OSError("disk full")
 
-    monkeypatch.setattr(component_labels.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         component_labels.write_attributes(unsupervised_model, {"mode": {"group": 0, "labels": MODES,
                                                                         "supervised": False,

@@ -2,8 +2,6 @@
 --help`): what the command runs once its options are checked."""
 
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import torch
 
 from modeling_demvae import DEMVAEConfig, data, metrics
 
+from .files import write_text_atomically
 from .hub import write_model_card
 from .loading import load_model_and_tokenizer
 from .threads import cpu_threads
@@ -52,11 +51,7 @@ def write_attributes(folder: Path, attributes: dict) -> None:
     config = json.loads(path.read_text(encoding="utf-8"))
     config["attributes"] = {**config.get("attributes", {}), **attributes}
     config["attributes"] = DEMVAEConfig.from_dict(config).attributes  # validated and normalized
-    with tempfile.NamedTemporaryFile("w", dir=folder, prefix=".config-", suffix=".tmp", delete=False,
-                                     encoding="utf-8") as handle:
-        json.dump(config, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(handle.name, path)
+    write_text_atomically(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def label_components(args, folder: Path) -> int:

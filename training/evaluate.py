@@ -41,12 +41,11 @@ evaluation that takes hours.
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from .checks import checked_output_file, checked_output_folder, device, number
 from .console import status
+from .files import write_text_atomically
 from .model_folder import EVALUATION_FILE, checked_model_folder, described_corpus
 from .model_source import constant
 from .precision import MIXED_PRECISION
@@ -118,12 +117,8 @@ def remove_progress(progress: Path) -> None:
 
 def write_json(path: str, results: dict) -> None:
     """Atomically: a crash leaves the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     clean = json.loads(json.dumps(results, default=float), parse_constant=lambda c: None)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as handle:
-        json.dump(clean, handle, indent=2)
-    os.replace(handle.name, path)
+    write_text_atomically(path, json.dumps(clean, indent=2))
 
 
 def evaluation_output(model: str, output: str | None) -> str:

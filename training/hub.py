@@ -26,6 +26,8 @@ from huggingface_hub.utils import validate_repo_id
 
 from modeling_demvae import DEMVAEConfig
 
+from .console import plural
+from .files import write_text_atomically
 from .loading import load_model_and_tokenizer, load_tokenizer, quiet_progress_bars
 from .model_folder import EVALUATION_FILE, RUN_SUMMARY, checked_model_folder, one_line
 
@@ -126,11 +128,6 @@ def load_evaluation(path: str | os.PathLike) -> dict:
 # ----- the card -----
 
 
-def _count(number: int, noun: str) -> str:
-    """A count with its noun: 1 group, 3 groups."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
 def _public(value: str) -> str:
     """A local path by its last part only: cards are public, the folders of the machine that wrote them are not."""
     return Path(value).name if os.sep in value and os.path.exists(value) else value
@@ -150,7 +147,7 @@ def _metric_names(evaluation: Mapping):
     and sums over groups with their number (that of the per-group I(x; c))."""
     unit = evaluation.get("component_distance", GAUSSIAN_DISTANCE)
     per_group = evaluation.get("mi")
-    groups = _count(len(per_group), "group") if isinstance(per_group, list) else "groups"
+    groups = plural(len(per_group), "group") if isinstance(per_group, list) else "groups"
     return [(key, metric_type, pretty.format(unit=unit, groups=groups))
             for key, (metric_type, pretty) in METRICS.items()]
 
@@ -165,7 +162,7 @@ def _metrics(evaluation: Mapping) -> list[tuple[str, str, str | None, float]]:
         elif isinstance(value, (list, tuple)) and value:
             summed = key in SUMMED_OVER_GROUPS
             total = sum(value) if summed else sum(value) / len(value)
-            label = f"{pretty}, {'sum' if summed else 'mean'} over {_count(len(value), 'group')}"
+            label = f"{pretty}, {'sum' if summed else 'mean'} over {plural(len(value), 'group')}"
             metrics.append((metric_type, label, None, total))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics.append((metric_type, pretty, None, value))
@@ -517,14 +514,6 @@ def push_folder(folder: str | os.PathLike, repo_id: str, **options):
     return push_model(model, repo_id, tokenizer=tokenizer, **options)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """A temporary file beside `path`, then a rename: a crash leaves the old file or the new one."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}-", suffix=".tmp", delete=False,
-                                     encoding="utf-8", newline="") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-
-
 def write_model_card(folder: str | os.PathLike) -> None:
     """Write the card of the model saved in `folder` as its README.md: the card `demvae push` uploads, rendered by
     the same function from the same folder, with the folder's path as its repository id. A README.md that demvae
@@ -540,7 +529,7 @@ def write_model_card(folder: str | os.PathLike) -> None:
     model, tokenizer = load_model_and_tokenizer(folder)
     card = render_model_card(model, tokenizer, repo_id=folder.as_posix(), **options,
                              latent_image=None if image is None else INSPECTION_IMAGE.as_posix())
-    _write_atomically(path, str(card))
+    write_text_atomically(path, str(card))
     numbers = f" with the numbers of {EVALUATION_FILE}" if options["evaluations"] else ""
     print(f"wrote the model card {path}{numbers}")
 

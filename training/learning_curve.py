@@ -5,7 +5,7 @@ import json
 import os
 from pathlib import Path
 
-from .model_folder import TEMPORARY_PREFIX
+from .files import write_text_atomically
 
 LEARNING_CURVE = "learning_curve.jsonl"  # in the run's output_dir
 
@@ -43,9 +43,7 @@ def trim_curve(folder: Path, step: int) -> None:
     if not path.is_file():
         return
     kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _line_step(line) <= step]
-    temporary = path.with_name(TEMPORARY_PREFIX + path.name)
-    temporary.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(temporary, path)
+    write_text_atomically(path, "".join(line + "\n" for line in kept))
 
 
 def read_curve(folder: Path) -> list[dict]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .budgets import BUDGETS, COMPARISONS, TABLES, all_runs, model_name
 from .evaluate import write_json
+from .files import write_text_atomically
 
 # (header, how to read it from a record, decimals); lower is better for rPPL, wKL and NLL
 COLUMNS = {
@@ -302,10 +303,7 @@ def write_report(path: Path, results_dir: Path, curves_in_training: dict[str, li
                       f"Validation every {curve['every']:,} steps (points that only log; `{picture.stem}.json` "
                       f"beside the picture)" + (f"; {unrecorded} still training or evaluating, the curve complete"
                                                 if unrecorded else "") + f". {curve['collapse']}"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_text_atomically(path, "\n".join(lines) + "\n")
 
 
 def display_path(path: Path) -> str:
