@@ -49,6 +49,12 @@ def test_evaluate_writes_every_key_consistent_with_the_metric_functions(saved, t
     posterior = metrics.encode_sentences(model, test)
     expected = metrics.label_agreement(posterior.component_probs, {"act": split["act"]})["act"]["homogeneity"]
     assert results["homogeneity"]["act"] == pytest.approx(expected)
+    clusters = metrics.combined_cluster_ids(posterior.component_probs)
+    for label in ("act", "emotion"):  # the chance level of the model's own clusters, seeded with --seed
+        chance = metrics.homogeneity_chance(clusters, split[label], seed=3)
+        assert results["homogeneity_chance"][label] == pytest.approx(chance)
+        assert results["homogeneity_adjusted"][label] == pytest.approx(results["homogeneity"][label] - chance)
+    assert "homogeneity_chance (emotion)" in printed and "homogeneity_adjusted (act)" in printed
     assert results["mi"] == pytest.approx(metrics.mutual_information(posterior.component_probs).tolist())
 
 

@@ -36,6 +36,7 @@ from sklearn.metrics import homogeneity_score
 from transformers import AutoTokenizer
 
 from modeling_demvae import DEMVAEForGeneration, build_tokenizer
+from modeling_demvae.metrics import homogeneity_chance
 
 # three topics, two sentences each: the labels the homogeneity of the fixture's components is measured against
 SENTENCES = [
@@ -94,9 +95,11 @@ def measured_evaluation(folder, model, tokenizer) -> dict:
         torch.manual_seed(0)
         out = model(batch["input_ids"], batch["attention_mask"])
     components = out.component_probs.argmax(-1)[:, 0].tolist()
+    homogeneity, chance = homogeneity_score(TOPICS, components), homogeneity_chance(components, TOPICS)
     return {
         "elbo": out.elbo.item(), "nll": out.nll.item(), "dispersion": out.dispersion.item(),
-        "homogeneity": {"topic": homogeneity_score(TOPICS, components)},
+        "homogeneity": {"topic": homogeneity}, "homogeneity_chance": {"topic": chance},
+        "homogeneity_adjusted": {"topic": homogeneity - chance},
         "active_components": [2.5], "mi": [out.mi.item()],
         "settings": {"dataset": "six-sentences", "seed": 0, "model": str(folder)},
     }
@@ -197,10 +200,19 @@ def test_card_parses_back_with_the_model_s_evaluation(trained, tmp_path):
     assert results["nll", None].metric_value == evaluation["nll"]
     assert results["dispersion", None].metric_value == evaluation["dispersion"]
     assert results["homogeneity", "topic"].metric_value == evaluation["homogeneity"]["topic"]
+    chance = results["homogeneity_chance", "topic"]  # the chance level beside the homogeneity, and the score above it
+    assert chance.metric_name == "Homogeneity, labels shuffled (chance) (topic)"
+    assert chance.metric_value == evaluation["homogeneity_chance"]["topic"]
+    above = results["homogeneity_above_chance", "topic"]
+    assert above.metric_name == "Homogeneity above chance (topic)"
+    assert above.metric_value == pytest.approx(evaluation["homogeneity"]["topic"] - chance.metric_value)
     assert results["mutual_information", None].metric_value == evaluation["mi"][0]
     assert results["active_components", None].metric_value == 2.5
-    assert len(results) == 6
+    assert len(results) == 8
     text = loaded.text
+    for pretty, key in (("Homogeneity, labels shuffled (chance)", "homogeneity_chance"),
+                        ("Homogeneity above chance", "homogeneity_adjusted")):
+        assert f"| {pretty} (topic) | {evaluation[key]['topic']:.4g} |" in text
     assert "| `dispersion_weight` | `0.8` |" in text and "| `learning_rate` | `0.01` |" in text
     assert "## Latent space" not in text  # no picture given
     assert "`model=trained" in text and str(folder) not in text  # local paths by their last part only

@@ -4,13 +4,16 @@ import re
 
 import matplotlib.figure
 import matplotlib.image
+import numpy as np
 import pytest
 import torch
 from conftest import save_tiny_model, write_dialog_corpus
 from demvae.cli import main
 from demvae.inspection import characteristic_words, project_to_2d
+from sklearn.metrics import homogeneity_score
+from transformers import PreTrainedTokenizerFast
 
-from modeling_demvae import DEMVAEConfig
+from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, data, metrics
 
 FAMILIES = {"gaussian": {}, "categorical": {"prior_family": "categorical", "categorical_size": 3}}
 
@@ -83,6 +86,30 @@ def test_every_mark_of_the_picture_is_explained(saved, saved_figures, tmp_path):
         assert axis.get_xlabel() == "PC1" and axis.get_ylabel() == "PC2"
 
 
+def test_the_report_states_each_label_s_homogeneity_beside_its_chance_level(saved, tmp_path):
+    """The corpus's act and emotion labels against the model's argmax codes: homogeneity, the mean over 20 seeded
+    shuffles of the labels (recomputed here with scikit-learn), and the difference."""
+    model_dir, corpus = saved
+    assert main(["inspect", str(model_dir), "--dataset", str(corpus), "--output-dir", str(tmp_path),
+                 "--max-groups", "1", "--samples-per-component", "5", "--examples", "1", "--seed", "2"]) == 0
+    section = (tmp_path / "components.md").read_text().split("## Agreement with the labels")[1].split("## Group")[0]
+    table = [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines()
+             if line.startswith("| ")]
+    assert table[0][:4] == ["label", "homogeneity", "chance (labels shuffled)", "above chance"]
+    rows = {cells[0]: cells[1:] for cells in table[2:]}
+    model = DEMVAEForGeneration.from_pretrained(model_dir).eval()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
+    split = data.tokenize_corpus(data.load_corpus(str(corpus))["test"], tokenizer, max_length=12)
+    clusters = metrics.combined_cluster_ids(metrics.encode_sentences(model, split["input_ids"]).component_probs)
+    assert set(rows) == {"act", "emotion"}
+    for label, (homogeneity, chance, above, *_) in rows.items():
+        shuffles = np.random.default_rng(2)
+        expected = np.mean([homogeneity_score([split[label][i] for i in shuffles.permutation(len(clusters))],
+                                              clusters.tolist()) for _ in range(20)])
+        raw = homogeneity_score(split[label], clusters.tolist())
+        assert (homogeneity, chance, above) == (f"{raw:.3f}", f"{expected:.3f}", f"{raw - expected:.3f}")
+
+
 def list_items(markdown: str) -> list[str]:
     """The texts of a markdown block's nested list ("  - text" lines)."""
     return [line.removeprefix("  - ") for line in markdown.splitlines() if line.startswith("  - ")]
@@ -97,6 +124,7 @@ def test_closest_sentences_are_distinct_and_repeated_samples_counted(saved, tmp_
     assert main(["inspect", str(model_dir), "--test-file", str(tmp_path / "test.txt"), "--output-dir",
                  str(tmp_path / "out"), "--max-groups", "2", "--samples-per-component", "5", "--examples", "3"]) == 0
     report = (tmp_path / "out" / "components.md").read_text()
+    assert "Agreement with the labels" not in report  # a text file has no labels
     components = report.split("### Component ")[1:]
     assert len(components) == 2 * 4
     counted_somewhere = False

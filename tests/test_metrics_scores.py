@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import sacrebleu
 import torch
@@ -19,6 +20,7 @@ from modeling_demvae.metrics import (
     component_separation,
     component_spread,
     encode_sentences,
+    homogeneity_chance,
     label_agreement,
     mutual_information,
     reconstruct,
@@ -75,9 +77,38 @@ def test_homogeneity_against_hand_count_and_scikit_learn():
     assert scores["homogeneity"] == pytest.approx(homogeneity_score(labels, clusters))
     assert scores["completeness"] == pytest.approx(completeness_score(labels, clusters))
     probs = torch.nn.functional.one_hot(torch.tensor(clusters), 2).float().unsqueeze(1)
-    assert label_agreement(probs, {"act": labels})["act"] == scores
+    agreement = label_agreement(probs, {"act": labels}, seed=4)["act"]
+    assert {key: agreement[key] for key in scores} == scores
+    assert agreement["homogeneity_chance"] == homogeneity_chance(clusters, labels, seed=4)
+    assert agreement["homogeneity_adjusted"] == agreement["homogeneity"] - agreement["homogeneity_chance"]
     with pytest.raises(ValueError, match="one label per sentence"):
         cluster_scores(clusters, labels[:3])
+
+
+def test_homogeneity_chance_is_the_mean_over_twenty_seeded_label_shuffles():
+    generator = torch.Generator().manual_seed(0)
+    clusters = torch.randint(0, 6, (60,), generator=generator).tolist()
+    labels = [["inform", "question", "directive"][i] for i in torch.randint(0, 3, (60,), generator=generator)]
+    permutations = np.random.default_rng(7)
+    expected = np.mean([homogeneity_score([labels[i] for i in permutations.permutation(60)], clusters)
+                        for _ in range(20)])
+    chance = homogeneity_chance(clusters, labels, seed=7)
+    assert chance == pytest.approx(expected, abs=1e-12)
+    assert 0 < chance < homogeneity_score(labels, clusters) + 0.2  # 6 clusters of 10: a little above 0
+    assert homogeneity_chance(clusters, labels, seed=7) == chance  # the same seed, the same level
+    assert homogeneity_chance(clusters, labels, seed=8) != chance
+
+
+def test_homogeneity_chance_of_singletons_is_their_homogeneity_and_of_one_cluster_zero():
+    """One sentence per cluster is pure whatever the labels say: its chance level is its homogeneity, 1, and the
+    score above chance 0; one cluster for every sentence is never pure."""
+    labels = [0, 1, 1, 2, 0, 2, 2, 1, 0, 0]
+    singletons = list(range(len(labels)))
+    assert homogeneity_score(labels, singletons) == pytest.approx(1.0, abs=1e-9)
+    assert homogeneity_chance(singletons, labels) == pytest.approx(1.0, abs=1e-9)
+    assert homogeneity_chance([3] * len(labels), labels) == 0.0
+    probs = torch.nn.functional.one_hot(torch.tensor(singletons), len(labels)).float().unsqueeze(1)
+    assert label_agreement(probs, {"act": labels})["act"]["homogeneity_adjusted"] == pytest.approx(0.0, abs=1e-9)
 
 
 # ----- mutual information, collapse -----

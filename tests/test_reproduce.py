@@ -14,7 +14,7 @@ from unittest import mock
 
 import pytest
 import torch
-from conftest import WORDS, write_dialog_corpus
+from conftest import WORDS, save_tiny_model, write_dialog_corpus
 from demvae import budgets, reproduce
 from demvae import reproduction_report as report
 from demvae.arguments import TrainingArguments
@@ -115,6 +115,7 @@ def test_the_control_table_reads_control_accuracy_and_claims_it_for_the_disperse
     assert rows["CM-VAE" + supervised]["emotion control"] == "0.400"
     assert rows["DGM-VAE + MI"]["act control"] == "0.300" and rows["DGM-VAE + MI"]["rPPL"] == "–"
     assert "its ceiling: act 0.700, emotion 0.500." in table[-1]
+    assert not any("Above chance" in line for line in table)  # no homogeneity here: nothing predates its chance
     claims = "\n".join(report.format_claims(records))
     assert f"DCM-VAE{supervised} (2 seeds) against CM-VAE{supervised} (1 seed)" in claims
     assert "act control accuracy: 0.65 against 0.50 (better" in claims
@@ -122,13 +123,21 @@ def test_the_control_table_reads_control_accuracy_and_claims_it_for_the_disperse
 
 
 def test_report_lists_what_is_missing(tmp_path):
-    rec = record("dailydialog-dgm-vae-mi", 0, rppl=50.0, homogeneity={"act": 0.25, "emotion": 0.125})
+    old = record("dailydialog-dgm-vae-mi", 0, rppl=50.0, homogeneity={"act": 0.25, "emotion": 0.125})
+    new = record("dailydialog-gm-vae", 0, homogeneity={"act": 0.3, "emotion": 0.2},
+                 homogeneity_chance={"act": 0.2, "emotion": 0.15}, homogeneity_adjusted={"act": 0.1, "emotion": 0.05})
     (tmp_path / "cpu").mkdir()
-    (tmp_path / "cpu" / f"{rec['run']}.json").write_text(json.dumps(rec))
+    for rec in (old, new):
+        (tmp_path / "cpu" / f"{rec['run']}.json").write_text(json.dumps(rec))
     report.write_report(tmp_path / "results.md", tmp_path)
     text = (tmp_path / "results.md").read_text()
     assert "## Budget `cpu`" in text and "test CPU" in text
-    assert "| DGM-VAE + MI | 0 | 50.0 | – | – | – | 0.250 | 0.125 |" in text
+    assert ("| model | seeds | rPPL | BLEU | wKL | NLL | act homogeneity | act above chance | emotion homogeneity | "
+            "emotion above chance |") in text
+    assert "| GM-VAE | 0 | – | – | – | – | 0.300 | 0.100 | 0.200 | 0.050 |" in text
+    assert "| DGM-VAE + MI | 0 | 50.0 | – | – | – | 0.250 | – | 0.125 | – |" in text  # it predates the chance level
+    assert "Above chance: – where a record predates the chance level" in text
+    assert "`demvae reproduce --budget cpu --rescore`" in text
     assert "Not run yet: dailydialog-di-vae-seed0" in text
     assert "### Penn Treebank\n\nNot run yet: ptb-vae-seed0" in text  # no table without a record
 
@@ -471,6 +480,55 @@ def test_the_control_table_at_toy_size_labels_unsupervised_models_and_measures_c
                                                                                          "emotion": False}
     text = (tmp_path / "results.md").read_text()
     assert "### DailyDialog: generation by label" in text and "| DCM-VAE, supervised: act, emotion | 0 |" in text
+
+
+def test_rescore_adds_the_chance_level_to_records_that_predate_it_from_their_models(tmp_path, monkeypatch, capsys):
+    """`--rescore` trains nothing: each record with homogeneity but no chance level whose model is in the work folder
+    gets the model's `demvae evaluate --metrics homogeneity` (the run's seed, the budget's sentences) merged in; a
+    record whose model is gone stays as it is, and one whose model scores another homogeneity is refused."""
+    write_dialog_corpus(tmp_path / "data" / "daily_dialog", num_dialogues=15)
+    work, results = tmp_path / "work" / "cpu", tmp_path / "results" / "cpu"
+    runs = {preset: budgets.Run("dailydialog", preset, 0) for preset in ("dailydialog-dgm-vae-mi", "dailydialog-gm-vae",
+                                                                         "dailydialog-dgm-vae")}
+    for preset in ("dailydialog-dgm-vae-mi", "dailydialog-dgm-vae"):  # dailydialog-gm-vae's model is gone
+        save_tiny_model(work / runs[preset].name, tmp_path / "data" / "daily_dialog")
+    fresh = tmp_path / "fresh.json"  # what an evaluation of the model writes today
+    monkeypatch.setenv("DEMVAE_DATA_DIR", str(tmp_path / "data"))
+    assert main(["evaluate", str(work / runs["dailydialog-dgm-vae-mi"].name), "--dataset", "daily_dialog",
+                 "--metrics", "homogeneity", "--output", str(fresh), "--no-progress"]) == 0
+    measured = json.loads(fresh.read_text())
+    older = {key: measured[key] for key in ("homogeneity", "completeness", "nmi")}  # a record from before
+    results.mkdir(parents=True)
+    for preset, homogeneity in (("dailydialog-dgm-vae-mi", older["homogeneity"]),
+                                ("dailydialog-gm-vae", {"act": 0.5, "emotion": 0.5}),
+                                ("dailydialog-dgm-vae", {"act": 0.9, "emotion": 0.9})):  # not what its model scores
+        rec = record(preset, 0, "dailydialog", rppl=50.0, **{**older, "homogeneity": homogeneity})
+        (results / f"{rec['run']}.json").write_text(json.dumps(rec))
+    commands = []
+    monkeypatch.setattr(reproduce, "run_command", recording_in_process(commands, []))
+    capsys.readouterr()
+    assert main(["reproduce", "--budget", "cpu", "--tables", "dailydialog", "--rescore", "--work-dir",
+                 str(tmp_path / "work"), "--results-dir", str(tmp_path / "results"), "--report",
+                 str(tmp_path / "results.md"), "--data-dir", str(tmp_path / "data")]) == 1
+    assert commands == ["evaluate", "evaluate"]  # the two models in the work folder, nothing trained
+    out = capsys.readouterr().out
+    assert "is not the model of" in out and "failed: dailydialog-dgm-vae-seed0" in out
+
+    rescored = json.loads((results / "dailydialog-dgm-vae-mi-seed0.json").read_text())["evaluation"]
+    assert rescored["rppl"] == 50.0 and rescored["homogeneity"] == older["homogeneity"]
+    assert rescored["homogeneity_chance"] == pytest.approx(measured["homogeneity_chance"])  # seed 0, the run's
+    for label in ("act", "emotion"):
+        assert rescored["homogeneity_adjusted"][label] == pytest.approx(
+            older["homogeneity"][label] - measured["homogeneity_chance"][label])
+    assert json.loads((work / "dailydialog-dgm-vae-mi-seed0" / "evaluation.json").read_text()) == rescored
+    assert "Homogeneity above chance (act)" in (work / "dailydialog-dgm-vae-mi-seed0" / "README.md").read_text()
+    for name in ("dailydialog-gm-vae-seed0", "dailydialog-dgm-vae-seed0"):  # left as they were
+        assert "homogeneity_chance" not in json.loads((results / f"{name}.json").read_text())["evaluation"]
+    text = (tmp_path / "results.md").read_text()
+    adjusted = rescored["homogeneity_adjusted"]
+    assert (f"| {older['homogeneity']['act']:.3f} | {adjusted['act']:.3f} | {older['homogeneity']['emotion']:.3f} "
+            f"| {adjusted['emotion']:.3f} |") in text
+    assert "| GM-VAE | 0 | 50.0 | – | – | – | 0.500 | – | 0.500 | – |" in text
 
 
 def test_a_record_names_the_precisions_that_ran(monkeypatch):

@@ -4,7 +4,8 @@ Prints a table and writes the numbers as JSON (--output; default for a model fol
 which the folder's model card, MODEL/README.md, is written again with them). The test sentences come from
 --dataset (its test split, else its validation split) or --test-file; wKL also needs training sentences
 (--dataset's train split or --train-file). Label columns of the corpus (DailyDialog: act, emotion; the synthetic
-corpus: mode) are scored with homogeneity, completeness and NMI of the argmax components.
+corpus: mode) are scored with homogeneity, completeness and NMI of the argmax components, the homogeneity beside
+its chance level (the same clusters against the labels shuffled).
 
   demvae evaluate out/model --dataset ptb                       # the paper's protocol (rPPL: 40,000 samples)
   demvae evaluate out/model --dataset daily_dialog --labels act emotion --metrics homogeneity collapse
@@ -13,24 +14,26 @@ corpus: mode) are scored with homogeneity, completeness and NMI of the argmax co
   demvae evaluate out/model --dataset ptb --resume              # continue where an interrupted one stopped
   demvae evaluate out/model --dataset daily_dialog --metrics control --control-samples 200   # generation by label
 
-JSON keys (where measured): elbo, nll, ppl (nats per sentence; per-token perplexity, </s> counted), rppl, bleu
-and sacrebleu (0-100), wkl (KL(generated || train) of unigrams, add-one smoothing), homogeneity / completeness /
-nmi (label -> score), mi (per group I(x; c) on the test set, nats), batch_mi (summed over groups, from batches of
-30 as in training), active_components (per group exp(I(x; c))), component_spread (per group: mean distance of
-component means in pooled standard deviations; for the categorical family, mean Jensen-Shannon divergence of the
-components' distributions in bits per variable, the unit named by component_distance), component_separation (per
-group: mean distance of each component to its nearest neighbour, same units; low when some components merged),
-dispersion (mean L_d), seconds (the evaluation's time over all its starts: null when it resumed a
-progress file from before evaluations were timed), and
-"settings" (its mixed_precision: what the NLL, the samples and the rPPL language models ran in, auto resolved);
-beside them details such as rppl_valid_ppl, unseen_test_token_rate (test tokens never generated: they keep the
-language model's softmax probability, not <unk>'s) and mi_total. With --metrics
-ceiling: ceiling (the rPPL keys of the language model trained on real sentences). For a model with attributes
-(`demvae train --supervise`, `demvae label-components`) whose label columns the corpus has: control_accuracy
-(attribute -> macro accuracy over its labels of a classifier reading back the label of --control-samples sentences
-generated per label), control_per_label ("attribute: label" -> accuracy) and control_ceiling (attribute -> the
-classifier's macro accuracy on the real test sentences). The classifier, a bag-of-n-grams logistic regression trained
-on the real training sentences with the labels weighted equally, is cached in --classifier-cache.
+JSON keys (where measured): elbo, nll, ppl (nats per sentence; per-token perplexity, </s> counted), rppl, bleu and
+sacrebleu (0-100), wkl (KL(generated || train) of unigrams, add-one smoothing), homogeneity / completeness / nmi
+(label -> score), homogeneity_chance (label -> the mean homogeneity of the same clusters over 20 shuffles of the
+labels, seeded with --seed: what the cluster sizes alone score, as small clusters look pure by chance),
+homogeneity_adjusted (label -> homogeneity - homogeneity_chance), mi (per group I(x; c) on the test set, nats),
+batch_mi (summed over groups, from batches of 30 as in training), active_components (per group exp(I(x; c))),
+component_spread (per group: mean distance of component means in pooled standard deviations; for the categorical
+family, mean Jensen-Shannon divergence of the components' distributions in bits per variable, the unit named by
+component_distance), component_separation (per group: mean distance of each component to its nearest neighbour, same
+units; low when some components merged), dispersion (mean L_d), seconds (the evaluation's time over all its starts:
+null when it resumed a progress file from before evaluations were timed), and "settings" (its mixed_precision: what
+the NLL, the samples and the rPPL language models ran in, auto resolved); beside them details such as
+rppl_valid_ppl, unseen_test_token_rate (test tokens never generated: they keep the language model's softmax
+probability, not <unk>'s) and mi_total. With --metrics ceiling: ceiling (the rPPL keys of the language model trained
+on real sentences). For a model with attributes (`demvae train --supervise`, `demvae label-components`) whose label
+columns the corpus has: control_accuracy (attribute -> macro accuracy over its labels of a classifier reading back
+the label of --control-samples sentences generated per label), control_per_label ("attribute: label" -> accuracy)
+and control_ceiling (attribute -> the classifier's macro accuracy on the real test sentences). The classifier, a
+bag-of-n-grams logistic regression trained on the real training sentences with the labels weighted equally, is
+cached in --classifier-cache.
 
 The evaluation keeps what it has finished in OUTPUT.partial (the NLL in chunks of 200 test sentences, chunk i
 seeded with --seed + i; the rPPL language models after each epoch; each other metric group as a whole), so that

@@ -159,7 +159,8 @@ def evaluate(model, tokenizer, splits: dict, args, progress_path: Path | None = 
     if config.variant != "rnnlm" and "bleu" in requested:
         state.run("bleu", lambda: metrics.reconstruction_bleu(model, test, tokenizer=tokenizer))
     if config.has_discrete_latent and requested & {"homogeneity", "collapse"}:
-        state.run("posterior", lambda: posterior_metrics(model, test, test_split, requested, args.labels, progress))
+        state.run("posterior", lambda: posterior_metrics(model, test, test_split, requested, args.labels, progress,
+                                                         seed=args.seed))
     attributes = control_attributes(config, splits)
     if "control" in requested and attributes:
         state.run("control", lambda: control_metrics(model, tokenizer, splits, attributes, args))
@@ -231,16 +232,17 @@ def control_metrics(model, tokenizer, splits, attributes: list[str], args) -> di
     return results
 
 
-def posterior_metrics(model, test, test_split, requested, labels, progress: bool) -> dict:
-    """Mode-collapse diagnostics and the components' agreement with the corpus's labels, from q(c|x)."""
+def posterior_metrics(model, test, test_split, requested, labels, progress: bool, *, seed: int) -> dict:
+    """Mode-collapse diagnostics and the components' agreement with the corpus's labels, from q(c|x); the
+    homogeneity's chance level from label shuffles seeded with `seed`."""
     results = {}
     posterior = metrics.encode_sentences(model, test, progress=progress)
     if "collapse" in requested:
         results.update(metrics.collapse_diagnostics(model, posterior))
     labels = label_columns(test_split.column_names, labels)
     if "homogeneity" in requested and labels:
-        scores = metrics.label_agreement(posterior.component_probs, {c: test_split[c] for c in labels})
-        for key in ("homogeneity", "completeness", "nmi"):
+        scores = metrics.label_agreement(posterior.component_probs, {c: test_split[c] for c in labels}, seed=seed)
+        for key in next(iter(scores.values())):
             results[key] = {label: s[key] for label, s in scores.items()}
     return results
 

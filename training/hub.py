@@ -57,6 +57,8 @@ METRICS = {
     "sacrebleu": ("sacrebleu", "Reconstruction BLEU (sacrebleu, 0-100)"),
     "wkl": ("wkl", "Unigram KL to the training set (wKL)"),
     "homogeneity": ("homogeneity", "Homogeneity"),
+    "homogeneity_chance": ("homogeneity_chance", "Homogeneity, labels shuffled (chance)"),
+    "homogeneity_adjusted": ("homogeneity_above_chance", "Homogeneity above chance"),
     "completeness": ("completeness", "Completeness"),
     "nmi": ("nmi", "NMI"),
     "mi": ("mutual_information", "I(x; c) on the test set (nats)"),

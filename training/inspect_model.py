@@ -8,7 +8,10 @@ of each other; dispersed ones apart. For the categorical family (DCM-VAE) the pi
 each component's distribution p(z_j = v | c = k) over the d variables' V values, beside the data's mean q(z|x):
 collapsed components have the same rows.
 
-The report gives, per group and component: its share of the data (mean q(c|x), beside the mutual information
+The report first states, when the sentences carry labels (DailyDialog's act and emotion, the synthetic corpus's
+modes), how the argmax codes agree with each, as `demvae evaluate` scores it: homogeneity beside its chance level
+(the same clusters against the labels shuffled) and the homogeneity above it, completeness and NMI. It then gives,
+per group and component: its share of the data (mean q(c|x), beside the mutual information
 I(x; c) that says whether the group tells sentences apart at all), its most characteristic words (largest
 contribution to KL(words of the component || all words), counts weighted by q(c|x)), sentences sampled from it
 (greedy; the other groups' components drawn from the prior; a repeated one shown once with its count) and the

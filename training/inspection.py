@@ -13,7 +13,7 @@ import torch  # noqa: E402
 
 from modeling_demvae import metrics  # noqa: E402
 
-from .evaluation import default_device, load_splits, sentences_of  # noqa: E402
+from .evaluation import default_device, label_columns, load_splits, sentences_of  # noqa: E402
 from .inspect_model import OUTPUT_FILES  # noqa: E402
 from .loading import load_model_and_tokenizer  # noqa: E402
 from .threads import cpu_threads  # noqa: E402
@@ -177,8 +177,26 @@ def with_counts(texts: list[str]) -> list[str]:
     return [text if n == 1 else f"{text} (x{n})" for text, n in Counter(texts).items()]
 
 
+def agreement_lines(agreement: dict[str, dict[str, float]], num_sentences: int) -> list[str]:
+    """The report's section on the corpus's labels: a homogeneity means something only beside its chance level."""
+    if not agreement:
+        return []
+    lines = ["## Agreement with the labels", "",
+             f"The {num_sentences} sentences' argmax codes (one component per group) as clusters, scored as `demvae "
+             "evaluate` does: homogeneity (each cluster holds one label), its chance level (the mean homogeneity of "
+             "the same clusters over 20 shuffles of the labels: small clusters look pure by chance) and the "
+             "homogeneity above it.", "",
+             "| label | homogeneity | chance (labels shuffled) | above chance | completeness | NMI |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {label} | {s['homogeneity']:.3f} | {s['homogeneity_chance']:.3f} | {s['homogeneity_adjusted']:.3f} "
+              f"| {s['completeness']:.3f} | {s['nmi']:.3f} |" for label, s in agreement.items()]
+    return lines + [""]
+
+
 def write_report(model, tokenizer, sentences, posterior, path: Path, *, max_groups: int, examples: int,
-                 top_words: int) -> None:
+                 top_words: int, agreement: dict[str, dict[str, float]] | None = None) -> None:
+    """The report on the components, after `agreement` (label -> `metrics.label_agreement`'s scores) when the
+    sentences carry labels."""
     config, prior = model.config, model.prior
     probs = posterior.component_probs
     mi, spread, separation = group_summaries(model, posterior)
@@ -188,7 +206,8 @@ def write_report(model, tokenizer, sentences, posterior, path: Path, *, max_grou
     lines = [f"# Components of {config.paper_name} model ({config.num_groups} group(s) x {config.num_components} "
              f"components, d = {config.latent_size}{values})", "",
              f"Placed {len(sentences)} real sentences. Share = mean q(c|x); it says nothing about usage on its own: "
-             "a collapsed group (I(x; c) near 0, exp(I) near 1) gives every sentence the same q(c|x).", ""]
+             "a collapsed group (I(x; c) near 0, exp(I) near 1) gives every sentence the same q(c|x).", "",
+             *agreement_lines(agreement or {}, len(sentences))]
     for group in range(min(config.num_groups, max_groups)):
         lines += [f"## Group {group}: I(x; c) = {mi[group]:.3f} nats, exp(I) = {mi[group].exp():.2f} of "
                   f"{config.num_components}, spread = {spread[group]:.2f}, separation = {separation[group]:.2f}", ""]
@@ -222,7 +241,8 @@ def inspect_command(args, output: Path) -> int:
         if not model.config.has_mixture_prior:
             raise ValueError(f"inspect pictures mixture components; this model has variant={model.config.variant!r} "
                              "(needs 'dem').")
-        sentences, _ = sentences_of(splits["test"], tokenizer, model.config.max_sentence_length, args.max_sentences)
+        sentences, split = sentences_of(splits["test"], tokenizer, model.config.max_sentence_length,
+                                        args.max_sentences)
         output.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(args.seed)
         model.cpu()
@@ -231,7 +251,9 @@ def inspect_command(args, output: Path) -> int:
         draw = draw_categorical_components if model.config.has_categorical_latent else draw_latent_space
         draw(model, posterior, output / OUTPUT_FILES[0], max_groups=args.max_groups,
              per_component=args.samples_per_component)
+        labels = {column: split[column] for column in label_columns(split.column_names, None)}
+        agreement = metrics.label_agreement(posterior.component_probs, labels, seed=args.seed)
         write_report(model, tokenizer, sentences, posterior, output / OUTPUT_FILES[1], max_groups=args.max_groups,
-                     examples=args.examples, top_words=args.top_words)
+                     examples=args.examples, top_words=args.top_words, agreement=agreement)
     print(f"wrote {output / OUTPUT_FILES[0]} and {output / OUTPUT_FILES[1]}")
     return 0

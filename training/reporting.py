@@ -60,7 +60,9 @@ def print_report(output_dir, data, state, selection_metric: str, *, num_samples:
             print(f"  component {component}: " + " | ".join(sentences))
     for column, scores in component_homogeneity(model, split).items():
         print(f"Learned components against the {column} labels ({len(split)} {split_name} sentences): homogeneity "
-              f"{scores['homogeneity']:.3f} (completeness {scores['completeness']:.3f}, NMI {scores['nmi']:.3f})")
+              f"{scores['homogeneity']:.3f}, {scores['homogeneity_adjusted']:.3f} above its chance level "
+              f"{scores['homogeneity_chance']:.3f} (completeness {scores['completeness']:.3f}, "
+              f"NMI {scores['nmi']:.3f})")
 
 
 __all__ = ["component_codes", "component_homogeneity", "print_report"]

@@ -23,6 +23,7 @@ checks the whole pipeline in a minute. `--list-budgets` prints exactly what each
   demvae reproduce --budget cpu --runs ptb-gm-vae ptb-dgm-vae-mi --jobs 2
   nohup demvae reproduce --budget full > ~/demvae-full.log 2>&1 &    # models in ~/demvae-runs; rerun to resume
   demvae reproduce --budget cpu --report-only                    # rewrite results.md from the records
+  demvae reproduce --budget cpu --rescore       # homogeneity's chance level for older records, from their models
 """
 
 import argparse
@@ -42,7 +43,7 @@ from .checks import checked_output_file, checked_output_folder, number
 from .console import log_line
 from .evaluate import remove_progress, write_json
 from .learning_curve import LEARNING_CURVE, read_curve
-from .model_folder import RUN_SUMMARY
+from .model_folder import EVALUATION_FILE, RUN_SUMMARY
 from .precision import cpu_model_name
 from .reproduction_report import ceiling_path, write_report
 
@@ -71,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite the tables from the records (and the complete learning curves of runs still "
                              "training in the work folder); train nothing")
+    parser.add_argument("--rescore", action="store_true",
+                        help="train nothing: score the homogeneity of finished runs whose records predate its chance "
+                             "level again from their models in the work folder (`demvae evaluate --metrics "
+                             "homogeneity`), merge it into their records (and evaluation.json, cards), then rewrite "
+                             "the tables; a record whose model is gone is left as it is")
     parser.add_argument("--list-budgets", action="store_true", help="print what each budget changes and exit")
 
 
@@ -197,6 +203,41 @@ def train_and_evaluate(run: Run, budget: str, *, work_dir: Path, results_dir: Pa
         record["curve"] = read_curve(model_dir)
     write_json(results_dir / budget / f"{run.name}.json", record)
     return record
+
+
+def rescore_homogeneity(run: Run, budget: str, *, work_dir: Path, results_dir: Path, threads: int,
+                        data_dir: str | None) -> bool:
+    """The homogeneity of a finished run scored again from its model, with its chance level, into its record (and
+    the model's evaluation.json and cards): a record keeps the scores, not the clusters that the chance level needs.
+    False when there is nothing to do: no record, one without homogeneity or with its chance level, or no model."""
+    record_path, model_dir = Path(results_dir) / budget / f"{run.name}.json", work_dir / budget / run.name
+    if not record_path.is_file() or not (model_dir / "config.json").is_file():
+        return False
+    record = json.loads(record_path.read_text())
+    evaluation = record["evaluation"]
+    if "homogeneity" not in evaluation or "homogeneity_chance" in evaluation:
+        return False
+    scores = model_dir / "homogeneity.json"
+    run_command(["evaluate", str(model_dir), "--dataset", run.dataset, "--output", str(scores), "--seed",
+                 str(run.seed), "--no-progress", *options(BUDGETS[budget].evaluate), "--metrics", "homogeneity"],
+                model_dir / "reproduce.log", command_environment(threads, data_dir))
+    rescored = json.loads(scores.read_text())
+    if any(abs(rescored["homogeneity"].get(label, -1.0) - value) > 1e-6
+           for label, value in evaluation["homogeneity"].items()):
+        raise RuntimeError(f"{model_dir} is not the model of {record_path}: its homogeneity is "
+                           f"{rescored['homogeneity']}, the record's {evaluation['homogeneity']}.")
+    evaluation.update({key: value for key, value in rescored.items() if key not in ("seconds", "settings")})
+    write_json(model_dir / EVALUATION_FILE, evaluation)
+    write_json(record_path, record)
+    scores.unlink()
+    from .hub import write_model_card
+    from .threads import cpu_threads
+
+    with cpu_threads(threads):
+        write_model_card(model_dir)
+    if BUDGETS[budget].cards:
+        write_card(run, model_dir, Path(results_dir) / budget / run.name, evaluation, threads)
+    return True
 
 
 def label_components(run: Run, model_dir: Path, log: Path, env: dict) -> None:
@@ -375,12 +416,14 @@ def run(args) -> int:
     if not args.report_only:
         checked_output_folder(work_dir, "--work-dir")
     runs = all_runs(tuple(args.tables), args.runs, budget=args.budget)
+    places = {"work_dir": work_dir, "results_dir": results_dir, "threads": threads, "data_dir": args.data_dir}
+    if args.rescore:
+        return rescore(runs, args.budget, report, places)
     pending = [] if args.report_only else [r for r in runs if not is_done(r, args.budget, results_dir)]
     print(f"{len(runs)} run(s) in budget {args.budget!r}: {len(runs) - len(pending) if not args.report_only else 0} "
           f"done, {len(pending)} to do" + (f", {args.jobs} at a time, {threads} thread(s) each, in {work_dir}"
                                            if pending else "") + ".")
     failures, ceiling_lock = [], threading.Lock()
-    places = {"work_dir": work_dir, "results_dir": results_dir, "threads": threads, "data_dir": args.data_dir}
 
     def in_training() -> dict[str, list[dict]]:
         return {args.budget: curves_in_training(runs, args.budget, work_dir=work_dir, results_dir=results_dir,
@@ -416,6 +459,23 @@ def run(args) -> int:
             ceiling(table)
     write_report(report, results_dir, in_training())
     print(f"wrote {report}" + (f"; failed: {', '.join(failures)}" if failures else ""))
+    return 1 if failures else 0
+
+
+def rescore(runs: list[Run], budget: str, report: Path, places: dict) -> int:
+    """`--rescore`: the homogeneity of each finished run whose record lacks its chance level, again from its model;
+    then the tables."""
+    rescored, failures = [], []
+    for item in runs:
+        try:
+            if rescore_homogeneity(item, budget, **places):
+                rescored.append(item.name)
+        except RuntimeError as error:
+            failures.append(item.name)
+            log_line(f"{item.name}: FAILED\n{error}")
+    write_report(report, places["results_dir"])
+    print(f"rescored the homogeneity of {len(rescored)} run(s){': ' * bool(rescored)}{', '.join(rescored)}; wrote "
+          f"{report}" + (f"; failed: {', '.join(failures)}" if failures else ""))
     return 1 if failures else 0
 
 

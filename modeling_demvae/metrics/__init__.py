@@ -5,7 +5,7 @@ Sentences are token id lists (or 1-d tensors) with `<s>` and `</s>`, as the pack
 """
 
 from .bleu import bleu_scores, reconstruct, reconstruction_bleu
-from .clustering import cluster_scores, combined_cluster_ids, label_agreement
+from .clustering import cluster_scores, combined_cluster_ids, homogeneity_chance, label_agreement
 from .collapse import (
     active_components,
     batch_mutual_information,
@@ -45,6 +45,7 @@ __all__ = [
     "component_spread",
     "decode_sentences",
     "encode_sentences",
+    "homogeneity_chance",
     "importance_weighted_nll",
     "label_agreement",
     "language_model_perplexity",

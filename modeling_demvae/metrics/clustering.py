@@ -3,10 +3,16 @@
 A sentence's cluster is its argmax component in every group, combined into one id (the code c_1 ... c_G read as a
 base-K number). Scores are scikit-learn's homogeneity (each cluster holds one label), completeness (each label
 sits in one cluster) and NMI (their harmonic mean, arithmetic normalisation).
+
+Small clusters look pure by chance (one sentence per cluster scores 1), so homogeneity comes with its chance level:
+the mean homogeneity of the same clusters against the labels shuffled, and the score above it.
 """
 
+import numpy as np
 import torch
 from sklearn.metrics import homogeneity_completeness_v_measure
+
+CHANCE_SHUFFLES = 20  # label permutations averaged for the chance level of homogeneity
 
 
 def combined_cluster_ids(component_probs: torch.Tensor) -> torch.Tensor:
@@ -28,10 +34,29 @@ def cluster_scores(cluster_ids, labels) -> dict[str, float]:
     return {"homogeneity": float(homogeneity), "completeness": float(completeness), "nmi": float(nmi)}
 
 
-def label_agreement(component_probs: torch.Tensor, labels: dict[str, list]) -> dict[str, dict[str, float]]:
-    """`cluster_scores` of the combined argmax clusters against each named label column."""
+def homogeneity_chance(cluster_ids, labels, *, seed: int = 0, shuffles: int = CHANCE_SHUFFLES) -> float:
+    """The homogeneity these cluster sizes reach by chance: its mean over `shuffles` permutations of the labels, the
+    i-th the i-th `permutation` of `np.random.default_rng(seed)`, so that a seed gives the same level every time."""
+    labels = np.asarray(labels.tolist() if isinstance(labels, torch.Tensor) else list(labels), dtype=object)
+    generator = np.random.default_rng(seed)
+    scores = [cluster_scores(cluster_ids, labels[generator.permutation(len(labels))])["homogeneity"]
+              for _ in range(shuffles)]
+    return float(np.mean(scores))
+
+
+def label_agreement(component_probs: torch.Tensor, labels: dict[str, list], *,
+                    seed: int = 0) -> dict[str, dict[str, float]]:
+    """`cluster_scores` of the combined argmax clusters against each named label column, with the homogeneity's
+    chance level (`homogeneity_chance`, seeded with `seed`) and the homogeneity above it (`homogeneity_adjusted`)."""
     clusters = combined_cluster_ids(component_probs)
-    return {name: cluster_scores(clusters, values) for name, values in labels.items()}
+    agreement = {}
+    for name, values in labels.items():
+        scores = cluster_scores(clusters, values)
+        chance = homogeneity_chance(clusters, values, seed=seed)
+        agreement[name] = {"homogeneity": scores["homogeneity"], "homogeneity_chance": chance,
+                           "homogeneity_adjusted": scores["homogeneity"] - chance,
+                           "completeness": scores["completeness"], "nmi": scores["nmi"]}
+    return agreement
 
 
-__all__ = ["combined_cluster_ids", "cluster_scores", "label_agreement"]
+__all__ = ["CHANCE_SHUFFLES", "combined_cluster_ids", "cluster_scores", "homogeneity_chance", "label_agreement"]
