@@ -15,7 +15,6 @@ import json
 import os
 import pickle
 import random
-import re
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -26,9 +25,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_file, save_model
 
-from .model_folder import TEMPORARY_PREFIX, TRASH_PREFIX, one_line
+from .model_folder import CHECKPOINT_PATTERN, TEMPORARY_PREFIX, TRASH_PREFIX, one_line
 
-CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
 STATE_FILE, MODEL_FILE, OPTIMIZER_FILE = "trainer_state.json", "model.safetensors", "optimizer.pt"
 FORMAT = 1  # of trainer_state.json
 # what the loaders raise on a file that is damaged or not plain data (weights_only refuses with UnpicklingError)

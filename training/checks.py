@@ -8,7 +8,7 @@ import math
 import tempfile
 from pathlib import Path
 
-from .model_folder import model_files
+from .model_folder import checkpoints_folder_of, written_by_demvae
 
 
 def _accepted(integer: bool, minimum, maximum, above, below) -> str:
@@ -66,9 +66,20 @@ def device(text: str) -> str:
     return text
 
 
+def _given(path, option: str) -> Path:
+    """The path an option gives, refused when empty (Path("") would be the current folder)."""
+    if not str(path).strip():
+        raise ValueError(f"{option} is empty; give a path.")
+    return Path(path)
+
+
 def checked_output_folder(path, option: str) -> Path:
-    """A folder the command may write into: an existing writable folder, or one that can be made there."""
-    path = Path(path)
+    """A folder the command may write into: an existing writable folder, or one that can be made there, and none
+    in a run's checkpoints (which the run renames and deletes)."""
+    path = _given(path, option)
+    if (checkpoints := checkpoints_folder_of(path)) is not None:
+        raise ValueError(f"{option} {path} is in the checkpoints of the run in {checkpoints.parent}, which that run "
+                         "replaces and deletes; give another folder.")
     existing = path
     while not existing.exists():
         if existing.parent == existing:
@@ -86,14 +97,16 @@ def checked_output_folder(path, option: str) -> Path:
     return path
 
 
-def checked_output_file(path, option: str) -> Path:
-    """A file the command may write: not a folder, not one of a saved model's own files, in a writable folder."""
-    path = Path(path)
+def checked_output_file(path, option: str, *, replaces: tuple[str, ...] = ()) -> Path:
+    """A file the command may write: not a folder, not a file that another demvae command wrote (a model's, a
+    checkpoint's, an evaluation's progress, a card, a picture: see `written_by_demvae`; the names in `replaces`
+    are the command's own), in a writable folder."""
+    path = _given(path, option)
     if path.is_dir():
         raise ValueError(f"{option} {path} is a folder; give a file path.")
-    if path.resolve() in {file.resolve() for file in model_files(path.parent)}:
-        raise ValueError(f"{option} {path} is a file of the model saved in {path.parent}; writing it would damage "
-                         "the model, give another file name.")
+    if (written := written_by_demvae(path, replaces=replaces)) is not None:
+        what, damaged = written
+        raise ValueError(f"{option} {path} is {what}; writing it would damage {damaged}, give another file name.")
     checked_output_folder(path.parent, option)
     return path
 

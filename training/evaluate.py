@@ -47,7 +47,7 @@ from pathlib import Path
 
 from .checks import checked_output_file, checked_output_folder, device, number
 from .console import status
-from .model_folder import EVALUATION_FILE, checked_model_folder, described_corpus
+from .model_folder import EVALUATION_FILE, PROGRESS_SUFFIX, checked_model_folder, described_corpus
 from .model_source import constant
 from .precision import MIXED_PRECISION
 
@@ -104,6 +104,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue an interrupted evaluation with the same settings from OUTPUT.partial, which "
                              "keeps every finished metric, NLL chunk (of 200 sentences) and language-model epoch "
                              "until the end")
+
+
+def progress_file(output) -> Path:
+    """Where an evaluation into `output` keeps its finished parts until it ends."""
+    return Path(f"{output}{PROGRESS_SUFFIX}")
 
 
 def language_model_checkpoint(progress: Path, name: str) -> Path:

@@ -14,7 +14,7 @@ from modeling_demvae.metrics.control import cached_classifier, control_accuracy
 from modeling_demvae.metrics.reverse_ppl import RPPL_PRESETS
 
 from .console import log_line
-from .evaluate import language_model_checkpoint, remove_progress, write_json
+from .evaluate import language_model_checkpoint, progress_file, remove_progress, write_json
 from .precision import autocast, resolve_mixed_precision
 from .runs import RunClock
 
@@ -291,7 +291,7 @@ def evaluate_command(args) -> int:
                          f"splits (this one has {', '.join(sorted(splits))}).")
     with cpu_threads(args.num_threads):
         model, tokenizer = load_model_and_tokenizer(args.model, device=args.device or default_device())
-        progress = Path(f"{args.output}.partial")
+        progress = progress_file(args.output)
         results = evaluate(model, tokenizer, splits, args, progress)
     print(format_table(results))
     write_json(args.output, results)

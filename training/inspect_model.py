@@ -23,10 +23,9 @@ from pathlib import Path
 
 from .checks import checked_output_file, checked_output_folder, device, number
 from .console import status
-from .model_folder import checked_model_folder, described_corpus
+from .model_folder import INSPECTION_FILES, checked_model_folder, described_corpus
 
 POSITIVE = number(int, minimum=1)
-OUTPUT_FILES = ("latent_space.png", "components.md")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,10 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     folder = checked_model_folder(args.model)
-    output = Path(args.output_dir) if args.output_dir else Path(args.model) / "inspection"
-    checked_output_folder(output, "--output-dir")
-    for name in OUTPUT_FILES:
-        checked_output_file(output / name, "--output-dir")
+    output = checked_output_folder(Path(args.model) / "inspection" if args.output_dir is None else args.output_dir,
+                                   "--output-dir")
+    for name in INSPECTION_FILES:
+        checked_output_file(output / name, "--output-dir", replaces=INSPECTION_FILES)
     status(f"Inspecting {args.model} with {described_corpus(args, folder)}")
 
     from .inspection import inspect_command

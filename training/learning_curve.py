@@ -5,9 +5,7 @@ import json
 import os
 from pathlib import Path
 
-from .model_folder import TEMPORARY_PREFIX
-
-LEARNING_CURVE = "learning_curve.jsonl"  # in the run's output_dir
+from .model_folder import LEARNING_CURVE, TEMPORARY_PREFIX
 
 
 def curve_point(step: int, metrics: dict[str, float], component_probs=None) -> dict:

@@ -23,6 +23,7 @@ examples:
 import argparse
 import difflib
 import json
+import os
 import re
 import time
 import types
@@ -36,7 +37,7 @@ from .console import plural, status
 from .model_folder import checked_model_folder
 from .model_source import config_docstring, config_fields, constant
 from .precision import MIXED_PRECISION
-from .runs import check_output_dir
+from .runs import check_not_in_use, check_output_dir
 
 PRESET_DIR = Path(str(resources.files("demvae.configuration")))  # the repository's configuration/, installed
 SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id")  # fixed by the tokenizer
@@ -245,6 +246,8 @@ def run(args: argparse.Namespace) -> int:
     training_args = TrainingArguments(**{k: v for k, v in settings.items() if k in TRAINING_FIELDS})
     check_data_settings(settings)
     check_output_dir(training_args.output_dir, resume=training_args.resume, overwrite=training_args.overwrite)
+    if int(os.environ.get("RANK", 0)) == 0:  # of `accelerate launch`'s processes, the main one takes the lock
+        check_not_in_use(training_args.output_dir)
 
     from .preparation import train_command
 
