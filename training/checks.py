@@ -5,6 +5,7 @@ A bad option fails in milliseconds with one line naming it and what it accepts, 
 
 import argparse
 import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -50,6 +51,61 @@ def number(kind=int, **bounds):
 
     parse.__name__ = kind.__name__  # argparse names the type in its own messages
     return parse
+
+
+THREADS_PER_CORE = 4  # more threads than this per core only slow a process down (and absurd counts crash OpenMP)
+
+
+def most_threads() -> int:
+    return THREADS_PER_CORE * (os.cpu_count() or 1)
+
+
+def check_threads(name: str, value) -> int:
+    """A thread count this machine can run: 1 to THREADS_PER_CORE x its cores, which the message names."""
+    check_number(name, value, integer=True, minimum=1)
+    if value > most_threads():
+        raise ValueError(f"{name} must be at most {most_threads()} ({THREADS_PER_CORE} x this machine's "
+                         f"{os.cpu_count() or 1} cores), got {value}.")
+    return value
+
+
+def thread_count(text: str) -> int:
+    """An argparse `type=` for --num-threads (see `check_threads`)."""
+    try:
+        return check_threads("the value", number(int, minimum=1)(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("the value ").removesuffix(".")) from None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for a new allocation (Linux's MemAvailable, else the free pages), None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(needed_bytes: float, what: str) -> None:
+    """Refuse, before anything is allocated, a size whose memory (an estimate) exceeds what this machine has free:
+    one line instead of the allocator's error, or the system killing the process, after the work before it."""
+    free = available_memory()
+    if free is not None and needed_bytes > free:
+        raise ValueError(f"{what} needs about {needed_bytes / 2**30:,.1f} GiB of memory, and this machine has "
+                         f"{free / 2**30:,.1f} GiB free; give smaller sizes.")
+
+
+def decoding_bytes(config: dict, rows: int) -> int:
+    """About the memory of decoding `rows` sentences at once with a model of this config (config.json's settings):
+    per row, a step's logits and their softmax, the decoder's state and the tokens so far."""
+    vocabulary, hidden = config.get("vocab_size", 10_000), config.get("decoder_hidden_size", 512)
+    return rows * (4 * (3 * vocabulary + 8 * hidden) + 8 * config.get("max_sentence_length", 40))
 
 
 def device(text: str) -> str:
@@ -111,4 +167,5 @@ def checked_output_file(path, option: str, *, replaces: tuple[str, ...] = ()) ->
     return path
 
 
-__all__ = ["check_number", "checked_output_file", "checked_output_folder", "device", "number"]
+__all__ = ["available_memory", "check_memory", "decoding_bytes", "check_number", "check_threads", "checked_output_file",
+           "checked_output_folder", "device", "number", "thread_count"]

@@ -32,6 +32,7 @@ MODEL_FILE_PATTERNS = ("config.json", "generation_config.json", "tokenizer*.json
                        *(path.name for path in package_dir().glob("*.py")))
 # what a folder holds while it is written (renamed into place when complete) or removed (renamed first)
 TEMPORARY_PREFIX, TRASH_PREFIX = ".tmp-", ".trash-"
+SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id")  # config fields the tokenizer fixes
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")  # namespace/name, as the Hub spells repository ids
 
 
@@ -126,6 +127,11 @@ def checked_model_folder(source: str) -> Path | None:
     return folder
 
 
+def saved_config(folder: Path | None) -> dict:
+    """The settings in a checked model folder's config.json (empty for a Hub id, which is not read before loading)."""
+    return {} if folder is None else json.loads((folder / "config.json").read_bytes())
+
+
 def one_line(error: BaseException, *, whole: bool = False) -> str:
     """The first non-empty line of an error message (libraries often add advice over several lines); with `whole`,
     every line joined (a config field's type error, whose first line names only the field)."""
@@ -168,6 +174,6 @@ def described_corpus(args, folder: Path | None) -> str:
 
 
 __all__ = ["CARD_SIGNATURE", "CHECKPOINT_PATTERN", "CHECKPOINTS_FOLDER", "EVALUATION_FILE", "INSPECTION_FILES",
-           "LEARNING_CURVE", "PROGRESS_SUFFIX", "RUN_SUMMARY", "TEMPORARY_PREFIX", "TRASH_PREFIX",
+           "LEARNING_CURVE", "PROGRESS_SUFFIX", "RUN_SUMMARY", "SPECIAL_IDS", "TEMPORARY_PREFIX", "TRASH_PREFIX",
            "checked_model_folder", "checkpoints_folder_of", "described_corpus", "is_hub_id", "model_files",
-           "one_line", "recorded_corpus", "written_by_demvae"]
+           "one_line", "recorded_corpus", "saved_config", "written_by_demvae"]

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .budgets import BUDGETS, DATASETS, LABELLED_TABLES, TABLES, Run, all_runs, run_settings
-from .checks import checked_output_file, checked_output_folder, number
+from .checks import checked_output_file, checked_output_folder, number, thread_count
 from .console import log_line
 from .evaluate import progress_file, remove_progress, write_json
 from .learning_curve import LEARNING_CURVE, read_curve
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", nargs="+", metavar="PRESET", help="only these presets (e.g. ptb-gm-vae)")
     parser.add_argument("--jobs", type=number(int, minimum=1), default=1,
                         help="runs trained side by side, the CPU cores shared among them (default: 1)")
-    parser.add_argument("--num-threads", type=number(int, minimum=1),
+    parser.add_argument("--num-threads", type=thread_count,
                         help="CPU threads per run (default: the budget's, `full`: 1; else the cores divided by "
                              "--jobs)")
     parser.add_argument("--work-dir",
