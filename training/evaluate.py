@@ -106,8 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="precision of the NLL, the prior samples and the rPPL language models: auto (bf16 where "
                              "the CPU or GPU has bf16 arithmetic, else float32), no (float32), bf16, or fp16 (GPUs)")
     parser.add_argument("--output", help="JSON file to write (default: MODEL/evaluation.json for a model folder, "
-                        "whose card README.md then shows the numbers; ./evaluation.json for a Hub id); never one of "
-                        "the model's own files")
+                        "whose card README.md then shows the numbers; ./evaluation.json for a Hub id); never a "
+                        "file another demvae command wrote (a model's, a checkpoint's, a card, a progress file)")
     parser.add_argument("--seed", type=number(int, minimum=0), default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--resume", action="store_true",
