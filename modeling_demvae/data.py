@@ -80,10 +80,12 @@ def _checked_corpus(splits: dict[str, Dataset], origin: str) -> DatasetDict:
     return DatasetDict({name: splits[name] for name in ("train", "validation", "test") if name in splits})
 
 
-def text_files_corpus(train_file, valid_file=None, test_file=None) -> DatasetDict:
-    """A corpus from plain text files, one sentence a line; empty lines are skipped."""
+def text_files_corpus(train_file, valid_file=None, test_file=None, *, text_column: str = "text") -> DatasetDict:
+    """A corpus from a file per split: plain text, one sentence a line (empty lines are skipped), or a
+    .jsonl/.json/.csv table read as `load_corpus` reads one, its sentences in `text_column`."""
     files = {"train": train_file, "validation": valid_file, "test": test_file}
-    splits = {name: Dataset.from_dict({"text": read_sentences(path)}) for name, path in files.items() if path}
+    splits = {name: _table_corpus(Path(path), text_column)["train"] if Path(path).suffix.lower() in TABLE_SUFFIXES
+              else Dataset.from_dict({"text": read_sentences(path)}) for name, path in files.items() if path}
     return _checked_corpus(splits, f"corpus {train_file}")
 
 

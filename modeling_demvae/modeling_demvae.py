@@ -80,6 +80,13 @@ def categorical_entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * torch.log(probs.clamp_min(1e-30))).sum(-1)
 
 
+def check_finite_options(options: dict) -> None:
+    """Generation options that are numbers must be finite: top_p=nan would silently sample from nothing sensible."""
+    for name, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"generate({name}={value}): {name} must be a finite number.")
+
+
 class DEMVAEPreTrainedModel(PreTrainedModel):
     config: DEMVAEConfig
     config_class = DEMVAEConfig
@@ -386,6 +393,8 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
 
         terms = self.latent_terms(posterior, batch, aggregate_component_probs)
         weight = 1.0 if kl_weight is None else float(kl_weight)  # a Python number: no host-to-device copy
+        if not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"kl_weight must be a finite number >= 0 (the annealing weight), got {kl_weight!r}.")
         regularizer = (
             terms["agg_ckl"]
             + (0.0 if config.use_mutual_information else terms["mi"])
@@ -532,10 +541,15 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
             raise ValueError("pass the prompt as inputs or as input_ids=, not both.")
         prompt = kwargs.pop("input_ids", None) if inputs is None else inputs
         prompt_mask, prompt_embeds = kwargs.pop("attention_mask", None), kwargs.pop("inputs_embeds", None)
-        if prompt is not None:
+        check_finite_options(kwargs)
+        if prompt is not None and prompt_embeds is None:  # else the mask covers the embeddings too
             check_input_ids(prompt, name="the prompt (input_ids)")
-            self._warn_if_mostly_unknown(prompt, mask_from(prompt, prompt_mask, self.config.pad_token_id),
-                                         "of the prompt passed to generate()")
+            mask = mask_from(prompt, prompt_mask, self.config.pad_token_id)
+            empty = (~mask.any(1)).nonzero().flatten().tolist()
+            if empty:  # nothing to continue, not even <s>: what to decode would be a guess
+                raise ValueError(f"prompt row(s) {empty} are all padding (their attention_mask is 0 throughout); "
+                                 "start each row with at least <s>, or leave the prompt out.")
+            self._warn_if_mostly_unknown(prompt, mask, "of the prompt passed to generate()")
         if latent is None and component is None and attributes is None and kwargs.get("cache") is not None:
             latent = checked_cache(kwargs["cache"]).latent  # a continuation decodes from the latents it began with
         if latent is not None:
@@ -547,6 +561,8 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
                 raise ValueError(
                     f"latent must have shape (n, {self.config.decoder_latent_size}), got {tuple(latent.shape)}."
                 )
+            if not torch.isfinite(latent).all():
+                raise ValueError("latent holds NaN or infinite values; give finite latents (e.g. from sample_prior).")
             rows, draws = latent.shape[0], 1
         else:
             given_rows = next((x.shape[0] for x in (prompt, prompt_embeds) if x is not None), 1)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from conftest import save_tiny_model, write_dialog_corpus
+from conftest import error_lines, save_tiny_model, write_dialog_corpus
 from demvae import precision
 from demvae.cli import main as demvae
 from demvae.hub import recorded_training_settings
@@ -85,9 +85,9 @@ def test_train_refuses_fp16_on_a_cpu_in_one_line(tmp_path, capsys):
     text.write_text("the cat sat .\na dog ran .\n" * 4)
     assert demvae(["train", "--train-file", str(text), "--validation-fraction", "0.25", "--output-dir",
                    str(tmp_path / "out"), "--batch-size", "2", "--mixed-precision", "fp16"]) == 2
-    assert capsys.readouterr().err.strip() == (
+    assert error_lines(capsys.readouterr().err) == [  # after the status line
         "demvae train: error: mixed_precision='fp16' needs a CUDA GPU: a CPU has no fp16 autocast with loss scaling; "
-        "use auto, bf16 or no.")
+        "use auto, bf16 or no."]
 
 
 def test_resume_compares_the_precision_that_ran_not_the_one_asked_for(cpu_reports, tmp_path,

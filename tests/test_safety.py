@@ -17,7 +17,7 @@ import torch
 from conftest import CHECKPOINT_FILES, error_lines, subprocess_env
 from demvae import preparation
 from demvae.arguments import TrainingArguments
-from demvae.checkpoints import STATE_FILE, list_checkpoints
+from demvae.checkpoints import RECORD_HASH, STATE_FILE, list_checkpoints, record_hash
 from demvae.cli import main as demvae
 from demvae.precision import resolve_mixed_precision
 from demvae.trainer import DEMVAETrainer
@@ -84,7 +84,7 @@ def rewrite_record(checkpoint: Path, name: str) -> None:
     record = json.loads((checkpoint / STATE_FILE).read_text())
     content = (checkpoint / name).read_bytes()
     record["files"][name] = {"bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
-    (checkpoint / STATE_FILE).write_text(json.dumps(record))
+    (checkpoint / STATE_FILE).write_text(json.dumps({**record, RECORD_HASH: record_hash(record)}))
 
 
 class CreatesAFile:
@@ -172,7 +172,8 @@ def test_a_checkpoint_of_an_older_version_resumes_with_the_settings_added_since_
                 for name in names:
                     del state["run"][section][name]
             del state["seconds"]  # nor the training time
-            (checkpoint / STATE_FILE).write_text(json.dumps(state))
+            del state[RECORD_HASH]  # nor the record's own hash (format 1)
+            (checkpoint / STATE_FILE).write_text(json.dumps({**state, "format": 1}))
 
     older = copy_of(finished_run, tmp_path / "older")
     drop_from_checkpoints(older, model=["attribute_loss_weight", "categorical_size", "attributes"],

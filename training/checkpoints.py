@@ -15,7 +15,6 @@ import json
 import os
 import pickle
 import random
-import re
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -26,11 +25,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_file, save_model
 
-from .model_folder import TEMPORARY_PREFIX, TRASH_PREFIX, one_line
+from .model_folder import CHECKPOINT_PATTERN, TEMPORARY_PREFIX, TRASH_PREFIX, one_line
 
-CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
 STATE_FILE, MODEL_FILE, OPTIMIZER_FILE = "trainer_state.json", "model.safetensors", "optimizer.pt"
-FORMAT = 1  # of trainer_state.json
+FORMAT = 2  # of trainer_state.json: 2 carries RECORD_HASH; 1, of older versions, has none and still resumes
+RECORD_HASH = "record_sha256"  # the SHA-256 of trainer_state.json's other entries: an edit to the record shows
 # what the loaders raise on a file that is damaged or not plain data (weights_only refuses with UnpicklingError)
 READ_ERRORS = (OSError, ValueError, TypeError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError,
                SafetensorError)
@@ -173,6 +172,7 @@ def save_checkpoint(accelerator, folder, step: int, *, model, optimizer, trainer
         torch.save(optimizer.state_dict(), temporary / OPTIMIZER_FILE)
         files = {path.name: _file_record(path) for path in sorted(temporary.iterdir())}
         record = {"format": FORMAT, **trainer_state, "files": files}
+        record[RECORD_HASH] = record_hash(record)
         (temporary / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         _fsync_tree(temporary)
         if final.exists():  # the same step saved again (e.g. the end of a run that already checkpointed it)
@@ -217,6 +217,12 @@ class Checkpoint:
             raise CheckpointError(f"{self.path}: the weights do not fit this model ({one_line(error)}).") from None
 
 
+def record_hash(record: dict) -> str:
+    """The SHA-256 of a checkpoint record's entries but its own hash, in a canonical JSON form."""
+    entries = {key: value for key, value in record.items() if key != RECORD_HASH}
+    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+
+
 def _read_state(path: Path) -> dict:
     if not (path / STATE_FILE).is_file():
         old = "; it was written by an older demvae as pickle files, which resuming no longer loads (they can run " \
@@ -226,8 +232,11 @@ def _read_state(path: Path) -> dict:
         state = json.loads((path / STATE_FILE).read_bytes())
     except ValueError as error:
         raise CheckpointError(f"{STATE_FILE} is not valid JSON ({error})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or not isinstance(state.get("files"), dict):
+    if not (isinstance(state, dict) and state.get("format") in (1, FORMAT) and isinstance(state.get("files"), dict)):
         raise CheckpointError(f"{STATE_FILE} is not a format-{FORMAT} checkpoint record")
+    if state["format"] == FORMAT and state.get(RECORD_HASH) != record_hash(state):
+        raise CheckpointError(f"{STATE_FILE} was changed after the run wrote it (its entries do not match its "
+                              f"{RECORD_HASH})")
     return state
 
 
@@ -286,6 +295,6 @@ def newest_usable_checkpoint(folder, process_index: int = 0) -> tuple[Checkpoint
     return None, skipped
 
 
-__all__ = ["Checkpoint", "CheckpointError", "export_atomically", "latest_checkpoint", "list_checkpoints",
-           "newest_usable_checkpoint", "read_checkpoint", "remove_leftovers", "restore_random_states",
+__all__ = ["RECORD_HASH", "Checkpoint", "CheckpointError", "export_atomically", "latest_checkpoint", "list_checkpoints",
+           "newest_usable_checkpoint", "read_checkpoint", "record_hash", "remove_leftovers", "restore_random_states",
            "save_checkpoint"]

@@ -43,25 +43,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand; a user error prints one line saying what to fix (DEMVAE_DEBUG=1 shows the traceback), and
-    Ctrl-C one line too (exit status 130)."""
-    args, unknown = build_parser().parse_known_args(argv)
-    if unknown:  # reported by the subcommand, with the closest option it has
-        close = difflib.get_close_matches(unknown[0].split("=")[0], list(args._parser._option_string_actions), n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        args._parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    Ctrl-C one line too (exit status 130), from the first moment: while the subcommands' modules load as well."""
+    command = "demvae"
     try:
+        args = parsed_arguments(argv)
+        command = f"demvae {args.command}"
         return args.run(args) or 0
     except (ValueError, FileNotFoundError, KeyError) as error:
         if os.environ.get("DEMVAE_DEBUG"):
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"demvae {args.command}: error: {message}", file=sys.stderr)
+        print(f"{command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interruption:  # Ctrl-C; `train` first finishes the step and writes a checkpoint
         if os.environ.get("DEMVAE_DEBUG"):
             raise
-        print(f"demvae {args.command}: {str(interruption) or 'interrupted'}", file=sys.stderr)
+        print(f"{command}: {str(interruption) or 'interrupted'}", file=sys.stderr)
         return 130
+
+
+def parsed_arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, parsed; an unknown option is reported by its subcommand, with the closest option it has."""
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0].split("=")[0], list(args._parser._option_string_actions), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        args._parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    return args
 
 
 if __name__ == "__main__":

@@ -46,10 +46,18 @@ import argparse
 import json
 from pathlib import Path
 
-from .checks import checked_output_file, checked_output_folder, device, number
+from .checks import (
+    check_memory,
+    checked_output_file,
+    checked_output_folder,
+    decoding_bytes,
+    device,
+    number,
+    thread_count,
+)
 from .console import status
 from .files import write_text_atomically
-from .model_folder import EVALUATION_FILE, checked_model_folder, described_corpus
+from .model_folder import EVALUATION_FILE, PROGRESS_SUFFIX, checked_model_folder, described_corpus, saved_config
 from .model_source import constant
 from .precision import MIXED_PRECISION
 
@@ -57,6 +65,8 @@ POSITIVE = number(int, minimum=1)
 METRIC_NAMES = ("nll", "rppl", "bleu", "wkl", "homogeneity", "collapse", "control", "ceiling")
 DEFAULT_METRICS = METRIC_NAMES[:-1]  # the ceiling describes the corpus, not the model
 LANGUAGE_MODELS = ("rppl", "ceiling")  # the rPPL language models, checkpointed after each epoch
+DECODING_BATCH = 500  # sentences the rPPL and control samples are decoded at a time
+BYTES_PER_TOKEN_KEPT = 64  # a generated token in a Python list of ids, with room
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-file", help="text file of training sentences for wKL (overrides --dataset's)")
     parser.add_argument("--labels", nargs="*", help="label columns to score the components against (default: "
                         f"those of {constant('data', 'LABEL_COLUMNS')} the corpus has)")
-    parser.add_argument("--metrics", nargs="+", choices=METRIC_NAMES, default=list(DEFAULT_METRICS),
+    parser.add_argument("--metrics", nargs="+", choices=METRIC_NAMES,
                         help="what to measure (default: all that apply to the model, except ceiling: the rPPL "
                              "language model trained on real training sentences instead of samples, as many as "
                              "the rPPL samples, stopped on real validation sentences)")
@@ -91,21 +101,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-tokens", type=POSITIVE, default=16384,
                         help="padded tokens per decoder call in the NLL (memory ~ this x vocabulary size floats)")
     parser.add_argument("--device", type=device, help="cpu, cuda, cuda:1, ... (default: cuda where there is one)")
-    parser.add_argument("--num-threads", type=POSITIVE,
+    parser.add_argument("--num-threads", type=thread_count,
                         help="CPU threads (default: $OMP_NUM_THREADS, else every core); long evaluations beside "
                              "other jobs: 1")
     parser.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto",
                         help="precision of the NLL, the prior samples and the rPPL language models: auto (bf16 where "
                              "the CPU or GPU has bf16 arithmetic, else float32), no (float32), bf16, or fp16 (GPUs)")
     parser.add_argument("--output", help="JSON file to write (default: MODEL/evaluation.json for a model folder, "
-                        "whose card README.md then shows the numbers; ./evaluation.json for a Hub id); never one of "
-                        "the model's own files")
+                        "whose card README.md then shows the numbers; ./evaluation.json for a Hub id); never a "
+                        "file another demvae command wrote (a model's, a checkpoint's, a card, a progress file)")
     parser.add_argument("--seed", type=number(int, minimum=0), default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted evaluation with the same settings from OUTPUT.partial, which "
                              "keeps every finished metric, NLL chunk (of 200 sentences) and language-model epoch "
                              "until the end")
+
+
+def progress_file(output) -> Path:
+    """Where an evaluation into `output` keeps its finished parts until it ends."""
+    return Path(f"{output}{PROGRESS_SUFFIX}")
 
 
 def language_model_checkpoint(progress: Path, name: str) -> Path:
@@ -141,8 +156,39 @@ def evaluation_output(model: str, output: str | None) -> str:
     return str(folder / EVALUATION_FILE)
 
 
+def check_control_applies(folder: Path | None, metrics: list[str]) -> None:
+    """`--metrics control` asked of a local model without attributes would write an empty result: refused."""
+    if "control" not in metrics or folder is None:
+        return
+    if not saved_config(folder).get("attributes"):
+        raise ValueError(f"--metrics control measures generation by label, and the model at {folder} has no "
+                         "attributes; train it with --supervise, or name its components with `demvae "
+                         "label-components` first.")
+
+
+def check_sizes_fit(args, config: dict) -> None:
+    """The sizes the options ask for, against the memory free, before any work: the NLL's decoder calls (logits for
+    --batch-tokens tokens, or for one sentence's --nll-samples), and the rPPL and control samples, decoded
+    DECODING_BATCH at a time and kept as token lists."""
+    if not config:
+        return
+    longest, vocabulary = config.get("max_sentence_length", 40), config.get("vocab_size", 10_000)
+    tokens = max(args.batch_tokens, args.nll_samples * longest)
+    check_memory(4 * tokens * vocabulary, f"--batch-tokens {args.batch_tokens} with --nll-samples {args.nll_samples}")
+    rppl = args.rppl_samples or sum(constant("metrics.reverse_ppl", "RPPL_PRESETS")[args.rppl_preset])
+    for what, count in ((f"{rppl:,} rPPL samples", rppl), (f"--control-samples {args.control_samples}",
+                                                           args.control_samples)):
+        check_memory(decoding_bytes(config, min(count, DECODING_BATCH)) + count * BYTES_PER_TOKEN_KEPT * longest,
+                     what)
+
+
 def run(args) -> int:
     folder = checked_model_folder(args.model)
+    if args.metrics is None:  # all that apply to the model; an explicit list must apply
+        args.metrics = list(DEFAULT_METRICS)
+    else:
+        check_control_applies(folder, args.metrics)
+    check_sizes_fit(args, saved_config(folder))
     args.output = str(checked_output_file(evaluation_output(args.model, args.output), "--output"))
     status(f"Evaluating {args.model} on {described_corpus(args, folder)}")
 

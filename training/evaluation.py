@@ -14,7 +14,7 @@ from modeling_demvae.metrics.control import cached_classifier, control_accuracy
 from modeling_demvae.metrics.reverse_ppl import RPPL_PRESETS
 
 from .console import log_line
-from .evaluate import language_model_checkpoint, remove_progress, write_json
+from .evaluate import language_model_checkpoint, progress_file, remove_progress, write_json
 from .precision import autocast, resolve_mixed_precision
 from .runs import RunClock
 
@@ -64,6 +64,20 @@ def rppl_sample_counts(args) -> tuple[int, int]:
     return train_samples, valid_samples
 
 
+def read_progress(path: Path) -> dict:
+    """An evaluation's progress file, as `Progress` writes it; one line naming it when it is damaged."""
+    try:
+        saved = json.loads(path.read_bytes())
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+        saved = error
+    shape = {"settings": dict, "results": dict, "finished": list, "nll_chunks": list}
+    if not isinstance(saved, dict) or not all(isinstance(saved.get(key), kind) for key, kind in shape.items()):
+        detail = f" ({saved})" if isinstance(saved, ValueError) else ""
+        raise ValueError(f"the evaluation's progress file {path} is damaged{detail}; delete it (and "
+                         f"{path.name}.*.pt beside it), or run without --resume to evaluate from the start.")
+    return saved
+
+
 class Progress:
     """The finished parts of an evaluation in OUTPUT.partial (rewritten atomically after each), so that `--resume`
     continues an interrupted one: the NLL chunk by chunk, the rPPL language models epoch by epoch (their
@@ -72,7 +86,7 @@ class Progress:
     def __init__(self, path: Path | None, settings: dict, resume: bool):
         self.path = path
         self.state = {"settings": json.loads(json.dumps(settings)), "results": {}, "finished": [], "nll_chunks": []}
-        saved = json.loads(path.read_text(encoding="utf-8")) if resume and path and path.is_file() else None
+        saved = read_progress(path) if resume and path and path.is_file() else None
         if saved and saved.get("settings") == self.state["settings"]:
             self.state, self.clock = saved, RunClock(saved.get("seconds"))
             done = saved["finished"] + [f"{len(saved['nll_chunks'])} NLL chunk(s)"] * bool(saved["nll_chunks"])
@@ -293,7 +307,7 @@ def evaluate_command(args) -> int:
                          f"splits (this one has {', '.join(sorted(splits))}).")
     with cpu_threads(args.num_threads):
         model, tokenizer = load_model_and_tokenizer(args.model, device=args.device or default_device())
-        progress = Path(f"{args.output}.partial")
+        progress = progress_file(args.output)
         results = evaluate(model, tokenizer, splits, args, progress)
     print(format_table(results))
     write_json(args.output, results)

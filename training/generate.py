@@ -9,9 +9,9 @@ examples:
 
 import argparse
 
-from .checks import number
+from .checks import check_memory, decoding_bytes, number, thread_count
 from .console import plural, status
-from .model_folder import checked_model_folder
+from .model_folder import checked_model_folder, saved_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-beams", type=number(int, minimum=1), help="Beam search with this many beams.")
     parser.add_argument("--max-new-tokens", type=number(int, minimum=1),
                         help="Longest sentence in tokens (default: the model's max_sentence_length - 1).")
-    parser.add_argument("--num-threads", type=number(int, minimum=1),
+    parser.add_argument("--num-threads", type=thread_count,
                         help="CPU threads (default: $OMP_NUM_THREADS, else every core).")
 
 
@@ -67,9 +67,19 @@ def parse_attributes(pairs: list[str] | None) -> dict | None:
     return attributes
 
 
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p")  # shape the distribution words are sampled from
+
+
 def run(args: argparse.Namespace) -> int:
+    idle = [name for name in SAMPLING_OPTIONS if getattr(args, name) is not None]
+    if idle and not args.do_sample:
+        raise ValueError(f"--{idle[0].replace('_', '-')} only shapes sampling, which greedy decoding does not do; "
+                         "add --do-sample, or leave it out.")
     component, attributes = parse_component(args.component), parse_attributes(args.attributes)
-    checked_model_folder(args.model)
+    folder = checked_model_folder(args.model)
+    if folder is not None:
+        check_memory(decoding_bytes(saved_config(folder), args.num_samples * (args.num_beams or 1)),
+                     f"--num-samples {args.num_samples}{f' x --num-beams {args.num_beams}' * bool(args.num_beams)}")
     what = (f"component {args.component}" if component is not None else
             ", ".join(f"{k}={v}" for k, v in attributes.items()) if attributes else "the whole mixture")
     status(f"Generating {plural(args.num_samples, 'sentence')} from {what} of {args.model}")

@@ -29,7 +29,7 @@ from modeling_demvae import DEMVAEConfig
 from .console import plural
 from .files import write_text_atomically
 from .loading import load_model_and_tokenizer, load_tokenizer, quiet_progress_bars
-from .model_folder import EVALUATION_FILE, RUN_SUMMARY, checked_model_folder, one_line
+from .model_folder import CARD_SIGNATURE, EVALUATION_FILE, RUN_SUMMARY, checked_model_folder, one_line
 
 try:  # the Hub client's HTTP library: httpx2 under huggingface_hub 2.x, httpx under 1.x
     import httpx2 as hub_http
@@ -40,8 +40,6 @@ CARD_TEMPLATE = Path(str(resources.files("demvae.model_cards") / "demvae_card_te
 LATENT_IMAGE_NAME = "latent_space.png"
 INSPECTION_IMAGE = Path("inspection") / LATENT_IMAGE_NAME  # where `demvae inspect MODEL` puts its picture
 CARD_FILE = "README.md"
-# the card's first line after its metadata: a README.md without it is someone's own, never written over
-CARD_SIGNATURE = "<!-- Model card written by demvae"
 CARD_MARKER = (f"{CARD_SIGNATURE}: `demvae train`, `label-components` and `evaluate` write it again; delete this "
                "line to keep your own edits. -->")
 TASK = "text-generation"

@@ -24,12 +24,19 @@ the highest density.
 import argparse
 from pathlib import Path
 
-from .checks import checked_output_file, checked_output_folder, device, number
+from .checks import (
+    check_memory,
+    checked_output_file,
+    checked_output_folder,
+    decoding_bytes,
+    device,
+    number,
+    thread_count,
+)
 from .console import status
-from .model_folder import checked_model_folder, described_corpus
+from .model_folder import INSPECTION_FILES, checked_model_folder, described_corpus, saved_config
 
 POSITIVE = number(int, minimum=1)
-OUTPUT_FILES = ("latent_space.png", "components.md")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,16 +55,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-words", type=POSITIVE, default=10, help="characteristic words per component (10)")
     parser.add_argument("--seed", type=number(int, minimum=0), default=0)
     parser.add_argument("--device", type=device, help="cpu, cuda, cuda:1, ... (default: cuda where there is one)")
-    parser.add_argument("--num-threads", type=POSITIVE, help="CPU threads (default: $OMP_NUM_THREADS, else every "
+    parser.add_argument("--num-threads", type=thread_count, help="CPU threads (default: $OMP_NUM_THREADS, else every "
                                                              "core)")
 
 
 def run(args) -> int:
     folder = checked_model_folder(args.model)
-    output = Path(args.output_dir) if args.output_dir else Path(args.model) / "inspection"
-    checked_output_folder(output, "--output-dir")
-    for name in OUTPUT_FILES:
-        checked_output_file(output / name, "--output-dir")
+    output = checked_output_folder(Path(args.model) / "inspection" if args.output_dir is None else args.output_dir,
+                                   "--output-dir")
+    for name in INSPECTION_FILES:
+        checked_output_file(output / name, "--output-dir", replaces=INSPECTION_FILES)
+    if folder is not None:
+        config = saved_config(folder)
+        samples = args.samples_per_component * config.get("num_components", 1) * min(args.max_groups,
+                                                                                    config.get("num_groups", 1))
+        check_memory(decoding_bytes(config, samples), f"--samples-per-component {args.samples_per_component}")
     status(f"Inspecting {args.model} with {described_corpus(args, folder)}")
 
     from .inspection import inspect_command

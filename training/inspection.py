@@ -14,8 +14,8 @@ import torch  # noqa: E402
 from modeling_demvae import metrics  # noqa: E402
 
 from .evaluation import default_device, label_columns, load_splits, sentences_of  # noqa: E402
-from .inspect_model import OUTPUT_FILES  # noqa: E402
 from .loading import load_model_and_tokenizer  # noqa: E402
+from .model_folder import INSPECTION_FILES  # noqa: E402
 from .threads import cpu_threads  # noqa: E402
 
 
@@ -249,11 +249,11 @@ def inspect_command(args, output: Path) -> int:
         posterior = metrics.encode_sentences(model, sentences)
         posterior = type(posterior)(**{k: v.detach() for k, v in posterior.items()})
         draw = draw_categorical_components if model.config.has_categorical_latent else draw_latent_space
-        draw(model, posterior, output / OUTPUT_FILES[0], max_groups=args.max_groups,
+        draw(model, posterior, output / INSPECTION_FILES[0], max_groups=args.max_groups,
              per_component=args.samples_per_component)
         labels = {column: split[column] for column in label_columns(split.column_names, None)}
         agreement = metrics.label_agreement(posterior.component_probs, labels, seed=args.seed)
-        write_report(model, tokenizer, sentences, posterior, output / OUTPUT_FILES[1], max_groups=args.max_groups,
+        write_report(model, tokenizer, sentences, posterior, output / INSPECTION_FILES[1], max_groups=args.max_groups,
                      examples=args.examples, top_words=args.top_words, agreement=agreement)
-    print(f"wrote {output / OUTPUT_FILES[0]} and {output / OUTPUT_FILES[1]}")
+    print(f"wrote {output / INSPECTION_FILES[0]} and {output / INSPECTION_FILES[1]}")
     return 0

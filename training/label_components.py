@@ -15,7 +15,7 @@ examples:
 
 import argparse
 
-from .checks import number
+from .checks import checked_output_folder, number, thread_count
 from .console import status
 from .model_folder import checked_model_folder, described_corpus
 from .model_source import constant
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-column", default="text", help="Column holding the sentences in jsonl/csv/Hub data.")
     parser.add_argument("--data-dir", help="Folder holding daily_dialog/ (default: $DEMVAE_DATA_DIR).")
     parser.add_argument("--max-sentences", type=number(int, minimum=1), help="Use the split's first N sentences.")
-    parser.add_argument("--num-threads", type=number(int, minimum=1),
+    parser.add_argument("--num-threads", type=thread_count,
                         help="CPU threads (default: $OMP_NUM_THREADS, else every core).")
     parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
@@ -45,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
     if folder is None:
         raise ValueError(f"{args.model} is not a local model folder; label-components writes into config.json, so "
                          "download the model first (e.g. save_pretrained into a folder).")
+    try:
+        checked_output_folder(folder, "MODEL")
+    except ValueError:
+        raise ValueError(f"{args.model} is read-only, and label-components writes the labels into its config.json; "
+                         "copy the model into a folder you can write and label that.") from None
     status(f"Labelling the components of {args.model} by {', '.join(args.labels)} on {described_corpus(args, folder)}")
 
     from .component_labels import label_components

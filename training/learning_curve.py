@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 from .files import write_text_atomically
-
-LEARNING_CURVE = "learning_curve.jsonl"  # in the run's output_dir
+from .model_folder import LEARNING_CURVE
 
 
 def curve_point(step: int, metrics: dict[str, float], component_probs=None) -> dict:

@@ -14,7 +14,7 @@ from transformers.utils import logging as hf_logging
 
 from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, DEMVAETokenizer
 
-from .model_folder import checked_model_folder, one_line
+from .model_folder import SPECIAL_IDS, checked_model_folder, one_line
 
 LOAD_ERRORS = (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError, StrictDataclassError)
 
@@ -63,7 +63,7 @@ def load_model_and_tokenizer(source, *, device=None) -> tuple[DEMVAEForGeneratio
     folder = checked_model_folder(source)
     try:
         with quiet_progress_bars():
-            model = DEMVAEForGeneration.from_pretrained(source)
+            model, loading = DEMVAEForGeneration.from_pretrained(source, output_loading_info=True)
     except LOAD_ERRORS as error:
         reason = one_line(error, whole=isinstance(error, StrictDataclassError))
         if folder is not None and (folder / "model.safetensors").is_file():
@@ -72,8 +72,26 @@ def load_model_and_tokenizer(source, *, device=None) -> tuple[DEMVAEForGeneratio
             except LOAD_ERRORS:
                 pass
         raise ValueError(f"cannot load the model at {source}: {reason}") from None
+    if loading["missing_keys"]:  # transformers would start them random, e.g. an lm_head once untied in config.json
+        raise ValueError(f"cannot load the model at {source}: config.json asks for weights that model.safetensors "
+                         f"lacks ({', '.join(sorted(loading['missing_keys']))}), which would start random; the config "
+                         "was edited (e.g. tie_word_embeddings) or belongs to other weights.")
+    tokenizer = load_tokenizer(source)
+    check_tokenizer_fits(model.config, tokenizer, source)
     model = model.eval() if device is None else model.to(device).eval()
-    return model, load_tokenizer(source)
+    return model, tokenizer
 
 
-__all__ = ["load_model_and_tokenizer", "load_tokenizer", "quiet_progress_bars"]
+def check_tokenizer_fits(config, tokenizer, source) -> None:
+    """The tokenizer saved beside a model must be the one it was trained with: the same vocabulary size and special
+    ids. Another one would load and decode every id into the wrong word."""
+    pairs = [("tokens", len(tokenizer), "vocab_size", config.vocab_size),
+             *((name, getattr(tokenizer, name), name, getattr(config, name)) for name in SPECIAL_IDS)]
+    for what, in_tokenizer, field, in_config in pairs:
+        if in_tokenizer != in_config:
+            raise ValueError(f"the tokenizer beside the model at {source} has {in_tokenizer} {what}, config.json "
+                             f"{field} {in_config}: tokenizer.json belongs to another model; save the tokenizer the "
+                             "model was trained with there.")
+
+
+__all__ = ["check_tokenizer_fits", "load_model_and_tokenizer", "load_tokenizer", "quiet_progress_bars"]

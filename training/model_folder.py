@@ -17,6 +17,14 @@ from .model_source import package_dir
 
 RUN_SUMMARY = "training_summary.json"  # written beside the exported model by `demvae train`
 EVALUATION_FILE = "evaluation.json"  # `demvae evaluate MODEL` writes it beside the model; the card carries it
+LEARNING_CURVE = "learning_curve.jsonl"  # in the run's output folder, appended as the run validates
+CHECKPOINTS_FOLDER = "checkpoints"  # a run's checkpoints, OUTPUT/checkpoints/step-N, renamed and deleted by it
+CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
+PROGRESS_SUFFIX = ".partial"  # an evaluation's finished parts: OUTPUT.partial and OUTPUT.partial.NAME.pt
+PROGRESS_FILE = re.compile(rf"{re.escape(PROGRESS_SUFFIX)}(\.\w+\.pt)?$")
+INSPECTION_FILES = ("latent_space.png", "components.md")  # what `demvae inspect` writes
+# the model card's first line after its metadata: a README.md without it is someone's own, never written over
+CARD_SIGNATURE = "<!-- Model card written by demvae"
 JSON_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "tokenizer.json")
 # a saved model's own files: what save_pretrained, the tokenizer and `demvae train` write, and the modeling source
 MODEL_FILE_PATTERNS = ("config.json", "generation_config.json", "tokenizer*.json", "special_tokens_map.json",
@@ -24,6 +32,7 @@ MODEL_FILE_PATTERNS = ("config.json", "generation_config.json", "tokenizer*.json
                        *(path.name for path in package_dir().glob("*.py")))
 # what a folder holds while it is written (renamed into place when complete) or removed (renamed first)
 TEMPORARY_PREFIX, TRASH_PREFIX = ".tmp-", ".trash-"
+SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id")  # config fields the tokenizer fixes
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")  # namespace/name, as the Hub spells repository ids
 
 
@@ -34,6 +43,41 @@ def model_files(folder) -> list[Path]:
     if not (folder / "config.json").is_file() and not (folder / "model.safetensors").is_file():
         return []
     return sorted({path for pattern in MODEL_FILE_PATTERNS for path in folder.glob(pattern) if path.is_file()})
+
+
+def checkpoints_folder_of(path) -> Path | None:
+    """The run's checkpoints/ folder that `path` is in or is (one beside a model, or holding step-N folders), else
+    None: the trainer renames and deletes what is there, so nothing else may write into it."""
+    path = Path(path).absolute()
+    for folder in (path, *path.parents):
+        if folder.name == CHECKPOINTS_FOLDER and folder.is_dir() and (model_files(folder.parent) or any(
+                CHECKPOINT_PATTERN.match(child.name.removeprefix(TEMPORARY_PREFIX)) for child in folder.iterdir())):
+            return folder
+    return None
+
+
+def written_by_demvae(path, *, replaces: tuple[str, ...] = ()) -> tuple[str, str] | None:
+    """What `path` is when a demvae command wrote it and writing over it would damage something, as (what it is, what
+    writing it would damage): a model's file, anything in a run's checkpoints, an evaluation's progress, a model
+    card, inspect's picture or report, a run's summary or learning curve. None for any other path, and for the
+    files named in `replaces`, which the asking command writes itself."""
+    path = Path(path)
+    if (checkpoints := checkpoints_folder_of(path)) is not None:
+        return f"in the checkpoints of the run in {checkpoints.parent}", "that run's checkpoint"
+    if path.name in replaces or not path.is_file():
+        return None
+    if path.resolve() in {file.resolve() for file in model_files(path.parent)}:
+        return f"a file of the model saved in {path.parent}", "the model"
+    if PROGRESS_FILE.search(path.name):
+        return "an evaluation's progress file", "that evaluation's finished parts (--resume)"
+    if path.name in (RUN_SUMMARY, LEARNING_CURVE):
+        return f"the {'training summary' if path.name == RUN_SUMMARY else 'learning curve'} of the run in " \
+               f"{path.parent}", "that run's record"
+    if path.name in INSPECTION_FILES:
+        return "a picture or report of `demvae inspect`", "it"
+    if path.name == "README.md" and CARD_SIGNATURE in path.read_text(encoding="utf-8", errors="replace"):
+        return "a model card written by demvae", "the card"
+    return None
 
 
 def is_hub_id(source: str) -> bool:
@@ -83,6 +127,11 @@ def checked_model_folder(source: str) -> Path | None:
     return folder
 
 
+def saved_config(folder: Path | None) -> dict:
+    """The settings in a checked model folder's config.json (empty for a Hub id, which is not read before loading)."""
+    return {} if folder is None else json.loads((folder / "config.json").read_bytes())
+
+
 def one_line(error: BaseException, *, whole: bool = False) -> str:
     """The first non-empty line of an error message (libraries often add advice over several lines); with `whole`,
     every line joined (a config field's type error, whose first line names only the field)."""
@@ -124,5 +173,7 @@ def described_corpus(args, folder: Path | None) -> str:
                      f"model at {args.model} records no corpus it could be read from.")
 
 
-__all__ = ["EVALUATION_FILE", "RUN_SUMMARY", "TEMPORARY_PREFIX", "TRASH_PREFIX", "checked_model_folder",
-           "described_corpus", "is_hub_id", "model_files", "one_line", "recorded_corpus"]
+__all__ = ["CARD_SIGNATURE", "CHECKPOINT_PATTERN", "CHECKPOINTS_FOLDER", "EVALUATION_FILE", "INSPECTION_FILES",
+           "LEARNING_CURVE", "PROGRESS_SUFFIX", "RUN_SUMMARY", "SPECIAL_IDS", "TEMPORARY_PREFIX", "TRASH_PREFIX",
+           "checked_model_folder", "checkpoints_folder_of", "described_corpus", "is_hub_id", "model_files",
+           "one_line", "recorded_corpus", "saved_config", "written_by_demvae"]

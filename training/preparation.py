@@ -10,6 +10,7 @@ from transformers.utils import logging as hf_logging
 from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer
 from modeling_demvae.data import label_names, load_corpus, text_files_corpus, tokenize_corpus, with_attribute_labels
 
+from .checks import check_memory
 from .finetuning import base_kl_annealing_step, base_model_origin, load_for_finetuning
 from .hub import write_model_card
 from .reporting import print_report
@@ -21,7 +22,8 @@ from .trainer import DEMVAETrainer
 def load_training_corpus(args, settings):
     """The corpus with train and validation splits (validation carved from train when the source has none)."""
     if args.train_file:
-        corpus = text_files_corpus(args.train_file, args.valid_file, args.test_file)
+        corpus = text_files_corpus(args.train_file, args.valid_file, args.test_file,
+                                   text_column=settings["text_column"])
     else:
         corpus = load_corpus(settings["dataset"], text_column=settings["text_column"],
                              data_dir=settings.get("data_dir"))
@@ -93,6 +95,21 @@ def build_model(args, settings, corpus, labels: dict[str, dict]):
     return DEMVAEForGeneration(config), tokenizer
 
 
+BYTES_PER_TRAINED_WEIGHT = 16  # float32: the weight, its gradient and Adam's two moments
+
+
+def check_model_fits(config, training_args) -> None:
+    """Refuse sizes whose model, or whose batch's logits, would not fit in memory, before anything is allocated: the
+    model is built on the meta device, which allocates nothing, to count its weights."""
+    with torch.device("meta"):
+        weights = sum(weight.numel() for weight in DEMVAEForGeneration(config).parameters())
+    rows = training_args.batch_size // training_args.gradient_accumulation_steps
+    logits = 3 * 4 * rows * config.max_sentence_length * config.vocab_size  # logits, softmax and their gradient
+    check_memory(weights * BYTES_PER_TRAINED_WEIGHT + logits,
+                 f"training a model of {weights:,} weights (vocabulary of at most {config.vocab_size:,} words) on "
+                 f"batches of {rows:,} sentences")
+
+
 def train_command(args, settings: dict, training_args, *, start: float) -> int:
     """`demvae train`, its settings checked: the model's settings, the corpus, the model, the training, the
     report."""
@@ -102,7 +119,7 @@ def train_command(args, settings: dict, training_args, *, start: float) -> int:
         settings["kl_annealing_start"] = base_kl_annealing_step(args.init_from)
         training_args = replace(training_args, kl_annealing_start=settings["kl_annealing_start"])
     if not args.init_from:  # the model's settings, before the corpus is read (fine-tuning checks them on its model)
-        DEMVAEConfig(**{k: v for k, v in settings.items() if k in MODEL_FIELDS})
+        check_model_fits(DEMVAEConfig(**{k: v for k, v in settings.items() if k in MODEL_FIELDS}), training_args)
     with cpu_threads(settings.get("num_threads")):
         corpus = load_training_corpus(args, settings)
         labels = supervised_labels(settings, corpus)

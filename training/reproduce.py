@@ -39,9 +39,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .budgets import BUDGETS, DATASETS, LABELLED_TABLES, TABLES, Run, all_runs, run_settings
-from .checks import checked_output_file, checked_output_folder, number
+from .checks import checked_output_file, checked_output_folder, number, thread_count
 from .console import log_line
-from .evaluate import remove_progress, write_json
+from .evaluate import progress_file, remove_progress, write_json
 from .learning_curve import LEARNING_CURVE, read_curve
 from .model_folder import EVALUATION_FILE, RUN_SUMMARY
 from .precision import cpu_model_name
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", nargs="+", metavar="PRESET", help="only these presets (e.g. ptb-gm-vae)")
     parser.add_argument("--jobs", type=number(int, minimum=1), default=1,
                         help="runs trained side by side, the CPU cores shared among them (default: 1)")
-    parser.add_argument("--num-threads", type=number(int, minimum=1),
+    parser.add_argument("--num-threads", type=thread_count,
                         help="CPU threads per run (default: the budget's, `full`: 1; else the cores divided by "
                              "--jobs)")
     parser.add_argument("--work-dir",
@@ -160,7 +160,7 @@ def train_and_evaluate(run: Run, budget: str, *, work_dir: Path, results_dir: Pa
     if not step_done(trained, settings):
         for stale in (labelled, evaluated, evaluation_file):  # of an earlier model in this folder
             stale.unlink(missing_ok=True)
-        remove_progress(Path(f"{evaluation_file}.partial"))
+        remove_progress(progress_file(evaluation_file))
         start = time.time()
         again = "--resume"  # an interrupted run continues; a stale one starts over (and resumes if interrupted)
         if trained.is_file():
@@ -408,13 +408,14 @@ def run(args) -> int:
         list_budgets()
         return 0
     spec = BUDGETS[args.budget]
-    results_dir, report = Path(args.results_dir), Path(args.report)
-    work_dir = Path(args.work_dir or os.environ.get("DEMVAE_WORK_DIR") or spec.work_dir).expanduser()
-    threads = args.num_threads or spec.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    checked_output_file(report, "--report")
-    checked_output_folder(results_dir, "--results-dir")
+    report = checked_output_file(args.report, "--report")
+    results_dir = checked_output_folder(args.results_dir, "--results-dir")
+    work_dir = os.path.expanduser(args.work_dir if args.work_dir is not None else
+                                  os.environ.get("DEMVAE_WORK_DIR") or spec.work_dir)
     if not args.report_only:
         checked_output_folder(work_dir, "--work-dir")
+    work_dir = Path(work_dir)
+    threads = args.num_threads or spec.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     runs = all_runs(tuple(args.tables), args.runs, budget=args.budget)
     places = {"work_dir": work_dir, "results_dir": results_dir, "threads": threads, "data_dir": args.data_dir}
     if args.rescore:

@@ -3,11 +3,13 @@
 timed over all its starts."""
 
 import hashlib
+import os
 import signal
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import MISSING, asdict, fields
+from pathlib import Path
 
 import numpy as np
 
@@ -31,6 +33,56 @@ def check_output_dir(output_dir, *, resume: bool, overwrite: bool) -> None:
     held = " and ".join(name for name, held in (("a model", has_model), ("checkpoints", has_checkpoints)) if held)
     raise ValueError(f"{output} already holds {held} of an earlier run; --resume continues it, --overwrite replaces "
                      "it, or give another --output-dir.")
+
+
+LOCK_FILE = ".demvae-train.lock"  # in the output folder; it holds the process id of the run that trains there
+
+
+def _lock_holder(handle) -> str:
+    handle.seek(0)
+    return handle.read().strip() or "unknown"
+
+
+def _in_use(output, holder: str) -> ValueError:
+    return ValueError(f"{output} is in use: another `demvae train` (process {holder}) is training into it; wait for "
+                      "it to end, or give another --output-dir.")
+
+
+def check_not_in_use(output_dir) -> None:
+    """Refuse, before any work, an output folder whose lock another process holds (see `output_lock`)."""
+    import fcntl  # here: POSIX only, and only for train
+
+    path = Path(output_dir) / LOCK_FILE
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _in_use(output_dir, _lock_holder(handle)) from None
+
+
+@contextmanager
+def output_lock(output_dir):
+    """Within, this process alone trains into `output_dir`: an exclusive lock on its LOCK_FILE, which a second run
+    (or --overwrite, --resume) into the folder is refused by in one line naming the holder. The system releases it
+    when the process ends, however it ends, so a crash never leaves a stale lock."""
+    import fcntl
+
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    handle = open(output / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _in_use(output, _lock_holder(handle)) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
 
 
 def ids_record(rows) -> dict:
@@ -119,5 +171,5 @@ class RunClock:
         return None if self.before is None else self.before + time.monotonic() - self.started
 
 
-__all__ = ["RunClock", "check_output_dir", "ctrl_c_between_steps", "ids_record", "run_settings",
-           "setting_differences"]
+__all__ = ["RunClock", "check_not_in_use", "check_output_dir", "ctrl_c_between_steps", "ids_record", "output_lock",
+           "run_settings", "setting_differences"]

@@ -23,6 +23,7 @@ examples:
 import argparse
 import difflib
 import json
+import os
 import re
 import time
 import types
@@ -31,15 +32,14 @@ from importlib import resources
 from pathlib import Path
 
 from .arguments import SELECTION_METRICS, TrainingArguments
-from .checks import check_number, number
+from .checks import check_memory, check_number, check_threads, decoding_bytes, number, thread_count
 from .console import plural, status
-from .model_folder import checked_model_folder
+from .model_folder import SPECIAL_IDS, checked_model_folder
 from .model_source import config_docstring, config_fields, constant
 from .precision import MIXED_PRECISION
-from .runs import check_output_dir
+from .runs import check_not_in_use, check_output_dir
 
 PRESET_DIR = Path(str(resources.files("demvae.configuration")))  # the repository's configuration/, installed
-SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id")  # fixed by the tokenizer
 DERIVED_FIELDS = (*SPECIAL_IDS, "attributes")  # attributes: from --supervise and the corpus's labels
 MODEL_FIELDS = tuple(name for name in config_fields() if name not in DERIVED_FIELDS)
 TRAINING_FIELDS = tuple(f.name for f in fields(TrainingArguments))
@@ -95,9 +95,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="'synthetic', 'ptb', 'daily_dialog' (from --data-dir), a folder with train/valid/test.txt, "
                            "a .txt/.jsonl/.csv file, or a Hub dataset name.")
     data.add_argument("--text-column", help="Column holding the sentences in jsonl/csv/Hub data (default: text).")
-    data.add_argument("--train-file", help="Training text, one sentence a line (replaces --dataset).")
-    data.add_argument("--valid-file", help="Validation text for --train-file.")
-    data.add_argument("--test-file", help="Test text for --train-file.")
+    data.add_argument("--train-file", help="Training text, one sentence a line, or a .jsonl/.json/.csv file whose "
+                                           "--text-column holds the sentences (replaces --dataset).")
+    data.add_argument("--valid-file", help="Validation text for --train-file (the same kinds of file).")
+    data.add_argument("--test-file", help="Test text for --train-file (the same kinds of file).")
     data.add_argument("--data-dir", help="Folder holding ptb/ and daily_dialog/ (default: $DEMVAE_DATA_DIR, else "
                                          "../shared/data beside the checkout).")
     data.add_argument("--validation-fraction", type=float,
@@ -143,7 +144,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         training.add_argument(f"--{item.name.replace('_', '-')}", dest=item.name, help=helps.get(item.name),
                               **_option_type(item.type), **CHOICES.get(item.name, {}))
-    training.add_argument("--num-threads", type=number(int, minimum=1),
+    training.add_argument("--num-threads", type=thread_count,
                           help="CPU threads per process (default: $OMP_NUM_THREADS, else the cores divided among "
                                "the local processes; the main job uses 1: its steps are too small to split).")
     training.add_argument("--num-samples", type=number(int, minimum=0), default=3,
@@ -212,7 +213,27 @@ def check_data_settings(settings: dict) -> None:
     if len(set(columns)) != len(columns) or not all(isinstance(column, str) for column in columns):
         raise ValueError(f"--supervise must name distinct label columns, got {columns}.")
     if settings.get("num_threads") is not None:
-        check_number("num_threads", settings["num_threads"], integer=True, minimum=1)
+        check_threads("num_threads", settings["num_threads"])
+
+
+def check_options_apply(args: argparse.Namespace, settings: dict) -> None:
+    """Refuse an option given here that the other settings make do nothing, before any work: a run that silently
+    ignored it would not be the run that was asked for."""
+    variant = settings.get("variant", "dem")
+    rules = {  # option -> (does nothing, why and what to do)
+        "labelled_fraction": (not settings.get("supervise"), "it keeps the labels of a share of the --supervise "
+                              "columns; add --supervise COLUMN"),
+        "dispersion_weight": (variant != "dem", f"the dispersion term is the mixture prior's, which --variant "
+                              f"{variant} has none of; use --variant dem"),
+        "vocab_size": (args.init_from and not args.extend_vocabulary, "--init-from keeps the model's tokenizer; add "
+                       "--extend-vocabulary to grow it up to --vocab-size words"),
+        "extend_vocabulary": (not args.init_from, "it grows the tokenizer of the model given by --init-from"),
+        "valid_file": (not args.train_file, "it goes with --train-file (a --dataset has its own splits)"),
+        "test_file": (not args.train_file, "it goes with --train-file (a --dataset has its own splits)"),
+    }
+    for name, (idle, why) in rules.items():
+        if getattr(args, name) not in (None, False) and idle:
+            raise ValueError(f"--{name.replace('_', '-')} does nothing here: {why}.")
 
 
 def resolve_settings(args: argparse.Namespace) -> dict:
@@ -244,7 +265,11 @@ def run(args: argparse.Namespace) -> int:
            f"{plural(steps, 'step')} at most, into {settings['output_dir']}")  # before the checks that load torch
     training_args = TrainingArguments(**{k: v for k, v in settings.items() if k in TRAINING_FIELDS})
     check_data_settings(settings)
+    check_options_apply(args, settings)
+    check_memory(decoding_bytes(settings, args.num_samples), f"--num-samples {args.num_samples}")
     check_output_dir(training_args.output_dir, resume=training_args.resume, overwrite=training_args.overwrite)
+    if int(os.environ.get("RANK", 0)) == 0:  # of `accelerate launch`'s processes, the main one takes the lock
+        check_not_in_use(training_args.output_dir)
 
     from .preparation import train_command
 

@@ -52,6 +52,7 @@ from .runs import (
     check_output_dir,
     ctrl_c_between_steps,
     ids_record,
+    output_lock,
     run_settings,
     setting_defaults,
     setting_differences,
@@ -264,11 +265,14 @@ class DEMVAETrainer:
     def _diverged(self, step: int, problem: str, values: dict) -> None:
         shown = ", ".join(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}: {value}"
                           for name, value in values.items())
-        kept = latest_checkpoint(self.checkpoint_dir)
+        checkpoint = latest_checkpoint(self.checkpoint_dir)
+        kept = [what for what, there in ((f"the last good checkpoint {checkpoint}", checkpoint),
+                                         (f"the best model in {self.output_dir}", model_files(self.output_dir)))
+                if there]  # what is on disk now: after --overwrite, none of the earlier run's
         raise TrainingDiverged(
-            f"training stopped at step {step}: {problem} ({shown}). Kept: the last good checkpoint "
-            f"{kept or '(none yet)'} and the best model in {self.output_dir}. Lower --learning-rate or "
-            "--max-grad-norm, or use --mixed-precision no, then --resume."
+            f"training stopped at step {step}: {problem} ({shown}). Kept: {' and '.join(kept) or 'nothing yet'}. "
+            "Lower --learning-rate or --max-grad-norm, or use --mixed-precision no, then "
+            f"{'--resume' if checkpoint else 'train again'}."
         )
 
     def _check_finite_weights(self) -> None:
@@ -453,9 +457,14 @@ class DEMVAETrainer:
     # ----- the loop -----
 
     def train(self) -> TrainingState:
-        """Run (or resume) training to `max_steps` or early stopping; the best model ends up in `output_dir`."""
+        """Run (or resume) training to `max_steps` or early stopping; the best model ends up in `output_dir`, which
+        the main process holds locked meanwhile (a second run into it is refused)."""
+        check_output_dir(self.args.output_dir, resume=self.args.resume, overwrite=self.args.overwrite)
+        with output_lock(self.output_dir) if self.accelerator.is_main_process else nullcontext():
+            return self._train()
+
+    def _train(self) -> TrainingState:
         args, state, accelerator = self.args, self.state, self.accelerator
-        check_output_dir(args.output_dir, resume=args.resume, overwrite=args.overwrite)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             if args.overwrite:

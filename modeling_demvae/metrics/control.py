@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -132,7 +133,12 @@ def cached_classifier(texts: Sequence[str], labels: Sequence[str], *, label_name
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = cache_dir / classifier_key(texts, labels, label_names)
     if (folder / "classifier.json").is_file() and (folder / "classifier.safetensors").is_file():
-        return LabelClassifier.load(folder), True
+        try:
+            return LabelClassifier.load(folder), True
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as error:
+            reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+            raise ValueError(f"the cached classifier {folder} is damaged ({reason[:200]}); delete that folder and it "
+                             "is trained again.") from None
     classifier = train_classifier(texts, labels, label_names=label_names)
     cache_dir.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))

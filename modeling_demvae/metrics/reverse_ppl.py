@@ -14,6 +14,7 @@ vocabulary. `unseen_test_token_rate` reports how many test tokens were never gen
 
 import copy
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -106,12 +107,17 @@ def train_language_model(
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     history, best_state, best_epoch, stopped = [], None, 0, False
     if checkpoint is not None and Path(checkpoint).is_file():
-        saved = torch.load(checkpoint, map_location=device, weights_only=True)
-        lm.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        generator.set_state(saved["generator"])
-        history, best_state, best_epoch, stopped = (saved[key] for key in ("history", "best_state", "best_epoch",
-                                                                           "stopped"))
+        try:
+            saved = torch.load(checkpoint, map_location=device, weights_only=True)
+            lm.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            generator.set_state(saved["generator"])
+            history, best_state, best_epoch, stopped = (saved[key] for key in ("history", "best_state", "best_epoch",
+                                                                               "stopped"))
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as error:
+            reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+            raise ValueError(f"the language model checkpoint {checkpoint} is damaged ({reason[:200]}); delete it to "
+                             "train that language model again.") from None
     epochs = range(len(history), len(history) if stopped else max_epochs)
     for epoch in tqdm(epochs, desc="rPPL language model", disable=not progress):
         lm.train()
