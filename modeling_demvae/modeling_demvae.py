@@ -80,6 +80,20 @@ def categorical_entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * torch.log(probs.clamp_min(1e-30))).sum(-1)
 
 
+def latents_per_sequence(generation_config: GenerationConfig, kwargs: dict) -> int:
+    """The `num_return_sequences` asked for in `generate`'s `kwargs` (or its generation config, else the model's
+    `generation_config`): each of them will decode a latent of its own, so the options are set to one sequence per
+    latent (a copy of a given generation config, never the caller's)."""
+    config = kwargs.get("generation_config") or generation_config
+    draws = kwargs.pop("num_return_sequences", None) or config.num_return_sequences or 1
+    if draws > 1 and kwargs.get("generation_config") is not None:
+        kwargs["generation_config"] = copy.deepcopy(config)
+        kwargs["generation_config"].num_return_sequences = 1
+    elif draws > 1:
+        kwargs["num_return_sequences"] = 1
+    return draws
+
+
 class DEMVAEPreTrainedModel(PreTrainedModel):
     config: DEMVAEConfig
     config_class = DEMVAEConfig
@@ -117,7 +131,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
     def __init__(self, config: DEMVAEConfig):
         super().__init__(config)
         if config.variant != "rnnlm":
-            self.encoder = SentenceEncoder(config)
+            self.encoder = SentenceEncoder.from_config(config)
             encoder_size = config.encoder_hidden_size * (2 if config.bidirectional_encoder else 1)
             self.posterior = PosteriorHeads(config, encoder_size)
         if config.has_mixture_prior:
@@ -551,7 +565,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         else:
             given_rows = next((x.shape[0] for x in (prompt, prompt_embeds) if x is not None), 1)
             rows = num_samples if num_samples is not None else given_rows
-            draws = self._latents_per_sequence(kwargs)
+            draws = latents_per_sequence(self.generation_config, kwargs)
             latent = self.sample_prior(rows * draws, component, attributes=attributes)
         if prompt is None and prompt_embeds is None:
             prompt = torch.full((rows, 1), self.config.bos_token_id, device=self.device)
@@ -565,18 +579,6 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
                 kwargs[name] = repeat_rows(value, repeat)
         prompt = None if prompt is None else repeat_rows(prompt, repeat)
         return super().generate(prompt, latent=latent.to(self.device, self.dtype), **kwargs)
-
-    def _latents_per_sequence(self, kwargs: dict) -> int:
-        """The `num_return_sequences` asked for: each of them will decode a latent of its own, so the generation
-        options are set to one sequence per latent."""
-        config = kwargs.get("generation_config") or self.generation_config
-        draws = kwargs.pop("num_return_sequences", None) or config.num_return_sequences or 1
-        if draws > 1 and kwargs.get("generation_config") is not None:
-            kwargs["generation_config"] = copy.deepcopy(config)
-            kwargs["generation_config"].num_return_sequences = 1
-        elif draws > 1:
-            kwargs["num_return_sequences"] = 1
-        return draws
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
