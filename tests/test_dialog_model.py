@@ -97,8 +97,9 @@ def test_stage2_terms_against_independent_computations(tokenizer, batch):
         consistency = 0.0
         for b in range(len(ids)):
             length = int(mask[b].sum())
-            expected = [embedding[ids[b, 0]]] + [sum(p * embedding[v] for v, p in enumerate(out.logits[b, t].softmax(-1)))
-                                                 for t in range(length - 1)]
+            soft = [sum(p * embedding[v] for v, p in enumerate(out.logits[b, t].softmax(-1)))
+                    for t in range(length - 1)]
+            expected = [embedding[ids[b, 0]], *soft]
             encoded = model.response_vae.encoder(torch.stack(expected).unsqueeze(0), torch.tensor([length]))
             logits = model.response_vae.posterior(encoded).component_logits[0]
             consistency -= sum(logits[g].log_softmax(-1)[gold[b, g]] for g in range(gold.shape[1]))
@@ -298,8 +299,8 @@ def test_policy_and_consistency_on_synthetic_dialogs(tokenizer):
         loss.backward()
         optimizer.step()
     model.freeze_response_vae()
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
-    for _, batch in batches(300):
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.03)
+    for _, batch in batches(150):
         loss = model(**stage2_inputs(batch)).loss
         optimizer.zero_grad()
         loss.backward()
