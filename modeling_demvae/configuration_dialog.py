@@ -6,7 +6,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .configuration_demvae import DEMVAEConfig
+from .configuration_demvae import DEMVAEConfig, check_model_type
 
 FLOAT_FIELDS = ("consistency_weight", "initializer_range")
 # the reference run's response VAE (spec section 9): 3 groups x 5 components x 16 dimensions, its `--beta 0.5`
@@ -94,15 +94,9 @@ class DEMVAEDialogConfig(PreTrainedConfig):
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
-        """Refuse another architecture's checkpoint (a sentence DEM-VAE included) instead of loading it wrongly."""
         config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        model_type = config_dict.get("model_type", cls.model_type)
-        if model_type != cls.model_type:
-            raise ValueError(
-                f"{pretrained_model_name_or_path} holds a {model_type!r} model, not a DEM-VAE dialog one "
-                f"(model_type {cls.model_type!r}); a sentence DEM-VAE starts a dialog model with "
-                "DEMVAEForDialogGeneration.from_response_vae(...)."
-            )
+        check_model_type(config_dict, cls.model_type, pretrained_model_name_or_path, "a DEM-VAE dialog",
+                         "a sentence DEM-VAE starts a dialog model with DEMVAEForDialogGeneration.from_response_vae")
         return config_dict, kwargs
 
     # the response VAE's vocabulary and special tokens are the dialog model's (generation reads them here)

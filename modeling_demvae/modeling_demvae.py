@@ -94,6 +94,13 @@ def latents_per_sequence(generation_config: GenerationConfig, kwargs: dict) -> i
     return draws
 
 
+def greedy_generation_config(config: DEMVAEConfig) -> GenerationConfig:
+    """Greedy decoding, as the paper's samples, up to a whole sentence of the config's length."""
+    return GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+                            pad_token_id=config.pad_token_id, max_new_tokens=config.max_sentence_length - 1,
+                            do_sample=False)
+
+
 class DEMVAEPreTrainedModel(PreTrainedModel):
     config: DEMVAEConfig
     config_class = DEMVAEConfig
@@ -122,6 +129,19 @@ class DEMVAEPreTrainedModel(PreTrainedModel):
         elif isinstance(module, CategoricalMixturePrior):
             init.normal_(module.logits, 0.0, 1.0)
 
+    # the decoder's embedding and output layer (`decoder`, `lm_head`), which every model here has
+    def get_input_embeddings(self):
+        return self.decoder.embedding
+
+    def set_input_embeddings(self, value):
+        self.decoder.embedding = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
 
 class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
     """The DEM-VAE (and its baselines, by `config.variant`) with training losses and component-wise generation."""
@@ -147,25 +167,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         self.decoder = GRUDecoder(config)
         self.lm_head = nn.Linear(config.decoder_hidden_size, config.vocab_size)
         self.post_init()
-        self.generation_config = GenerationConfig(
-            bos_token_id=config.bos_token_id,
-            eos_token_id=config.eos_token_id,
-            pad_token_id=config.pad_token_id,
-            max_new_tokens=config.max_sentence_length - 1,
-            do_sample=False,
-        )
-
-    def get_input_embeddings(self):
-        return self.decoder.embedding
-
-    def set_input_embeddings(self, value):
-        self.decoder.embedding = value
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def set_output_embeddings(self, value):
-        self.lm_head = value
+        self.generation_config = greedy_generation_config(config)
 
     def _resize_token_embeddings(self, new_num_tokens, pad_to_multiple_of=None, mean_resizing=True):
         """The encoder reads the same vocabulary as the decoder: its embedding is resized with the decoder's and the

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationConfig, GenerationMixin
+from transformers import GenerationMixin
 from transformers.generation.utils import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 from transformers.utils import ModelOutput, can_return_tuple
 
@@ -27,6 +27,7 @@ from .modeling_demvae import (
     DEMVAEForGeneration,
     DEMVAEOutput,
     DEMVAEPreTrainedModel,
+    greedy_generation_config,
     latents_per_sequence,
     repeat_rows,
 )
@@ -106,25 +107,7 @@ class DEMVAEForDialogGeneration(DEMVAEDialogPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(response.decoder_hidden_size, response.vocab_size)
         self.response_vae_frozen = False
         self.post_init()
-        self.generation_config = GenerationConfig(
-            bos_token_id=response.bos_token_id,
-            eos_token_id=response.eos_token_id,
-            pad_token_id=response.pad_token_id,
-            max_new_tokens=response.max_sentence_length - 1,
-            do_sample=False,
-        )
-
-    def get_input_embeddings(self):
-        return self.decoder.embedding
-
-    def set_input_embeddings(self, value):
-        self.decoder.embedding = value
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def set_output_embeddings(self, value):
-        self.lm_head = value
+        self.generation_config = greedy_generation_config(response)
 
     @classmethod
     def from_response_vae(cls, response_vae: DEMVAEForGeneration, **settings) -> "DEMVAEForDialogGeneration":
