@@ -1,4 +1,5 @@
-"""The decoder's state between generation steps, as a transformers `Cache`: the GRU state and each row's latent."""
+"""The decoder's state between generation steps, as a transformers `Cache`: the GRU state and each row's latent (and,
+for the dialog model's response decoder, the context it attends to)."""
 
 import torch
 from transformers import Cache
@@ -47,6 +48,27 @@ class DEMVAECache(Cache):
                                   "assisted or prompt-lookup decoding).")
 
 
+class DEMVAEDialogCache(DEMVAECache):
+    """The dialog model's response decoder state: a `DEMVAECache` (GRU state, latent, positions read) and the
+    context it attends to at every step, the turn states `memory` (B, M, C) and which of them are real turns,
+    `memory_mask` (B, M). Its rows follow beam search and repeats as the state's do."""
+
+    def __init__(self, state: torch.Tensor, latent: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor,
+                 seq_length: int = 0):
+        super().__init__(state, latent, seq_length)
+        self.memory, self.memory_mask = memory, memory_mask
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        super().batch_select_indices(indices)
+        indices = indices.to(self.memory.device)
+        self.memory, self.memory_mask = self.memory[indices], self.memory_mask[indices]
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        super().batch_repeat_interleave(repeats)
+        self.memory = self.memory.repeat_interleave(repeats, 0)
+        self.memory_mask = self.memory_mask.repeat_interleave(repeats, 0)
+
+
 def checked_cache(cache) -> DEMVAECache | None:
     if cache is not None and not isinstance(cache, DEMVAECache):
         raise TypeError(f"cache must be the DEMVAECache that a decoding call returned (out.cache), got "
@@ -54,4 +76,4 @@ def checked_cache(cache) -> DEMVAECache | None:
     return cache
 
 
-__all__ = ["DEMVAECache", "checked_cache"]
+__all__ = ["DEMVAECache", "DEMVAEDialogCache", "checked_cache"]

@@ -215,14 +215,9 @@ class DEMVAEConfig(PreTrainedConfig):
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
-        """Refuse another architecture's checkpoint instead of warning and loading it into the wrong model."""
         config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        model_type = config_dict.get("model_type", cls.model_type)
-        if model_type != cls.model_type:
-            raise ValueError(
-                f"{pretrained_model_name_or_path} holds a {model_type!r} model, not a DEM-VAE one "
-                f"(model_type {cls.model_type!r}); load it with its own class or AutoModel."
-            )
+        check_model_type(config_dict, cls.model_type, pretrained_model_name_or_path, "a DEM-VAE",
+                         "load it with its own class or AutoModel")
         return config_dict, kwargs
 
     @property
@@ -275,4 +270,11 @@ class DEMVAEConfig(PreTrainedConfig):
         return 1.0 / (1.0 + math.exp(min(x, 700.0)))
 
 
-__all__ = ["DEMVAEConfig"]
+def check_model_type(config_dict: dict, model_type: str, origin, kind: str, advice: str) -> None:
+    """Refuse another architecture's checkpoint instead of warning and loading it into the wrong model."""
+    found = config_dict.get("model_type", model_type)
+    if found != model_type:
+        raise ValueError(f"{origin} holds a {found!r} model, not {kind} one (model_type {model_type!r}); {advice}.")
+
+
+__all__ = ["DEMVAEConfig", "check_model_type"]

@@ -87,6 +87,27 @@ def check_finite_options(options: dict) -> None:
             raise ValueError(f"generate({name}={value}): {name} must be a finite number.")
 
 
+def latents_per_sequence(generation_config: GenerationConfig, kwargs: dict) -> int:
+    """The `num_return_sequences` asked for in `generate`'s `kwargs` (or its generation config, else the model's
+    `generation_config`): each of them will decode a latent of its own, so the options are set to one sequence per
+    latent (a copy of a given generation config, never the caller's)."""
+    config = kwargs.get("generation_config") or generation_config
+    draws = kwargs.pop("num_return_sequences", None) or config.num_return_sequences or 1
+    if draws > 1 and kwargs.get("generation_config") is not None:
+        kwargs["generation_config"] = copy.deepcopy(config)
+        kwargs["generation_config"].num_return_sequences = 1
+    elif draws > 1:
+        kwargs["num_return_sequences"] = 1
+    return draws
+
+
+def greedy_generation_config(config: DEMVAEConfig) -> GenerationConfig:
+    """Greedy decoding, as the paper's samples, up to a whole sentence of the config's length."""
+    return GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+                            pad_token_id=config.pad_token_id, max_new_tokens=config.max_sentence_length - 1,
+                            do_sample=False)
+
+
 class DEMVAEPreTrainedModel(PreTrainedModel):
     config: DEMVAEConfig
     config_class = DEMVAEConfig
@@ -115,6 +136,19 @@ class DEMVAEPreTrainedModel(PreTrainedModel):
         elif isinstance(module, CategoricalMixturePrior):
             init.normal_(module.logits, 0.0, 1.0)
 
+    # the decoder's embedding and output layer (`decoder`, `lm_head`), which every model here has
+    def get_input_embeddings(self):
+        return self.decoder.embedding
+
+    def set_input_embeddings(self, value):
+        self.decoder.embedding = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
 
 class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
     """The DEM-VAE (and its baselines, by `config.variant`) with training losses and component-wise generation."""
@@ -124,7 +158,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
     def __init__(self, config: DEMVAEConfig):
         super().__init__(config)
         if config.variant != "rnnlm":
-            self.encoder = SentenceEncoder(config)
+            self.encoder = SentenceEncoder.from_config(config)
             encoder_size = config.encoder_hidden_size * (2 if config.bidirectional_encoder else 1)
             self.posterior = PosteriorHeads(config, encoder_size)
         if config.has_mixture_prior:
@@ -140,25 +174,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         self.decoder = GRUDecoder(config)
         self.lm_head = nn.Linear(config.decoder_hidden_size, config.vocab_size)
         self.post_init()
-        self.generation_config = GenerationConfig(
-            bos_token_id=config.bos_token_id,
-            eos_token_id=config.eos_token_id,
-            pad_token_id=config.pad_token_id,
-            max_new_tokens=config.max_sentence_length - 1,
-            do_sample=False,
-        )
-
-    def get_input_embeddings(self):
-        return self.decoder.embedding
-
-    def set_input_embeddings(self, value):
-        self.decoder.embedding = value
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def set_output_embeddings(self, value):
-        self.lm_head = value
+        self.generation_config = greedy_generation_config(config)
 
     def _resize_token_embeddings(self, new_num_tokens, pad_to_multiple_of=None, mean_resizing=True):
         """The encoder reads the same vocabulary as the decoder: its embedding is resized with the decoder's and the
@@ -567,7 +583,7 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         else:
             given_rows = next((x.shape[0] for x in (prompt, prompt_embeds) if x is not None), 1)
             rows = num_samples if num_samples is not None else given_rows
-            draws = self._latents_per_sequence(kwargs)
+            draws = latents_per_sequence(self.generation_config, kwargs)
             latent = self.sample_prior(rows * draws, component, attributes=attributes)
         if prompt is None and prompt_embeds is None:
             prompt = torch.full((rows, 1), self.config.bos_token_id, device=self.device)
@@ -581,18 +597,6 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
                 kwargs[name] = repeat_rows(value, repeat)
         prompt = None if prompt is None else repeat_rows(prompt, repeat)
         return super().generate(prompt, latent=latent.to(self.device, self.dtype), **kwargs)
-
-    def _latents_per_sequence(self, kwargs: dict) -> int:
-        """The `num_return_sequences` asked for: each of them will decode a latent of its own, so the generation
-        options are set to one sequence per latent."""
-        config = kwargs.get("generation_config") or self.generation_config
-        draws = kwargs.pop("num_return_sequences", None) or config.num_return_sequences or 1
-        if draws > 1 and kwargs.get("generation_config") is not None:
-            kwargs["generation_config"] = copy.deepcopy(config)
-            kwargs["generation_config"].num_return_sequences = 1
-        elif draws > 1:
-            kwargs["num_return_sequences"] = 1
-        return draws
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:

@@ -87,30 +87,48 @@ class SentenceEncoder(GradientCheckpointingLayer):
     GRUs' activations are recomputed in the backward pass; the embedding stays outside, so the checkpointed input
     carries a gradient."""
 
-    def __init__(self, config: DEMVAEConfig):
+    def __init__(self, vocab_size: int, embed_size: int, hidden_size: int, *, bidirectional: bool = True,
+                 dropout: float = 0.0, pad_token_id: int | None = None):
         super().__init__()
-        self.embedding = nn.Embedding(config.vocab_size, config.embed_size, padding_idx=config.pad_token_id)
-        self.dropout = nn.Dropout(config.dropout)
-        self.forward_rnn = nn.GRU(config.embed_size, config.encoder_hidden_size, batch_first=True)
-        self.backward_rnn = (
-            nn.GRU(config.embed_size, config.encoder_hidden_size, batch_first=True)
-            if config.bidirectional_encoder
-            else None
-        )
+        self.embedding = nn.Embedding(vocab_size, embed_size, padding_idx=pad_token_id)
+        self.dropout = nn.Dropout(dropout)
+        self.forward_rnn = nn.GRU(embed_size, hidden_size, batch_first=True)
+        self.backward_rnn = nn.GRU(embed_size, hidden_size, batch_first=True) if bidirectional else None
+
+    @classmethod
+    def from_config(cls, config: DEMVAEConfig) -> "SentenceEncoder":
+        """The sentence model's encoder: its vocabulary, embedding and encoder sizes."""
+        return cls(config.vocab_size, config.embed_size, config.encoder_hidden_size,
+                   bidirectional=config.bidirectional_encoder, dropout=config.dropout,
+                   pad_token_id=config.pad_token_id)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.embedding(input_ids))
 
-    def forward(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        last = lengths - 1
-        rnns, inputs = [self.forward_rnn], [embedded]
+    def _directions(self, embedded: torch.Tensor, lengths: torch.Tensor):
+        """Each direction's GRU outputs, the backward one's in each sentence's reversed order, and that order (B, T)
+        (its own inverse: positions past a sentence's end stay where they are)."""
+        rnns, inputs, reverse = [self.forward_rnn], [embedded], None
         if self.backward_rnn is not None:
             positions = torch.arange(embedded.shape[1], device=embedded.device)
             inside = positions < lengths.unsqueeze(1)
-            reverse = torch.where(inside, last.unsqueeze(1) - positions, positions)  # flip each sentence in place
+            reverse = torch.where(inside, (lengths - 1).unsqueeze(1) - positions, positions)  # flip each in place
             rnns.append(self.backward_rnn)
             inputs.append(at_positions(embedded, reverse))
-        return torch.cat([state_at(outputs, last) for outputs, _ in run_grus(rnns, inputs)], dim=-1)
+        return [outputs for outputs, _ in run_grus(rnns, inputs)], reverse
+
+    def forward(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The sentence's encoding (B, directions * H): each direction's state after its last real token."""
+        directions, _ = self._directions(embedded, lengths)
+        return torch.cat([state_at(outputs, lengths - 1) for outputs in directions], dim=-1)
+
+    def outputs(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Every token's states (B, T, directions * H), each direction's after reading up to that token from its
+        side; positions past a sentence's end hold padding's states, for the caller to mask."""
+        directions, reverse = self._directions(embedded, lengths)
+        if reverse is not None:
+            directions[1] = at_positions(directions[1], reverse)
+        return torch.cat(directions, dim=-1)
 
 
 class PosteriorHeads(nn.Module):

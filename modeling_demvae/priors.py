@@ -159,6 +159,10 @@ class GaussianMixturePrior(ExponentialFamilyMixture):
         q_mean, q_logvar = self._grouped(mean).unsqueeze(2), self._grouped(logvar).unsqueeze(2)
         return gaussian_kl(q_mean, q_logvar, self.means, self.log_variances.exp()).sum(-1)
 
+    def mode(self, components: torch.Tensor) -> torch.Tensor:
+        """The most probable z of each row's components (n, G), its mean: (n, G * d)."""
+        return self.means[torch.arange(self.num_groups, device=components.device), components].flatten(1)
+
     def sample(self, num_samples: int, component=None, *, generator=None) -> torch.Tensor:
         """z ~ p(z|c) with c ~ p(c) or fixed: (num_samples, G * d)."""
         indices = self.component_indices(num_samples, component, generator=generator)
@@ -209,6 +213,13 @@ class CategoricalMixturePrior(ExponentialFamilyMixture):
     def component_kl(self, latent_logits) -> torch.Tensor:
         """KL( q(z|x) || p(z|c) ) for every group and component: (B, G, d, V) -> (B, G, K)."""
         return categorical_kl(latent_logits.unsqueeze(2), self.log_probabilities(self.logits)).sum(-1)
+
+    def mode(self, components: torch.Tensor) -> torch.Tensor:
+        """The most probable z of each row's components (n, G), one-hot: each variable's likeliest value,
+        (n, G * d * V)."""
+        logits = self.logits[torch.arange(self.num_groups, device=components.device), components]  # (n, G, d, V-1)
+        values = self.log_probabilities(logits).argmax(-1)
+        return F.one_hot(values, self.categorical_size).to(logits.dtype).flatten(1)
 
     def sample(self, num_samples: int, component=None, *, generator=None) -> torch.Tensor:
         """One-hot z ~ p(z|c) with c ~ p(c) or fixed: (num_samples, G * d * V)."""

@@ -5,7 +5,7 @@ Encoding adds `<s>` only, as a prompt needs (a sentence's `</s>` is added by the
 """
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
@@ -39,6 +39,8 @@ def build_tokenizer(
     min_frequency: int = 1,
     lowercase: bool = True,
     model_max_length: int = 40,
+    split_punctuation: bool = False,
+    extra_special_tokens: Sequence[str] = (),
 ) -> DEMVAETokenizer:
     """Build a word-level tokenizer from training texts.
 
@@ -46,25 +48,34 @@ def build_tokenizer(
     the same corpus always gives the same ids), at most `max_vocab_size` entries in all, each seen at least
     `min_frequency` times. Encoding adds `<s>` (a sentence's `</s>` is text like any word: "... </s>"); unknown
     words become `<unk>`; batches are padded on the left.
+
+    Words are whitespace-separated, as in the corpora that come tokenized (Penn Treebank, DailyDialog);
+    `split_punctuation` also splits runs of punctuation off words (`\\w+|[^\\w\\s]+`: "where's" -> "where ' s"),
+    for raw text such as SMD's. `extra_special_tokens` (the dialog speakers) take the ids after the four special
+    tokens, are never split, lower-cased or counted as words, and `skip_special_tokens` hides them.
     """
-    if max_vocab_size <= len(SPECIAL_TOKENS):
-        raise ValueError(f"max_vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {max_vocab_size}.")
+    if max_vocab_size <= len(SPECIAL_TOKENS) + len(extra_special_tokens):
+        raise ValueError(f"max_vocab_size must exceed the {len(SPECIAL_TOKENS) + len(extra_special_tokens)} special "
+                         f"tokens, got {max_vocab_size}.")
     if min_frequency < 1:
         raise ValueError(f"min_frequency must be at least 1, got {min_frequency}.")
     normalizer = normalizers.Lowercase() if lowercase else None
+    pre_tokenizer = pre_tokenizers.Whitespace() if split_punctuation else pre_tokenizers.WhitespaceSplit()
+    specials = (*SPECIAL_TOKENS, *extra_special_tokens)
     counts = Counter()
     for text in texts:
-        counts.update((normalizer.normalize_str(text) if normalizer else text).split())
+        text = normalizer.normalize_str(text) if normalizer else text
+        counts.update(text.split() if not split_punctuation else (w for w, _ in pre_tokenizer.pre_tokenize_str(text)))
     if not counts:
         raise ValueError("cannot build a vocabulary from an empty corpus: no words found in the texts.")
-    words = sorted((w for w, n in counts.items() if n >= min_frequency and w not in SPECIAL_TOKENS),
+    words = sorted((w for w, n in counts.items() if n >= min_frequency and w not in specials),
                    key=lambda w: (-counts[w], w))
-    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + tuple(words[: max_vocab_size - len(SPECIAL_TOKENS)]))}
+    vocab = {token: i for i, token in enumerate(specials + tuple(words[: max_vocab_size - len(specials)]))}
 
     backend = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     if normalizer:
         backend.normalizer = normalizer
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.pre_tokenizer = pre_tokenizer
     return DEMVAETokenizer(
         tokenizer_object=backend,
         pad_token=PAD,
@@ -75,6 +86,7 @@ def build_tokenizer(
         add_eos_token=False,
         padding_side="left",
         model_max_length=model_max_length,
+        **({"extra_special_tokens": list(extra_special_tokens)} if extra_special_tokens else {}),
     )
 
 
