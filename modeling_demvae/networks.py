@@ -30,9 +30,9 @@ def mask_from(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pad_
     """Which tokens are real: the attention mask (of the ids' shape) or, failing that, the tokens that are not the pad
     id."""
     if attention_mask is not None:
-        if attention_mask.shape != input_ids.shape[:2]:
-            raise ValueError(f"attention_mask must have the shape of input_ids, {tuple(input_ids.shape[:2])} (batch, "
-                             f"length), got {tuple(attention_mask.shape)}.")
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask must have the shape of input_ids, {tuple(input_ids.shape)}, got "
+                             f"{tuple(attention_mask.shape)}.")
         return attention_mask.bool()
     return torch.ones_like(input_ids, dtype=torch.bool) if pad_token_id is None else input_ids.ne(pad_token_id)
 
