@@ -8,7 +8,8 @@ from transformers import PreTrainedConfig
 
 VARIANTS = ("dem", "vae", "discrete", "semi", "rnnlm")
 PRIOR_FAMILIES = ("gaussian", "categorical")
-FLOAT_FIELDS = ("dispersion_weight", "kl_annealing_slope", "dropout", "gumbel_temperature", "initializer_range",
+FLOAT_FIELDS = ("dispersion_weight", "mutual_information_bonus", "kl_annealing_slope", "dropout", "gumbel_temperature",
+                "initializer_range",
                 "attribute_loss_weight")
 ATTRIBUTE_KEYS = ("group", "variable", "labels", "supervised", "values")
 
@@ -39,6 +40,13 @@ class DEMVAEConfig(PreTrainedConfig):
             discrete latents side by side) or `"rnnlm"` (the decoder alone).
         dispersion_weight: The paper's beta in [0, 1]; the objective is ELBO + beta * L_d.
         use_mutual_information: Whether to drop the I(x; c) penalty hidden in the ELBO (the "+L_mi" variants).
+        mutual_information_bonus: Weight lambda >= 0 of I(x; c) (the batch estimate `mi`) subtracted from the loss on
+            top of that: q(c|x) is pushed to be confident and different across sentences. The unsupervised
+            categorical family keeps its components in use only with it (and `anneal_component_terms` false).
+        anneal_component_terms: Whether the KL-annealing weight also scales the terms of the components (agg_ckl and
+            the mi penalty or bonus); false keeps them at full weight from the first step. Adam moves q(c|x), whose
+            only gradients come from the KL-weighted terms, at full speed whatever the weight: early in the warm-up
+            it can collapse onto one component before the terms that keep the components in use weigh anything.
         kl_annealing: Whether KL terms are weighted by w_t = sigmoid(slope * (step - midpoint)).
         kl_annealing_slope: Slope of the annealing sigmoid.
         kl_annealing_midpoint: Step at which the annealing weight reaches 0.5.
@@ -79,6 +87,8 @@ class DEMVAEConfig(PreTrainedConfig):
     variant: str = "dem"
     dispersion_weight: float | int = 0.8
     use_mutual_information: bool = True
+    mutual_information_bonus: float | int = 0.0
+    anneal_component_terms: bool = True
     kl_annealing: bool = True
     kl_annealing_slope: float | int = 0.0025
     kl_annealing_midpoint: int = 2500
@@ -136,6 +146,9 @@ class DEMVAEConfig(PreTrainedConfig):
             raise ValueError(f"DEMVAEConfig.gumbel_temperature must be positive, got {self.gumbel_temperature}.")
         if self.initializer_range < 0:
             raise ValueError(f"DEMVAEConfig.initializer_range must be non-negative, got {self.initializer_range}.")
+        if self.mutual_information_bonus < 0:
+            raise ValueError(f"DEMVAEConfig.mutual_information_bonus must be non-negative, got "
+                             f"{self.mutual_information_bonus}.")
         if self.attribute_loss_weight < 0:
             raise ValueError(f"DEMVAEConfig.attribute_loss_weight must be non-negative, got "
                              f"{self.attribute_loss_weight}.")

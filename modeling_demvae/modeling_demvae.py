@@ -411,14 +411,11 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         weight = 1.0 if kl_weight is None else float(kl_weight)  # a Python number: no host-to-device copy
         if not (math.isfinite(weight) and weight >= 0):
             raise ValueError(f"kl_weight must be a finite number >= 0 (the annealing weight), got {kl_weight!r}.")
-        regularizer = (
-            terms["agg_ckl"]
-            + (0.0 if config.use_mutual_information else terms["mi"])
-            + terms["zkl"].mean()
-            + (1.0 - config.dispersion_weight) * terms["dispersion"].mean()
-        )
+        latent_kl = terms["zkl"].mean() + (1.0 - config.dispersion_weight) * terms["dispersion"].mean()
+        component_kl = (terms["agg_ckl"] + (0.0 if config.use_mutual_information else terms["mi"])
+                        - config.mutual_information_bonus * terms["mi"])
         elbo = -(nll + terms["zkl"] + terms["dispersion"] + terms["ckl"])
-        loss = nll.mean() + weight * regularizer
+        loss = nll.mean() + weight * latent_kl + (weight if config.anneal_component_terms else 1.0) * component_kl
         supervised = None
         if attribute_labels is not None:
             supervised = attribute_loss(config, posterior, attribute_labels.to(input_ids.device))

@@ -27,7 +27,7 @@ SAVED = dict(dispersion_weight=0.5, use_mutual_information=False, kl_annealing=F
              max_sentence_length=12, initializer_range=0.05, unk_token_id=4, use_cache=False, deterministic_eval=True,
              attribute_loss_weight=0.5, attributes={"act": {"group": 1, "labels": ["inform", "question"]}},
              categorical_size=3,  # it shapes nothing in a Gaussian model, the only kind older versions saved
-             gumbel_hard=False)
+             gumbel_hard=False, mutual_information_bonus=1.0, anneal_component_terms=False)
 
 
 @pytest.fixture(scope="module")

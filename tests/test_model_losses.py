@@ -87,6 +87,25 @@ def test_dgm_vae_loss_composition(batch):
     assert out.kl_weight.item() == pytest.approx(weight)
 
 
+@pytest.mark.parametrize("anneal_components", [True, False])
+def test_the_mutual_information_bonus_and_the_component_terms_weight(batch, anneal_components):
+    """loss = nll + w [zkl + (1 - beta) L_d] + w_c [agg_ckl - lambda mi], w_c = w or 1; mi against the entropies of
+    q(c|x) and of its batch mean, computed here with torch.distributions."""
+    beta, weight, bonus = 0.8, 0.3, 1.5
+    model = tiny_model(dispersion_weight=beta, use_mutual_information=True, mutual_information_bonus=bonus,
+                       anneal_component_terms=anneal_components).double().eval()
+    out = model(*batch, kl_weight=weight)
+    probs = out.component_probs
+    by_hand = (Categorical(probs=probs.mean(0)).entropy() - Categorical(probs=probs).entropy().mean(0)).sum()
+    torch.testing.assert_close(out.mi, by_hand)
+    component_weight = weight if anneal_components else 1.0
+    expected = (out.nll + weight * (out.zkl + (1 - beta) * out.dispersion)
+                + component_weight * (out.agg_ckl - bonus * out.mi))
+    torch.testing.assert_close(out.loss, expected)
+    with pytest.raises(ValueError, match="mutual_information_bonus must be non-negative, got -1.0"):
+        tiny_model(mutual_information_bonus=-1.0)
+
+
 def test_vae_kl_against_standard_normal(batch):
     model = tiny_model(variant="vae").double().eval()
     out = model(*batch)

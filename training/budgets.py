@@ -19,7 +19,8 @@ TABLES = {
     "dailydialog": ("DailyDialog", ["dailydialog-di-vae", "dailydialog-gm-vae", "dailydialog-gm-vae-mi",
                                     "dailydialog-dgm-vae", "dailydialog-dgm-vae-mi"]),
     "attributes": ("DailyDialog: generation by label", ["dailydialog-dcm-vae", "dailydialog-dcm-vae-relaxed",
-                                                        "dailydialog-dcm-vae-mi", "dailydialog-dcm-vae-sup",
+                                                        "dailydialog-dcm-vae-mi", "dailydialog-dcm-vae-mi-bonus",
+                                                        "dailydialog-dcm-vae-sup",
                                                         "dailydialog-cm-vae-sup", "dailydialog-dgm-vae-mi"]),
 }
 DATASETS = {"ptb": "ptb", "dailydialog": "daily_dialog", "attributes": "daily_dialog"}
@@ -184,8 +185,13 @@ def model_name(preset: str) -> str:
 
     settings = json.loads(preset_path(preset).read_text())
     name = DEMVAEConfig(**{key: value for key, value in settings.items() if key in MODEL_FIELDS}).paper_name
-    estimator = ", relaxed estimator" if settings.get("gumbel_hard") is False else ""
-    return name + estimator + (f", supervised: {', '.join(settings['supervise'])}" if settings.get("supervise") else "")
+    if settings.get("gumbel_hard") is False:
+        name += ", relaxed estimator"
+    if settings.get("mutual_information_bonus"):
+        name += f", MI bonus {settings['mutual_information_bonus']:g}"
+    if settings.get("anneal_component_terms") is False:
+        name += ", component terms unannealed"
+    return name + (f", supervised: {', '.join(settings['supervise'])}" if settings.get("supervise") else "")
 
 
 __all__ = ["BUDGETS", "COMPARISONS", "DATASETS", "LABELLED_TABLES", "TABLES", "Budget", "Run", "all_runs",
