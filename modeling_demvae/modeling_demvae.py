@@ -189,14 +189,18 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
 
     # ----- inference network -----
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> DEMVAEPosterior:
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+               check_vocabulary: bool = True) -> DEMVAEPosterior:
         """Posterior parameters q(z|x) and component probabilities q(c|x) for a batch of sentences, padded on either
-        side."""
+        side. `check_vocabulary` warns when sentences are mostly `<unk>` (text of another vocabulary); the package's
+        own passes over a corpus, tokenized with the model's tokenizer, turn it off: a corpus's rare words are not
+        a wrong vocabulary."""
         if self.config.variant == "rnnlm":
             raise ValueError("variant='rnnlm' has no latent variable to encode.")
         check_input_ids(input_ids)
         mask = mask_from(input_ids, attention_mask, self.config.pad_token_id)
-        self._warn_if_mostly_unknown(input_ids, mask, "passed to encode()")
+        if check_vocabulary:
+            self._warn_if_mostly_unknown(input_ids, mask, "passed to encode()")
         packed, lengths, _ = real_tokens_first(input_ids, mask)
         return self._posterior(packed, lengths)
 
@@ -377,8 +381,6 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, GenerationMixin):
         batch, samples = input_ids.shape[0], config.num_posterior_samples
         self._check_batch_inputs(batch, posterior_noise, aggregate_component_probs, attribute_labels)
         mask = mask_from(input_ids, attention_mask, config.pad_token_id)
-        if not self.training:
-            self._warn_if_mostly_unknown(input_ids, mask, "passed to forward()")
         packed, lengths, order = real_tokens_first(input_ids, mask)
         # position t predicts token t + 1 of the sentence: shifting the labels (not the logits) spares a copy of the
         # logits; targets are built in the sentence's own order, then put back at the input's positions

@@ -249,7 +249,8 @@ class DEMVAETrainer:
         with torch.no_grad(), self.accelerator.autocast():
             for index, part in enumerate(parts):
                 with self._dropout_stream(index):
-                    probs.append(model.encode(part["input_ids"], part["attention_mask"]).component_probs.float())
+                    probs.append(model.encode(part["input_ids"], part["attention_mask"],
+                                              check_vocabulary=False).component_probs.float())
         return self.accelerator.gather(torch.cat(probs)).mean(0)
 
     @contextmanager

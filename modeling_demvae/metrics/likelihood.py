@@ -129,7 +129,7 @@ def _batch_log_likelihood(model, batch, samples: int, max_tokens: int):
         latent = torch.zeros(len(batch), 0, device=model.device, dtype=model.dtype)
         log_px = sentence_log_likelihood_given_latent(model, input_ids, attention_mask, latent).cpu()
         return log_px, log_px
-    posterior = model.encode(input_ids, attention_mask)
+    posterior = model.encode(input_ids, attention_mask, check_vocabulary=False)
     posterior = DEMVAEPosterior(**{name: value.to(torch.promote_types(value.dtype, torch.float32))
                                    for name, value in posterior.items()})
     latent = model.posterior_latent(posterior, num_samples=samples)

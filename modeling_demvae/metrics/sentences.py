@@ -64,7 +64,7 @@ def encode_sentences(model, sentences, *, batch_size: int = 256, progress: bool 
             input_ids, attention_mask = pad_batch(
                 sentences[start : start + batch_size], model.config.pad_token_id, model.device
             )
-            parts.append(model.encode(input_ids, attention_mask))
+            parts.append(model.encode(input_ids, attention_mask, check_vocabulary=False))
     finally:
         model.train(was_training)
     return DEMVAEPosterior(**{name: torch.cat([part[name] for part in parts]) for name in parts[0].keys()})
