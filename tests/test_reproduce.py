@@ -36,10 +36,11 @@ def record(preset: str, seed: int, table: str | None = None, **evaluation) -> di
 def test_runs_cover_every_table_with_three_seeds_for_the_compared_models():
     runs = budgets.all_runs()
     names = [run.name for run in runs]
-    assert len(names) == len(set(names)) == (9 + 2 * 2) + 5 + (7 + 2 * 2)  # the unsupervised DCM-VAE four ways
-    for preset in ("ptb-gm-vae", "ptb-dgm-vae-mi", "dailydialog-dcm-vae-sup", "dailydialog-cm-vae-sup"):
+    assert len(names) == len(set(names)) == (9 + 2 * 2) + 5 + (7 + 3 * 2)  # the unsupervised DCM-VAE four ways
+    for preset in ("ptb-gm-vae", "ptb-dgm-vae-mi", "dailydialog-dcm-vae-sup", "dailydialog-cm-vae-sup",
+                   "dailydialog-dcm-vae-mi-bonus"):
         assert [run.seed for run in runs if run.preset == preset] == [0, 1, 2]
-    assert [run.table for run in runs] == ["ptb"] * 13 + ["dailydialog"] * 5 + ["attributes"] * 11  # PTB first
+    assert [run.table for run in runs] == ["ptb"] * 13 + ["dailydialog"] * 5 + ["attributes"] * 13  # PTB first
     assert [run.seed for run in runs[:9]] == [0] * 9  # the whole table once before the extra seeds
     # DGM-VAE + MI is in two tables: its DailyDialog run keeps its name, the labelled one is named by its table
     assert [run.name for run in runs if run.preset == "dailydialog-dgm-vae-mi"] == [
