@@ -592,9 +592,9 @@ def test_the_folder_card_shows_the_picture_demvae_inspect_drew_beside_it(trained
 
 def test_evaluate_writes_into_the_model_folder_only_when_it_is_one(trained, tmp_path):
     folder = copied(trained, tmp_path)
-    assert evaluation_output(str(folder), None) == str(folder / "evaluation.json")
-    assert evaluation_output(REPO_ID, None) == "evaluation.json"  # a Hub id: the current folder, as before
-    assert evaluation_output(str(folder), "mine.json") == "mine.json"
+    assert evaluation_output(str(folder), folder, None) == str(folder / "evaluation.json")
+    assert evaluation_output(REPO_ID, None, None) == "evaluation.json"  # a Hub id: the current folder, as before
+    assert evaluation_output(str(folder), folder, "mine.json") == "mine.json"
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")

@@ -139,13 +139,12 @@ def write_json(path: str, results: dict) -> None:
     write_text_atomically(path, json.dumps(clean, indent=2))
 
 
-def evaluation_output(model: str, output: str | None) -> str:
-    """Where `demvae evaluate` writes: --output when given, else MODEL/evaluation.json for a model folder (whose
-    card then carries the numbers) and ./evaluation.json for a Hub id; a read-only model folder is refused in one
-    line before any work."""
+def evaluation_output(model: str, folder: Path | None, output: str | None) -> str:
+    """Where `demvae evaluate` writes: --output when given, else MODEL/evaluation.json for a model folder (`folder`,
+    as `checked_model_folder` found it; its card then carries the numbers) and ./evaluation.json for a Hub id (None);
+    a read-only model folder is refused in one line before any work."""
     if output is not None:
         return output
-    folder = checked_model_folder(model)
     if folder is None:
         return EVALUATION_FILE
     try:
@@ -189,7 +188,7 @@ def run(args) -> int:
     else:
         check_control_applies(folder, args.metrics)
     check_sizes_fit(args, saved_config(folder))
-    args.output = str(checked_output_file(evaluation_output(args.model, args.output), "--output"))
+    args.output = str(checked_output_file(evaluation_output(args.model, folder, args.output), "--output"))
     status(f"Evaluating {args.model} on {described_corpus(args, folder)}")
 
     from .evaluation import evaluate_command

@@ -29,7 +29,7 @@ from modeling_demvae import DEMVAEConfig
 from .console import plural
 from .files import write_text_atomically
 from .loading import load_model_and_tokenizer, load_tokenizer, quiet_progress_bars
-from .model_folder import CARD_SIGNATURE, EVALUATION_FILE, RUN_SUMMARY, checked_model_folder, one_line
+from .model_folder import CARD_SIGNATURE, EVALUATION_FILE, checked_model_folder, one_line, training_summary
 
 try:  # the Hub client's HTTP library: httpx2 under huggingface_hub 2.x, httpx under 1.x
     import httpx2 as hub_http
@@ -430,12 +430,6 @@ def _saved_tokenizer(model):
         return load_tokenizer(model.name_or_path)
     except ValueError as error:
         raise ValueError(f"{error.args[0].removesuffix('.')}; {hint}") from None
-
-
-def training_summary(folder: Path) -> dict:
-    """The run summary `demvae train` wrote beside the model, {} when there is none."""
-    path = folder / RUN_SUMMARY
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def recorded_training_settings(folder: Path) -> dict:

@@ -139,13 +139,18 @@ def one_line(error: BaseException, *, whole: bool = False) -> str:
     return " ".join(lines) if whole else lines[0] if lines else type(error).__name__
 
 
+def training_summary(folder: Path) -> dict:
+    """The run summary `demvae train` wrote beside the model, {} when there is none."""
+    path = folder / RUN_SUMMARY
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def recorded_corpus(folder: Path | None) -> dict:
     """Where the text of the run that wrote `folder` came from (the training summary's sources: `dataset` and
     `text_column`, or `train_file`, `valid_file` and `test_file`); empty when nothing was recorded."""
-    path = None if folder is None else folder / RUN_SUMMARY
     try:
-        summary = json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else {}
-    except ValueError:
+        summary = {} if folder is None else training_summary(folder)
+    except ValueError:  # a damaged summary: the corpus is asked for instead
         return {}
     sources = summary.get("data", {}).get("sources") if isinstance(summary, dict) else None
     return {key: value for key, value in sources.items() if value is not None} if isinstance(sources, dict) else {}
@@ -176,4 +181,4 @@ def described_corpus(args, folder: Path | None) -> str:
 __all__ = ["CARD_SIGNATURE", "CHECKPOINT_PATTERN", "CHECKPOINTS_FOLDER", "EVALUATION_FILE", "INSPECTION_FILES",
            "LEARNING_CURVE", "PROGRESS_SUFFIX", "RUN_SUMMARY", "SPECIAL_IDS", "TEMPORARY_PREFIX", "TRASH_PREFIX",
            "checked_model_folder", "checkpoints_folder_of", "described_corpus", "is_hub_id", "model_files",
-           "one_line", "recorded_corpus", "saved_config", "written_by_demvae"]
+           "one_line", "recorded_corpus", "saved_config", "training_summary", "written_by_demvae"]
