@@ -22,7 +22,7 @@ import torch
 from datasets import DatasetDict
 from demvae.arguments import TrainingArguments
 from demvae.cli import main as demvae
-from demvae.hub import training_summary
+from demvae.model_folder import training_summary
 from demvae.trainer import DEMVAETrainer
 from transformers import PreTrainedTokenizerFast
 

@@ -94,7 +94,7 @@ FILE_OPTIONS = {  # command -> its arguments with the output file as {}
 
 
 def test_the_model_card_marker_is_what_the_card_carries(finished):
-    from demvae.hub import CARD_MARKER
+    from demvae.model_card import CARD_MARKER
     from demvae.model_folder import CARD_SIGNATURE
 
     assert CARD_MARKER.startswith(CARD_SIGNATURE) and CARD_SIGNATURE in (finished / "model/README.md").read_text()

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny_batch, tiny_config, tiny_model, tiny_trainer
-from demvae.hub import render_model_card
+from demvae.model_card import render_model_card
 from torch.distributions import Categorical, kl_divergence
 
 from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer, metrics

@@ -9,8 +9,8 @@ import torch
 from conftest import TINY, components_of, sharp_prior
 from demvae import component_labels, files
 from demvae.cli import main as demvae
-from demvae.hub import render_model_card
 from demvae.loading import load_model_and_tokenizer
+from demvae.model_card import render_model_card
 from sklearn.metrics import homogeneity_score
 
 from modeling_demvae import data

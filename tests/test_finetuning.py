@@ -14,7 +14,7 @@ from datasets import Dataset, DatasetDict
 from demvae.arguments import TrainingArguments
 from demvae.cli import main as demvae
 from demvae.finetuning import base_model_origin
-from demvae.hub import recorded_training_settings
+from demvae.model_card import recorded_training_settings
 from demvae.trainer import DEMVAETrainer
 
 from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, DEMVAETokenizer

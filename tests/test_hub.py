@@ -21,14 +21,8 @@ import torch
 from conftest import BLOCK_OUR_PACKAGE, TINY, error_lines, tiny_config
 from demvae.cli import main as demvae
 from demvae.evaluate import evaluation_output
-from demvae.hub import (
-    CARD_MARKER,
-    hub_http,
-    push_folder,
-    push_model,
-    render_model_card,
-    write_model_card,
-)
+from demvae.hub import hub_http, push_folder, push_model
+from demvae.model_card import CARD_MARKER, render_model_card, write_model_card
 from huggingface_hub import HfApi, ModelCard, constants
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 from huggingface_hub.hf_api import CommitInfo, RepoUrl

@@ -10,7 +10,7 @@ from accelerate.state import AcceleratorState
 from conftest import error_lines, save_tiny_model, write_dialog_corpus
 from demvae import precision
 from demvae.cli import main as demvae
-from demvae.hub import recorded_training_settings
+from demvae.model_card import recorded_training_settings
 
 AVX2_ONLY = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx avx2 fma\n"
 AMX = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16\n"

@@ -10,8 +10,8 @@ import torch
 from modeling_demvae import DEMVAEConfig, data, metrics
 
 from .files import write_text_atomically
-from .hub import write_model_card
 from .loading import load_model_and_tokenizer
+from .model_card import write_model_card
 from .threads import cpu_threads
 
 

@@ -293,8 +293,8 @@ def format_table(results: dict) -> str:
 
 def evaluate_command(args) -> int:
     """`demvae evaluate`, its options checked: the splits, the model, every metric, the table and the JSON."""
-    from .hub import write_evaluated_card
     from .loading import load_model_and_tokenizer
+    from .model_card import write_evaluated_card
     from .threads import cpu_threads
 
     if args.no_progress:

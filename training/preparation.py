@@ -12,7 +12,7 @@ from modeling_demvae.data import label_names, load_corpus, text_files_corpus, to
 
 from .checks import check_memory
 from .finetuning import base_kl_annealing_step, base_model_origin, load_for_finetuning
-from .hub import write_model_card
+from .model_card import write_model_card
 from .reporting import print_report
 from .threads import cpu_threads
 from .train import MODEL_FIELDS, data_sources

@@ -47,7 +47,8 @@ def run(args) -> int:
         raise FileNotFoundError(f"push sends a local model folder; {args.model} is none (a Hub id?).")
     status(f"Pushing {args.model} to the Hub repository {args.repo_id}")
 
-    from .hub import HubPushError, load_evaluation, push_folder
+    from .hub import HubPushError, push_folder
+    from .model_card import load_evaluation
 
     evaluations = [load_evaluation(path) for path in args.eval_json] or None  # None: MODEL/evaluation.json
     try:

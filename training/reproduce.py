@@ -230,7 +230,7 @@ def rescore_homogeneity(run: Run, budget: str, *, work_dir: Path, results_dir: P
     write_json(model_dir / EVALUATION_FILE, evaluation)
     write_json(record_path, record)
     scores.unlink()
-    from .hub import write_model_card
+    from .model_card import write_model_card
     from .threads import cpu_threads
 
     with cpu_threads(threads):
@@ -254,8 +254,8 @@ def label_components(run: Run, model_dir: Path, log: Path, env: dict) -> None:
 def write_card(run: Run, model_dir: Path, pictures: Path, evaluation: dict, threads: int) -> None:
     """The release card of the model, from its evaluation, with samples per component and the latent picture:
     PICTURES/README.md, ready for `demvae push` (which renders it again from the same inputs)."""
-    from .hub import LATENT_IMAGE_NAME, recorded_training_settings, render_model_card
     from .loading import load_model_and_tokenizer
+    from .model_card import LATENT_IMAGE_NAME, recorded_training_settings, render_model_card
     from .threads import cpu_threads
 
     with cpu_threads(threads):
