@@ -189,11 +189,13 @@ def recording_in_process(commands: list, environments: list):
 # ----- the full budget -----
 
 
-def test_the_full_budget_runs_the_four_models_of_the_claim_in_order_with_one_thread():
+def test_the_full_budget_runs_the_models_of_the_claims_in_order_with_one_thread():
     runs = budgets.all_runs(budget="full")
     assert [run.name for run in runs] == ["ptb-gm-vae-seed0", "ptb-dgm-vae-mi-seed0", "dailydialog-gm-vae-seed0",
-                                          "dailydialog-dgm-vae-mi-seed0"]
-    assert [run.name for run in budgets.all_runs(("dailydialog",), budget="full")] == [r.name for r in runs[2:]]
+                                          "dailydialog-dgm-vae-mi-seed0", "dailydialog-dcm-vae-sup-seed0",
+                                          "dailydialog-cm-vae-sup-seed0"]
+    assert [run.name for run in budgets.all_runs(("dailydialog",), budget="full")] == [r.name for r in runs[2:4]]
+    assert [run.table for run in runs[4:]] == ["attributes"] * 2  # the generation-by-label table's comparison
     with pytest.raises(ValueError, match="unknown run.*in budget 'full'"):
         budgets.all_runs(budget="full", presets=["ptb-vae"])
     full = budgets.BUDGETS["full"]
@@ -206,6 +208,9 @@ def test_the_full_budget_runs_the_four_models_of_the_claim_in_order_with_one_thr
     preset = budgets.run_settings(runs[2], "full")["preset_settings"]
     assert preset["selection_metric"] == "loss" and preset["eval_every"] == 2000
     assert "early_stopping_patience" not in {**preset, **dialog} and TrainingArguments().early_stopping_patience == 10
+    supervised = [budgets.run_settings(run, "full") for run in runs[4:]]
+    assert all(run["train"] == dialog for run in supervised)  # trained as the reference DailyDialog command
+    assert {run["preset_settings"]["selection_metric"] for run in supervised} == {"elbo"}  # the budget selects on loss
     assert ptb["learning_curve_every"] == 500 and ptb["learning_curve_until"] == 3_500
     assert "learning_curve_every" not in dialog  # the curve is drawn for Penn Treebank only
     assert full.evaluate["nll_samples"] == 500 and "max_sentences" not in full.evaluate  # the whole test set
@@ -262,7 +267,8 @@ def test_a_complete_curve_of_a_run_still_training_is_drawn_before_its_record(tmp
     text = report_path.read_text()
     assert "## Budget `full`" in text and "GM-VAE still training or evaluating, the curve complete" in text
     assert "Not run yet: ptb-gm-vae-seed0, ptb-dgm-vae-mi-seed0" in text and curve["collapse"] in text
-    assert "### DailyDialog\n" in text and "generation by label" not in text  # a table the budget does not run
+    assert "### DailyDialog\n" in text and "### DailyDialog: generation by label" in text
+    assert "Not run yet: dailydialog-dcm-vae-sup-seed0, dailydialog-cm-vae-sup-seed0" in text
 
     with (work / "full" / "ptb-dgm-vae-mi-seed0" / "learning_curve.jsonl").open("a") as handle:
         handle.write(json.dumps(curve_points([[1.0, 1.0, 1.0]] * 7)[-1]) + "\n")
@@ -312,16 +318,19 @@ def test_the_full_budget_at_toy_size_writes_records_curve_ceilings_and_cards_and
     assert main(arguments) == 0
     out = capsys.readouterr().out
     order = [out.index(f"{name}: training") for name in ("ptb-gm-vae-seed0", "ptb-dgm-vae-mi-seed0",
-                                                          "dailydialog-gm-vae-seed0", "dailydialog-dgm-vae-mi-seed0")]
+                                                          "dailydialog-gm-vae-seed0", "dailydialog-dgm-vae-mi-seed0",
+                                                          "dailydialog-dcm-vae-sup-seed0",
+                                                          "dailydialog-cm-vae-sup-seed0")]
     assert order == sorted(order)
     assert {env["OMP_NUM_THREADS"] for env in environments} == {"1"}
     assert (tmp_path / "work" / "full" / "ptb-gm-vae-seed0" / "checkpoints").is_dir()
 
     full = results / "full"
     names = sorted(path.name for path in full.glob("*.json"))
-    assert names == ["dailydialog-ceiling.json", "dailydialog-dgm-vae-mi-seed0.json", "dailydialog-gm-vae-seed0.json",
-                     "ptb-ceiling.json", "ptb-dgm-vae-mi-seed0.json", "ptb-gm-vae-seed0.json",
-                     "ptb-learning-curve.json"]
+    assert names == ["dailydialog-ceiling.json", "dailydialog-cm-vae-sup-seed0.json",  # one ceiling per corpus
+                     "dailydialog-dcm-vae-sup-seed0.json", "dailydialog-dgm-vae-mi-seed0.json",
+                     "dailydialog-gm-vae-seed0.json", "ptb-ceiling.json", "ptb-dgm-vae-mi-seed0.json",
+                     "ptb-gm-vae-seed0.json", "ptb-learning-curve.json"]
     gm = json.loads((full / "ptb-gm-vae-seed0.json").read_text())
     newest = list_checkpoints(tmp_path / "work" / "full" / "ptb-gm-vae-seed0" / "checkpoints")[-1]
     assert gm["timed_every_start"] and gm["evaluation_minutes"] == gm["evaluation"]["seconds"] / 60 > 0
@@ -352,7 +361,7 @@ def test_the_full_budget_at_toy_size_writes_records_curve_ceilings_and_cards_and
 
     written = {path: path.stat().st_mtime_ns for path in results.rglob("*") if path.is_file()}
     assert main(arguments) == 0  # everything done: nothing retrained, re-evaluated or rewritten
-    assert "4 run(s) in budget 'full': 4 done, 0 to do" in capsys.readouterr().out
+    assert "6 run(s) in budget 'full': 6 done, 0 to do" in capsys.readouterr().out
     assert {path: path.stat().st_mtime_ns for path in results.rglob("*") if path.is_file()} == written
 
     # stopped during the evaluation of a trained model: the next start evaluates it again, and trains nothing
@@ -361,7 +370,7 @@ def test_the_full_budget_at_toy_size_writes_records_curve_ceilings_and_cards_and
     (tmp_path / "work" / "full" / "ptb-dgm-vae-mi-seed0" / "reproduce_evaluation.json").unlink()
     commands.clear()
     assert main(arguments) == 0
-    assert "4 run(s) in budget 'full': 3 done, 1 to do" in capsys.readouterr().out
+    assert "6 run(s) in budget 'full': 5 done, 1 to do" in capsys.readouterr().out
     assert commands == ["evaluate", "inspect"]
     again = json.loads((full / "ptb-dgm-vae-mi-seed0.json").read_text())["evaluation"]
     assert again.pop("seconds") > 0 and before["evaluation"].pop("seconds") > 0  # each evaluation's own time

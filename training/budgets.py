@@ -62,6 +62,9 @@ class Budget:
 
 
 FULL_STEPS = 20_000
+# The reference DailyDialog command: no learning-rate decay, the best model by the validation objective (the loss
+# that is minimized, the attribute cross-entropy included for a supervised model), at most 50 validations.
+REFERENCE_DAILYDIALOG = {"max_steps": 100_000, "lr_decay": 1.0, "selection_metric": "loss"}
 BUDGETS = {
     "paper": Budget("the reference protocol: the presets as they are (spec section 5), NLL with 500 samples and "
                     "rPPL with 40,000 + 3,000 samples on the whole test set (spec section 6)",
@@ -78,9 +81,10 @@ BUDGETS = {
         "curve every 500 steps up to step 3,500",
         train={"num_posterior_samples": 1, "max_steps": FULL_STEPS, "checkpoint_every": 500},
         table_train={"ptb": {"learning_curve_every": 500, "learning_curve_until": 3_500},
-                     "dailydialog": {"max_steps": 100_000, "lr_decay": 1.0}},
+                     **dict.fromkeys(("dailydialog", "attributes"), REFERENCE_DAILYDIALOG)},
         evaluate={"nll_samples": 500, "rppl_preset": "paper", "rppl_max_epochs": 100},
-        runs=("ptb-gm-vae", "ptb-dgm-vae-mi", "dailydialog-gm-vae", "dailydialog-dgm-vae-mi"),
+        runs=("ptb-gm-vae", "ptb-dgm-vae-mi", "dailydialog-gm-vae", "dailydialog-dgm-vae-mi",
+              "dailydialog-dcm-vae-sup", "dailydialog-cm-vae-sup"),
         ceiling=True, cards=True, threads=1, work_dir="~/demvae-runs",
         deviations=(
             "One posterior sample of z per sentence in training; the reference Penn Treebank runs average 20 (the "
@@ -90,7 +94,9 @@ BUDGETS = {
             "without improvement, it cannot stop earlier. Both Penn Treebank models' best validation was at step "
             "8,000, so the cap did not bind. DailyDialog trains as the reference DailyDialog command does (no "
             "learning-rate decay, at most 50 validations, early stopping after 10 without improvement): its first "
-            "full-budget models, capped at 20,000 steps with the presets' decay, were still improving at the cap.",
+            "full-budget models, capped at 20,000 steps with the presets' decay, were still improving at the cap. "
+            "The supervised DCM-VAE and its beta = 0 twin (CM-VAE), the generation-by-label table's comparison, "
+            "train the same way, selected on the objective (their presets select on the ELBO).",
             "One seed (0) per model.",
             "A CPU, one thread per run, instead of a GPU, in bf16 autocast where the CPU has bf16 units (AMX or "
             "AVX-512 bf16) and float32 elsewhere (`--mixed-precision auto`; the line above names each machine's); "
@@ -147,6 +153,11 @@ def table_of(preset: str) -> str:
     return next(table for table, (_, presets) in TABLES.items() if preset in presets)
 
 
+def corpus_table(table: str) -> str:
+    """The first table of the table's corpus: the one whose rPPL ceiling every table of that corpus shares."""
+    return next(first for first in TABLES if DATASETS[first] == DATASETS[table])
+
+
 def all_runs(tables=tuple(TABLES), presets=None, *, budget: str | None = None) -> list[Run]:
     """The runs of the chosen tables, restricted to `presets` when given (unknown ones: an error): the budget's own
     list in its order, else every table's presets in table order, a whole table before the extra seeds."""
@@ -196,4 +207,4 @@ def model_name(preset: str) -> str:
 
 
 __all__ = ["BUDGETS", "COMPARISONS", "DATASETS", "LABELLED_TABLES", "TABLES", "Budget", "Run", "all_runs",
-           "model_name", "preset_path", "run_settings", "table_of"]
+           "corpus_table", "model_name", "preset_path", "run_settings", "table_of"]

@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from .budgets import BUDGETS, DATASETS, LABELLED_TABLES, TABLES, Run, all_runs, run_settings
+from .budgets import BUDGETS, DATASETS, LABELLED_TABLES, TABLES, Run, all_runs, corpus_table, run_settings
 from .checks import checked_output_file, checked_output_folder, number, thread_count
 from .console import log_line
 from .evaluate import progress_file, remove_progress, write_json
@@ -273,14 +273,15 @@ def ceiling_settings(table: str, budget: str) -> dict:
 
 def measure_ceiling(table: str, budget: str, runs: list[Run], *, work_dir: Path, results_dir: Path, threads: int,
                     data_dir: str | None) -> None:
-    """The table's rPPL ceiling, once per corpus: the rPPL language model trained on real training sentences
-    (as many as the budget's rPPL samples) with the vocabulary of a trained model of the table (all of a table's
-    presets build the same one), written to RESULTS_DIR/BUDGET/TABLE-ceiling.json. Nothing while no model of
-    the table has finished training."""
+    """The rPPL ceiling of the table's corpus, once per corpus: the rPPL language model trained on real training
+    sentences (as many as the budget's rPPL samples) with the vocabulary of a trained model of the corpus (all of its
+    presets build the same one), written to RESULTS_DIR/BUDGET/TABLE-ceiling.json for the corpus's first table.
+    Nothing while no model of the corpus has finished training."""
+    table = corpus_table(table)
     settings = ceiling_settings(table, budget)
     if step_done(ceiling_path(results_dir, budget, table), settings):
         return
-    trained = [run for run in runs if run.table == table
+    trained = [run for run in runs if corpus_table(run.table) == table
                and (work_dir / budget / run.name / "reproduce_training.json").is_file()]
     if not trained:
         return

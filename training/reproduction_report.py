@@ -7,7 +7,7 @@ import os
 import statistics
 from pathlib import Path
 
-from .budgets import BUDGETS, COMPARISONS, TABLES, all_runs, model_name
+from .budgets import BUDGETS, COMPARISONS, TABLES, all_runs, corpus_table, model_name
 from .evaluate import write_json
 from .files import write_text_atomically
 
@@ -91,7 +91,8 @@ def ceiling_path(results_dir: Path, budget: str, table: str) -> Path:
 
 
 def load_ceiling(results_dir: Path, budget: str, table: str) -> dict | None:
-    path = ceiling_path(results_dir, budget, table)
+    """The rPPL ceiling of the table's corpus, measured once per corpus."""
+    path = ceiling_path(results_dir, budget, corpus_table(table))
     return json.loads(path.read_text()) if path.is_file() else None
 
 
