@@ -75,7 +75,7 @@ def components_tab(explorer: ComponentExplorer) -> None:
             facts = gr.Markdown(explorer.facts_markdown(0, 0), elem_id="facts")
         with gr.Column(scale=2):
             picture = gr.Image(explorer.picture(0, 0), type="filepath", label="Latent space of the group",
-                               elem_id="picture")
+                               show_label=False, elem_id="picture")
     group.change(lambda g: gr.Dropdown(choices=component_choices(g), value=0), inputs=group, outputs=component,
                  api_visibility="private")
     component.change(describe, inputs=[group, component, label], outputs=[facts, picture], api_name="describe")
