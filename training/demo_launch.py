@@ -1,6 +1,8 @@
 """What `demvae demo` runs once its options are checked: the model loaded and the sentences placed (once per model,
 then from the cache), then the app served or a Space written."""
 
+from pathlib import Path
+
 from .evaluation import load_splits, sentences_of
 from .loading import load_model_and_tokenizer
 from .threads import cpu_threads
@@ -23,8 +25,8 @@ def serve(args) -> int:
 
     with cpu_threads(args.num_threads):
         explorer = ComponentExplorer(*loaded_and_placed(args))
-        build_app(explorer, title=f"DEM-VAE explorer: {args.model}").launch(server_name=args.host,
-                                                                             server_port=args.port)
+        title = f"DEM-VAE explorer: {Path(args.model).name or args.model}"
+        build_app(explorer, title=title).launch(server_name=args.host, server_port=args.port)
     return 0
 
 

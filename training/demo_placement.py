@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from modeling_demvae import DEMVAEPosterior, metrics
 from modeling_demvae.metrics.control import demvae_cache
 from modeling_demvae.metrics.sentences import as_id_lists
 
 PLACEMENT_VERSION = 1  # part of the file name: a change of what is stored makes new placements
+PLACEMENT_SUFFIX = ".safetensors"
 
 
 @dataclass
@@ -27,20 +30,24 @@ class Placement:
     posterior: DEMVAEPosterior
 
     def save(self, path: Path) -> None:
-        """Written to a temporary file beside `path`, then renamed: an interrupted save leaves no half file."""
+        """safetensors (the sentences as JSON in its metadata: never a pickle), written to a temporary file beside
+        `path` and renamed: an interrupted save leaves no half file."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
+        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=PLACEMENT_SUFFIX, dir=path.parent)
         os.close(handle)
         try:
-            torch.save({"sentences": self.sentences, "posterior": dict(self.posterior.items())}, temporary)
+            tensors = {name: value.contiguous() for name, value in self.posterior.items()}
+            save_file(tensors, temporary, metadata={"sentences": json.dumps(self.sentences)})
             os.replace(temporary, path)
         finally:
             Path(temporary).unlink(missing_ok=True)
 
     @classmethod
-    def load(cls, path: Path) -> "Placement":
-        saved = torch.load(path, weights_only=True)
-        return cls(saved["sentences"], DEMVAEPosterior(**saved["posterior"]))
+    def load(cls, path: str | os.PathLike) -> "Placement":
+        with safe_open(path, "pt") as saved:
+            sentences = json.loads(saved.metadata()["sentences"])
+            posterior = DEMVAEPosterior(**{name: saved.get_tensor(name) for name in saved.keys()})
+        return cls(sentences, posterior)
 
 
 def weights_hash(model) -> str:
@@ -53,10 +60,10 @@ def weights_hash(model) -> str:
 
 
 def placement_path(model, sentences: list[list[int]], cache_dir: Path | None = None) -> Path:
-    """CACHE/demo/<weights hash>/<sentences hash>-v<version>.pt."""
+    """CACHE/demo/<weights hash>/<sentences hash>-v<version>.safetensors."""
     sentences_hash = hashlib.sha256(json.dumps(sentences).encode()).hexdigest()[:16]
     folder = (cache_dir or demvae_cache() / "demo") / weights_hash(model)[:16]
-    return folder / f"{sentences_hash}-v{PLACEMENT_VERSION}.pt"
+    return folder / f"{sentences_hash}-v{PLACEMENT_VERSION}{PLACEMENT_SUFFIX}"
 
 
 def placed_sentences(model, sentences: list[list[int]], *, cache_dir: Path | None = None,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .demo_placement import Placement
 
-PLACEMENT_FILE = "placed_sentences.pt"
+PLACEMENT_FILE = "placed_sentences.safetensors"
 SPACE_FILES = ("app.py", "requirements.txt", "README.md", PLACEMENT_FILE)
 SOURCE_SUFFIXES = {".py", ".json", ".yaml", ".md"}
 
