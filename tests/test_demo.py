@@ -200,8 +200,12 @@ def test_sentences_are_placed_once_per_model_in_the_user_cache(tmp_path, corpus,
 
 def test_space_dir_writes_a_space_that_loads_the_model_by_its_hub_id(tmp_path, corpus, demo_cache, capsys):
     model_dir = save_tiny_model(tmp_path / "model", corpus)
-    assert demvae(["demo", str(model_dir), "--dataset", str(corpus), "--space-dir", str(tmp_path / "space")]) == 2
-    assert "give --model-id namespace/name" in error_lines(capsys.readouterr().err)[-1]
+    for wrong, message in ((["--space-dir", str(tmp_path / "space")], "give --model-id namespace/name"),
+                           (["--model-id", "tester/x"], "--model-id names the model a Space loads; it goes with"),
+                           (["--space-dir", str(model_dir), "--model-id", "tester/x"], "holds a model (config.json)"),
+                           (["--space-dir", str(tmp_path / "space"), "--model-id", "no id"], "is not a Hub model id")):
+        assert demvae(["demo", str(model_dir), "--dataset", str(corpus), *wrong]) == 2
+        assert message in error_lines(capsys.readouterr().err)[-1]
 
     assert demvae(["demo", str(model_dir), "--dataset", str(corpus), "--space-dir", str(tmp_path / "space"),
                    "--model-id", "tester/demvae-tiny"]) == 0
