@@ -34,6 +34,7 @@ def test_every_command_of_the_readme_table_runs_as_written(tmp_path, monkeypatch
     model it wrote (push to an intercepted Hub)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_TOKEN", "hf_test_token_not_used_for_any_request")
+    monkeypatch.setenv("DEMVAE_CACHE", str(tmp_path / "cache"))  # the demo's placement, not in the user's cache
     hub = FakeHub(monkeypatch)
     for command in readme_commands():
         assert demvae(shlex.split(command)[1:]) == 0, (command, capsys.readouterr().err[-2000:])

@@ -100,10 +100,11 @@ def measured_evaluation(folder, model, tokenizer) -> dict:
 
 
 class FakeHub:
-    """Stands in for the Hub's HTTP API at `HfApi` (no network here): records repos, branches and committed files."""
+    """Stands in for the Hub's HTTP API at `HfApi` (no network here): records repos, branches and committed files
+    (a Space's in `space_files`)."""
 
     def __init__(self, monkeypatch, *, fail_with: BaseException | None = None, fail_at: str = "create_commit"):
-        self.repos, self.branches, self.commits, self.files = [], [], [], {}
+        self.repos, self.branches, self.commits, self.files, self.space_files = [], [], [], {}, {}
         self.fail_with, self.fail_at = fail_with, fail_at
         for name in ("create_repo", "create_branch", "create_commit"):
             monkeypatch.setattr(HfApi, name, getattr(self, name))
@@ -122,8 +123,9 @@ class FakeHub:
         self._maybe_fail("create_repo")
         assert token and exist_ok
         repo_id = repo_id if "/" in repo_id else f"tester/{repo_id}"  # the Hub resolves the namespace
-        self.repos.append({"repo_id": repo_id, "private": private})
-        return RepoUrl(f"https://huggingface.co/{repo_id}")
+        space = {"repo_type": "space", "space_sdk": kwargs["space_sdk"]} if kwargs.get("repo_type") == "space" else {}
+        self.repos.append({"repo_id": repo_id, "private": private, **space})
+        return RepoUrl(f"https://huggingface.co/{'spaces/' * bool(space)}{repo_id}")
 
     def create_branch(self, repo_id, *, branch, token=None, exist_ok=False, **kwargs):
         self._maybe_fail("create_branch")
@@ -131,11 +133,12 @@ class FakeHub:
 
     def create_commit(self, repo_id, operations, *, commit_message, revision=None, token=None, **kwargs):
         self._maybe_fail("create_commit")
+        space = kwargs.get("repo_type") == "space"
         for operation in operations:
             with operation.as_file() as handle:
-                self.files[operation.path_in_repo] = handle.read()
+                (self.space_files if space else self.files)[operation.path_in_repo] = handle.read()
         self.commits.append({"repo_id": repo_id, "revision": revision, "message": commit_message})
-        return CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/{COMMIT}",
+        return CommitInfo(commit_url=f"https://huggingface.co/{'spaces/' * space}{repo_id}/commit/{COMMIT}",
                           commit_message=commit_message, commit_description="", oid=COMMIT)
 
     def to_cache(self, cache_dir: Path, repo_id: str = REPO_ID) -> Path:

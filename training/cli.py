@@ -13,6 +13,7 @@ COMMANDS = {
     "evaluate": "evaluate",
     "inspect": "inspect_model",
     "label-components": "label_components",
+    "demo": "demo",
     "push": "push",
     "reproduce": "reproduce",
 }

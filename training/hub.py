@@ -125,6 +125,28 @@ def push_model(
             )
 
 
+def push_space(folder: str | os.PathLike, space_id: str, *, private: bool | None = None, token: str | None = None,
+               commit_message: str | None = None):
+    """Push a folder written by `demvae demo --space-dir` as a Gradio Space, in one commit (created when missing).
+    Raises ValueError for a malformed id, HubPushError when the Hub cannot be reached or refuses. Returns the
+    Hub's `CommitInfo`."""
+    checked_repo_id(space_id)
+    folder = Path(folder)
+    token = token or get_token()
+    if not token:
+        raise HubPushError(
+            "not logged in to the Hugging Face Hub: run `hf auth login` or set HF_TOKEN to a token with write access."
+        )
+    api = HfApi()
+    with _hub_errors(space_id):
+        space_id = api.create_repo(space_id, token=token, private=private, repo_type="space", space_sdk="gradio",
+                                   exist_ok=True).repo_id
+        operations = [CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
+                      for path in sorted(folder.rglob("*")) if path.is_file()]
+        return api.create_commit(space_id, operations=operations, token=token, repo_type="space",
+                                 commit_message=commit_message or "Upload the DEM-VAE component explorer with demvae")
+
+
 def _saved_tokenizer(model):
     """The tokenizer saved beside the model's source folder or Hub repo, else a ValueError saying what to pass."""
     hint = "pass tokenizer=... (the one it was trained with)."
@@ -159,4 +181,4 @@ def push_folder(folder: str | os.PathLike, repo_id: str, **options):
     return push_model(model, repo_id, tokenizer=tokenizer, **options)
 
 
-__all__ = ["HubPushError", "checked_repo_id", "push_folder", "push_model"]
+__all__ = ["HubPushError", "checked_repo_id", "push_folder", "push_model", "push_space"]

@@ -45,23 +45,34 @@ def group_summaries(model, posterior) -> tuple[torch.Tensor, torch.Tensor, torch
             metrics.separation_of(distances))
 
 
-def draw_categorical_components(model, posterior, path: Path, *, max_groups: int, **_) -> None:
+def pictured_groups(config, max_groups: int, group: int | None) -> list[int]:
+    """The groups a picture shows: the first `max_groups`, or the one `group`."""
+    return list(range(min(config.num_groups, max_groups))) if group is None else [group]
+
+
+def draw_categorical_components(model, posterior, path: Path, *, max_groups: int, group: int | None = None,
+                                marked: int | None = None, **_) -> None:
     """Per group, p(z_j = v | c = k) as a heat map, one row per component (the d variables' V values side by side),
-    and the data's mean q(z|x) as the last row."""
+    and the data's mean q(z|x) as the last row; `group` alone when given, its component `marked` framed in red."""
     config, prior = model.config, model.prior
-    groups, (d, values, k) = min(config.num_groups, max_groups), (config.latent_size, config.categorical_size,
-                                                                  config.num_components)
+    groups, (d, values, k) = pictured_groups(config, max_groups, group), (config.latent_size, config.categorical_size,
+                                                                          config.num_components)
     mi, spread, separation = group_summaries(model, posterior)
     component_probs = prior.log_probabilities(prior.logits).detach().exp()  # (G, K, d, V)
     data_probs = posterior.latent_logits.softmax(-1).mean(0)  # (G, d, V)
-    figure, axes = plt.subplots(groups, 1, figsize=(max(8.0, 0.12 * d * values + 4), (0.3 * (k + 1) + 1.4) * groups),
+    figure, axes = plt.subplots(len(groups), 1, figsize=(max(8.0, 0.12 * d * values + 4),
+                                                         (0.3 * (k + 1) + 1.4) * len(groups)),
                                 squeeze=False, layout="constrained")
-    for group, axis in enumerate(axes.flat):
+    for group, axis in zip(groups, axes.flat):
         image = axis.imshow(torch.cat((component_probs[group], data_probs[group, None])).flatten(1), aspect="auto",
                             cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
         for j in range(1, d):
             axis.axvline(j * values - 0.5, color="white", linewidth=0.8)
         axis.set_yticks(range(k + 1), [f"component {c}" for c in range(k)] + ["data: mean q(z|x)"], fontsize=7)
+        if marked is not None:
+            axis.add_patch(plt.Rectangle((-0.5, marked - 0.5), d * values, 1, fill=False, edgecolor="red",
+                                         linewidth=2.5))
+            axis.get_yticklabels()[marked].set(color="red", fontweight="bold")
         axis.set_xticks([j * values + (values - 1) / 2 for j in range(d)], [f"z{j}" for j in range(d)], fontsize=6)
         axis.set_title(f"group {group}: I(x;c)={mi[group]:.2f} nats, exp(I)={mi[group].exp():.2f},\n"
                        f"spread={spread[group]:.2f}, separation={separation[group]:.2f} (Jensen-Shannon bits per "
@@ -92,11 +103,14 @@ def latent_legend_handles(num_components: int, per_component: int, num_sentences
     return kinds + [mark(f"component {k}", "s", 8, color=colors(k % colors.N)) for k in range(num_components)]
 
 
-def draw_latent_space(model, posterior, path: Path, *, max_groups: int, per_component: int) -> None:
+def draw_latent_space(model, posterior, path: Path, *, max_groups: int, per_component: int, group: int | None = None,
+                      marked: int | None = None) -> None:
+    """Per group, prior samples, real sentences and component means in 2-D; `group` alone when given, its component
+    `marked` ringed in red."""
     config, prior = model.config, model.prior
-    groups = min(config.num_groups, max_groups)
-    columns = min(groups, 3)
-    rows = math.ceil(groups / columns)
+    groups = pictured_groups(config, max_groups, group)
+    columns = min(len(groups), 3)
+    rows = math.ceil(len(groups) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns + 2.4, 4.2 * rows + 0.5), squeeze=False,
                                 layout="constrained")
     colors = plt.get_cmap("tab10" if config.num_components <= 10 else "tab20")
@@ -106,10 +120,11 @@ def draw_latent_space(model, posterior, path: Path, *, max_groups: int, per_comp
     sample_alpha = crowd_alpha(config.num_components * per_component, legible_alone=250)
     sentence_alpha = crowd_alpha(len(probs), legible_alone=700)
     with torch.no_grad():
-        for group, axis in enumerate(axes.flat):
-            if group >= groups:
+        for index, axis in enumerate(axes.flat):
+            if index >= len(groups):
                 axis.axis("off")
                 continue
+            group = groups[index]
             samples = component_samples(prior, group, per_component)
             flat = project_to_2d(samples.flatten(0, 1), samples.flatten(0, 1)).view(*samples.shape[:2], 2)
             real = project_to_2d(posterior_means[:, group], samples.flatten(0, 1))
@@ -125,6 +140,8 @@ def draw_latent_space(model, posterior, path: Path, *, max_groups: int, per_comp
                              zorder=3)
                 axis.annotate(str(k), centers[k].tolist(), ha="center", va="center", fontsize=7, fontweight="bold",
                               color="white", zorder=4)
+            if marked is not None:
+                axis.scatter(*centers[marked], s=700, facecolors="none", edgecolors="red", linewidths=2.5, zorder=5)
             axis.set_title(f"group {group}: I(x;c)={mi[group]:.2f} nats, exp(I)={mi[group].exp():.2f},\n"
                            f"spread={spread[group]:.2f}, nearest-neighbour separation={separation[group]:.2f}",
                            fontsize=9)
@@ -177,6 +194,20 @@ def with_counts(texts: list[str]) -> list[str]:
     return [text if n == 1 else f"{text} (x{n})" for text, n in Counter(texts).items()]
 
 
+def codes_with(config, group: int, k: int, num_samples: int) -> torch.Tensor:
+    """(num_samples, G) component indices: k in `group`, the other groups' drawn uniformly (the prior's p(c))."""
+    codes = torch.randint(config.num_components, (num_samples, config.num_groups))
+    codes[:, group] = k
+    return codes
+
+
+def fact_lines(facts: dict) -> list[str]:
+    """A component's share and characteristic words (`component_facts`) as Markdown list items."""
+    return [f"- share of the data: {facts['share']:.1%} (most probable component for "
+            f"{facts['most_probable_share']:.1%} of the sentences)",
+            f"- characteristic words: {', '.join(facts['words']) if facts['words'] else '(none)'}"]
+
+
 def agreement_lines(agreement: dict[str, dict[str, float]], num_sentences: int) -> list[str]:
     """The report's section on the corpus's labels: a homogeneity means something only beside its chance level."""
     if not agreement:
@@ -193,15 +224,32 @@ def agreement_lines(agreement: dict[str, dict[str, float]], num_sentences: int) 
     return lines + [""]
 
 
+def mode_densities(model, posterior) -> torch.Tensor:
+    """log p(posterior mode | c = k) of every sentence, (N, G, K): the density that ranks the closest sentences."""
+    with torch.no_grad():
+        return model.prior.component_log_density(model.posterior_latent(posterior, sample=False))
+
+
+def component_facts(tokenizer, config, sentences, posterior, mode_density, group: int, k: int, *, examples: int,
+                    top_words: int) -> dict:
+    """What the report and the demo say of component k of a group: its share of the data (mean q(c|x), and how
+    often it is the most probable one), its characteristic words and the distinct real sentences closest to it."""
+    probs = posterior.component_probs
+    ranked = mode_density[:, group, k].argsort(descending=True).tolist()
+    return {"share": float(probs[:, group, k].mean()),
+            "most_probable_share": float((probs[:, group].argmax(-1) == k).float().mean()),
+            "words": characteristic_words(sentences, probs[:, group, k], tokenizer, config, top_words),
+            "closest": first_distinct((tokenizer.decode(sentences[i], skip_special_tokens=True) for i in ranked),
+                                      examples)}
+
+
 def write_report(model, tokenizer, sentences, posterior, path: Path, *, max_groups: int, examples: int,
                  top_words: int, agreement: dict[str, dict[str, float]] | None = None) -> None:
     """The report on the components, after `agreement` (label -> `metrics.label_agreement`'s scores) when the
     sentences carry labels."""
-    config, prior = model.config, model.prior
-    probs = posterior.component_probs
+    config = model.config
     mi, spread, separation = group_summaries(model, posterior)
-    with torch.no_grad():  # log p(posterior mode | c = k): (N, G, K)
-        mode_density = prior.component_log_density(model.posterior_latent(posterior, sample=False))
+    mode_density = mode_densities(model, posterior)
     values = f", V = {config.categorical_size}" if config.has_categorical_latent else ""
     lines = [f"# Components of {config.paper_name} model ({config.num_groups} group(s) x {config.num_components} "
              f"components, d = {config.latent_size}{values})", "",
@@ -212,23 +260,14 @@ def write_report(model, tokenizer, sentences, posterior, path: Path, *, max_grou
         lines += [f"## Group {group}: I(x; c) = {mi[group]:.3f} nats, exp(I) = {mi[group].exp():.2f} of "
                   f"{config.num_components}, spread = {spread[group]:.2f}, separation = {separation[group]:.2f}", ""]
         for k in range(config.num_components):
-            weights = probs[:, group, k]
-            codes = torch.randint(config.num_components, (examples, config.num_groups))
-            codes[:, group] = k
-            generated = model.generate(component=codes, num_samples=examples)
-            ranked = mode_density[:, group, k].argsort(descending=True).tolist()
-            closest = first_distinct((tokenizer.decode(sentences[i], skip_special_tokens=True) for i in ranked),
-                                     examples)
-            words = characteristic_words(sentences, weights, tokenizer, config, top_words)
-            lines += [f"### Component {k}", "",
-                      f"- share of the data: {weights.mean():.1%} (most probable component for "
-                      f"{(probs[:, group].argmax(-1) == k).float().mean():.1%} of the sentences)",
-                      f"- characteristic words: {', '.join(words) if words else '(none)'}",
-                      "- sampled:"]
+            generated = model.generate(component=codes_with(config, group, k, examples), num_samples=examples)
+            facts = component_facts(tokenizer, config, sentences, posterior, mode_density, group, k,
+                                    examples=examples, top_words=top_words)
+            lines += [f"### Component {k}", "", *fact_lines(facts), "- sampled:"]
             lines += [f"  - {text}" for text in with_counts([tokenizer.decode(row, skip_special_tokens=True)
                                                              or "(empty)" for row in generated])]
             lines += ["- closest real sentences (distinct):"]
-            lines += [f"  - {text}" for text in closest]
+            lines += [f"  - {text}" for text in facts["closest"]]
             lines.append("")
     path.write_text("\n".join(lines), encoding="utf-8")
 

@@ -24,9 +24,14 @@ from torch import nn
 CLASSIFIER_VERSION = 2  # part of the cache key: a change of features or training makes new classifiers
 
 
+def demvae_cache() -> Path:
+    """The user's cache folder of the package: $DEMVAE_CACHE, else ~/.cache/demvae."""
+    return Path(os.environ.get("DEMVAE_CACHE") or Path.home() / ".cache" / "demvae")
+
+
 def default_cache_dir() -> Path:
     """$DEMVAE_CACHE/classifiers, else ~/.cache/demvae/classifiers."""
-    return Path(os.environ.get("DEMVAE_CACHE") or Path.home() / ".cache" / "demvae") / "classifiers"
+    return demvae_cache() / "classifiers"
 
 
 def ngrams(text: str) -> list[str]:
@@ -179,4 +184,4 @@ def control_accuracy(model, tokenizer, classifier: LabelClassifier, attribute: s
 
 
 __all__ = ["LabelClassifier", "cached_classifier", "classifier_key", "control_accuracy", "default_cache_dir",
-           "train_classifier"]
+           "demvae_cache", "train_classifier"]
