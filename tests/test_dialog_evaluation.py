@@ -139,11 +139,13 @@ def test_the_text_generation_pipeline_answers_chat_messages(saved):
     model, tokenizer = load_model_and_tokenizer(saved[0])
     chat = [{"role": "user", "content": "what is the weather in paris"}]
     generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
-    for options in ({}, {"component": [2, 0]}):
+    inputs = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True, return_tensors="pt")
+    answers = []
+    for options in ({}, {"component": [2, 2]}):  # the policy's action, then another: component= passes through
         answer = generator(chat, max_new_tokens=5, **options)[0]["generated_text"]
         assert answer[:-1] == chat and answer[-1]["role"] == "assistant"
-        inputs = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True,
-                                               return_tensors="pt")
         ids = model.generate(**inputs, max_new_tokens=5, **options)
         expected = tokenizer.decode(ids[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-        assert answer[-1]["content"].strip() == expected.strip()
+        assert answer[-1]["content"] == expected and expected.startswith(" ")  # a continuation's mark
+        answers.append(expected)
+    assert answers[0] != answers[1]

@@ -58,23 +58,23 @@ def word_splitter(tokenizer):
     return split_words
 
 
-def response_words(ids: Sequence[int], tokenizer, prompt_length: int) -> list[str]:
-    """The words of a generated sequence: after its prompt, up to its first `</s>`; special tokens (padding, `<s>`,
-    a speaker) dropped as `decode(skip_special_tokens=True)` drops them, `<unk>` kept."""
+def new_tokens(ids: Sequence[int], prompt_length: int, eos_token_id: int) -> list[int]:
+    """What a generated sequence adds after its prompt, up to its first `</s>` (after which come only pads)."""
     new = list(ids[prompt_length:])
-    if tokenizer.eos_token_id in new:
-        new = new[:new.index(tokenizer.eos_token_id)]
+    return new[:new.index(eos_token_id)] if eos_token_id in new else new
+
+
+def response_words(ids: Sequence[int], tokenizer, prompt_length: int) -> list[str]:
+    """The words of a generated sequence: its new tokens, special ones (`<s>`, a speaker) dropped as
+    `decode(skip_special_tokens=True)` drops them, `<unk>` kept."""
     hidden = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
-    return tokenizer.convert_ids_to_tokens([token for token in new if token not in hidden])
+    return tokenizer.convert_ids_to_tokens([token for token in new_tokens(ids, prompt_length, tokenizer.eos_token_id)
+                                            if token not in hidden])
 
 
 def as_response(ids: Sequence[int], prompt_length: int, config) -> list[int]:
-    """A generated sequence as the response VAE reads one: the prompt, the new tokens up to and with the first
-    `</s>` (added when there is none), padding dropped."""
-    new = [token for token in ids[prompt_length:] if token != config.pad_token_id]
-    if config.eos_token_id in new:
-        new = new[:new.index(config.eos_token_id)]
-    return [*ids[:prompt_length], *new, config.eos_token_id]
+    """A generated sequence as the response VAE reads one: the prompt, the new tokens, and `</s>`."""
+    return [*ids[:prompt_length], *new_tokens(ids, prompt_length, config.eos_token_id), config.eos_token_id]
 
 
 @torch.no_grad()
@@ -168,5 +168,5 @@ def dialog_scores(records: dict[str, list], *, labels: dict[str, list] | None = 
     return results
 
 
-__all__ = ["action_agreement", "as_response", "dialog_records", "dialog_scores", "distinct_n",
+__all__ = ["action_agreement", "as_response", "new_tokens", "dialog_records", "dialog_scores", "distinct_n",
            "response_words", "word_splitter"]
