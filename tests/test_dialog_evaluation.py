@@ -85,6 +85,8 @@ def test_a_dialog_model_refuses_the_sentence_model_s_options(saved, capsys):
         assert demvae(["evaluate", str(folder), *option]) == 2
         error = capsys.readouterr().err
         assert f"{option[0]} applies to sentence models" in error and "policy accuracy" in error
+    assert demvae(["inspect", str(folder), "--test-file", "t.txt"]) == 2
+    assert "--test-file holds sentences" in capsys.readouterr().err
     assert DEMVAEDialogConfig.model_type == DIALOG_MODEL_TYPE
 
 
