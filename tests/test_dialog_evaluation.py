@@ -65,6 +65,7 @@ def test_evaluate_measures_every_test_response_into_the_json_and_the_card(saved,
            f"{evaluation['action_consistency']:.4g} |" in card.text
     assert "DEM-VAE dialog model" in card.text and "`response_config.num_components` | `3`" in card.text
     assert "dialog" in card.data.tags
+    assert model.config.paper_name == "DGM-VAE + MI latent actions"  # what `demvae push` names in its commit
 
 
 def test_the_card_s_usage_snippet_answers_a_chat_with_and_without_component(saved, tmp_path, capsys):
