@@ -99,6 +99,12 @@ class DEMVAEDialogConfig(PreTrainedConfig):
                          "a sentence DEM-VAE starts a dialog model with DEMVAEForDialogGeneration.from_response_vae")
         return config_dict, kwargs
 
+    @property
+    def paper_name(self) -> str:
+        """The model's name: its response VAE's paper name with "latent actions" (e.g. "DGM-VAE + MI latent
+        actions"; the reference's LAED baseline is "DI-VAE latent actions")."""
+        return f"{self.response_config.paper_name} latent actions"
+
     # the response VAE's vocabulary and special tokens are the dialog model's (generation reads them here)
     @property
     def vocab_size(self) -> int:

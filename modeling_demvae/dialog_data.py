@@ -29,6 +29,7 @@ SMD_ROLES = {"driver": "user", "assistant": "assistant"}
 SMD_FILES = {"train": "kvret_train_public.json", "validation": "kvret_dev_public.json",
              "test": "kvret_test_public.json"}
 CONTEXT_TURNS = 30  # the reference's
+DIALOG_LABEL_COLUMNS = ("intent", "act", "emotion")  # SMD's dialog intent; DailyDialog's act and emotion
 # each turn `<s> <speaker> words </s>`; add_generation_prompt opens the assistant's turn, the response's start
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
@@ -85,16 +86,23 @@ def daily_dialog_dialogues_split(folder: str | os.PathLike, *, context_turns: in
     return Dataset.from_dict(dialog_rows(list(dialogues.values()), context_turns=context_turns))
 
 
+def dialog_corpus_folder(source: str, *, data_dir=None) -> Path:
+    """The folder of a dialog corpus named "smd" or "daily_dialog" (in `data_dir`, default `default_data_dir()`), or
+    the folder `source` itself."""
+    if str(source) not in ("smd", "daily_dialog"):
+        return Path(source).expanduser()
+    folder = (Path(data_dir) if data_dir is not None else default_data_dir()) / str(source)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"dialog corpus {source!r} not found at {folder}; set DEMVAE_DATA_DIR to the "
+                                f"folder holding {source}/.")
+    return folder
+
+
 def load_dialog_corpus(source: str = "smd", *, data_dir=None, context_turns: int = CONTEXT_TURNS) -> DatasetDict:
     """A dialog corpus by name ("smd", "daily_dialog": read from `data_dir`, default `default_data_dir()`) or folder
     (SMD's kvret_*_public.json files, or DailyDialog's train/validation/test layout), as train, validation and test
     splits of responses in context. Every response is kept."""
-    folder = Path(source).expanduser()
-    if str(source) in ("smd", "daily_dialog"):
-        folder = (Path(data_dir) if data_dir is not None else default_data_dir()) / str(source)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"dialog corpus {source!r} not found at {folder}; set DEMVAE_DATA_DIR to the "
-                                    f"folder holding {source}/.")
+    folder = dialog_corpus_folder(source, data_dir=data_dir)
     if (folder / SMD_FILES["train"]).is_file():
         splits = {name: smd_split(folder / file, context_turns=context_turns)
                   for name, file in SMD_FILES.items() if (folder / file).is_file()}
@@ -157,5 +165,6 @@ class DialogCollator(PaddingCollator):
         return batch
 
 
-__all__ = ["CHAT_TEMPLATE", "DialogCollator", "SPEAKER_TOKENS", "build_dialog_tokenizer",
-           "daily_dialog_dialogues_split", "dialog_rows", "load_dialog_corpus", "smd_split", "tokenize_dialogs"]
+__all__ = ["CHAT_TEMPLATE", "DIALOG_LABEL_COLUMNS", "DialogCollator", "SPEAKER_TOKENS", "build_dialog_tokenizer",
+           "daily_dialog_dialogues_split", "dialog_corpus_folder", "dialog_rows", "load_dialog_corpus", "smd_split",
+           "tokenize_dialogs"]

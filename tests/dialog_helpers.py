@@ -69,3 +69,32 @@ def tiny_dialog_model(vocab_size: int, seed: int = 0, **overrides) -> DEMVAEForD
 def stage2_inputs(batch: dict) -> dict:
     return {name: batch[name] for name in ("input_ids", "attention_mask", "context_input_ids",
                                            "context_attention_mask")}
+
+
+INTENTS = {"weather": "weather", "navigate": "navigate", "schedule": "schedule", "thanks": "navigate"}
+
+
+def write_smd_folder(folder, *, dialogs_per_split: int = 6, seed: int = 0):
+    """A corpus in SMD's layout (kvret_{train,dev,test}_public.json, kvret_entities.json) from the synthetic dialog
+    types: each dialog a request and its answer, twice, its intent that of its first request."""
+    import json
+    from pathlib import Path
+
+    rng, folder = random.Random(seed), Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev", "test"):
+        dialogues = []
+        for _ in range(dialogs_per_split):
+            kinds = [rng.choice(list(DIALOG_TYPES)) for _ in range(2)]
+            turns = []
+            for kind in kinds:
+                request, answer = DIALOG_TYPES[kind]
+                turns += [{"turn": "driver", "data": {"utterance": fill(request, rng)}},
+                          {"turn": "assistant", "data": {"utterance": fill(answer, rng).capitalize()}}]
+            dialogues.append({"dialogue": turns, "scenario": {"task": {"intent": INTENTS[kinds[0]]}}})
+        (folder / f"kvret_{split}_public.json").write_text(json.dumps(dialogues))
+    entities = {"location": SLOTS["CITY"], "poi": [{"poi": place, "address": f"{n} main st", "type": "place"}
+                                                  for n, place in enumerate(SLOTS["PLACE"], start=1)],
+                "date": SLOTS["DAY"], "event": SLOTS["EVENT"], "weather_attribute": SLOTS["SKY"]}
+    (folder / "kvret_entities.json").write_text(json.dumps(entities))
+    return folder

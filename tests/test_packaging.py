@@ -39,9 +39,10 @@ def test_the_wheel_installs_only_the_projects_own_names(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith((".dist-info", ".data"))}
     assert top_level == {"demvae", "modeling_demvae"}
-    # the presets, the Accelerate config and the card template travel as package data
+    # the presets, the Accelerate config and the card templates travel as package data
     for path in ("demvae/configuration/ptb-dgm-vae-mi.json", "demvae/configuration/accelerate/multi_gpu.yaml",
-                 "demvae/model_cards/demvae_card_template.md", "demvae/__main__.py", "demvae/hub.py"):
+                 "demvae/model_cards/demvae_card_template.md", "demvae/model_cards/demvae_dialog_card_template.md",
+                 "demvae/__main__.py", "demvae/hub.py"):
         assert path in names, path
     assert not any(name.startswith("modeling_demvae/") and name.endswith("hub.py") for name in names)
 

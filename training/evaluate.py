@@ -35,6 +35,18 @@ and control_ceiling (attribute -> the classifier's macro accuracy on the real te
 bag-of-n-grams logistic regression trained on the real training sentences with the labels weighted equally, is
 cached in --classifier-cache.
 
+A dialog model (`DEMVAEForDialogGeneration`, told by its config.json) is evaluated on every response of its dialog
+corpus's test split (--dataset: its own corpus by default; 'smd', 'daily_dialog' or a folder of either): each
+response generated from its context through the policy's action (greedy), and JSON keys bleu and sacrebleu (corpus
+BLEU of the generated against the gold responses, 0-100, no token dropped), policy_accuracy (the policy's argmax
+equals the gold response's posterior c in every group; per group in policy_accuracy_per_group),
+action_consistency (the generated response, encoded by the response VAE, has the c it was generated from; per group
+in action_consistency_per_group), homogeneity / homogeneity_chance / homogeneity_adjusted / completeness / nmi of the
+gold responses' posterior c against the labels (SMD: the dialog's intent), distinct_1 and distinct_2 of the
+generated responses, nll and ppl of the gold responses under the stage-2 decoder given their posterior z (as the
+reference reports the dialog model's perplexity), and entity_f1 / entity_precision / entity_recall (all responses
+and per speaker) with SMD's kvret_entities.json. modeling_demvae/metrics/dialog.py documents each variant.
+
 The evaluation keeps what it has finished in OUTPUT.partial (the NLL in chunks of 200 test sentences, chunk i
 seeded with --seed + i; the rPPL language models after each epoch; each other metric group as a whole), so that
 --resume loses at most one piece and ends with the numbers of an uninterrupted evaluation (and the time it took,
@@ -57,7 +69,14 @@ from .checks import (
 )
 from .console import status
 from .files import write_text_atomically
-from .model_folder import EVALUATION_FILE, PROGRESS_SUFFIX, checked_model_folder, described_corpus, saved_config
+from .model_folder import (
+    EVALUATION_FILE,
+    PROGRESS_SUFFIX,
+    checked_model_folder,
+    described_corpus,
+    is_dialog_model,
+    saved_config,
+)
 from .model_source import constant
 from .precision import MIXED_PRECISION
 
@@ -65,6 +84,8 @@ POSITIVE = number(int, minimum=1)
 METRIC_NAMES = ("nll", "rppl", "bleu", "wkl", "homogeneity", "collapse", "control", "ceiling")
 DEFAULT_METRICS = METRIC_NAMES[:-1]  # the ceiling describes the corpus, not the model
 LANGUAGE_MODELS = ("rppl", "ceiling")  # the rPPL language models, checkpointed after each epoch
+DIALOG_METRICS = ("BLEU (NLTK and sacrebleu)", "policy accuracy", "action consistency", "homogeneity with the labels",
+                  "distinct-1/2", "perplexity of the gold responses", "entity F1 (SMD)")
 DECODING_BATCH = 500  # sentences the rPPL and control samples are decoded at a time
 BYTES_PER_TOKEN_KEPT = 64  # a generated token in a Python list of ids, with room
 
@@ -181,8 +202,26 @@ def check_sizes_fit(args, config: dict) -> None:
                      what)
 
 
+def check_dialog_options(args) -> None:
+    """A dialog model is evaluated on its corpus's dialogs with every dialog metric: the sentence model's options
+    that would be ignored are refused."""
+    for option, value in (("--metrics", args.metrics), ("--test-file", args.test_file),
+                          ("--train-file", args.train_file)):
+        if value is not None:
+            raise ValueError(f"{option} applies to sentence models; {args.model} is a dialog model, evaluated on a "
+                             "dialog corpus (--dataset: 'smd', 'daily_dialog' or a folder of either) with all of "
+                             f"its metrics: {', '.join(DIALOG_METRICS)}.")
+
+
 def run(args) -> int:
     folder = checked_model_folder(args.model)
+    if is_dialog_model(folder):
+        check_dialog_options(args)
+        args.output = str(checked_output_file(evaluation_output(args.model, folder, args.output), "--output"))
+        status(f"Evaluating the dialog model {args.model} on {described_corpus(args, folder)}")
+        from .dialog_evaluation import evaluate_dialog_command
+
+        return evaluate_dialog_command(args)
     if args.metrics is None:  # all that apply to the model; an explicit list must apply
         args.metrics = list(DEFAULT_METRICS)
     else:

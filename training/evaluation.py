@@ -81,15 +81,19 @@ def read_progress(path: Path) -> dict:
 class Progress:
     """The finished parts of an evaluation in OUTPUT.partial (rewritten atomically after each), so that `--resume`
     continues an interrupted one: the NLL chunk by chunk, the rPPL language models epoch by epoch (their
-    checkpoints in OUTPUT.partial.NAME.pt), the other metrics one group at a time; with the time they took."""
+    checkpoints in OUTPUT.partial.NAME.pt), the other metrics one group at a time; with the time they took. A dialog
+    model's evaluation keeps its per-response records chunk by chunk ("dialog_chunks")."""
 
     def __init__(self, path: Path | None, settings: dict, resume: bool):
         self.path = path
-        self.state = {"settings": json.loads(json.dumps(settings)), "results": {}, "finished": [], "nll_chunks": []}
+        self.state = {"settings": json.loads(json.dumps(settings)), "results": {}, "finished": [], "nll_chunks": [],
+                      "dialog_chunks": []}
         saved = read_progress(path) if resume and path and path.is_file() else None
         if saved and saved.get("settings") == self.state["settings"]:
             self.state, self.clock = saved, RunClock(saved.get("seconds"))
-            done = saved["finished"] + [f"{len(saved['nll_chunks'])} NLL chunk(s)"] * bool(saved["nll_chunks"])
+            saved.setdefault("dialog_chunks", [])
+            done = saved["finished"] + [f"{len(saved[key])} {what} chunk(s)" for key, what in (
+                ("nll_chunks", "NLL"), ("dialog_chunks", "dialog")) if saved[key]]
             print(f"Resuming the evaluation of {path}: {', '.join(done) or 'nothing'} done.")
             return
         if saved:
@@ -261,10 +265,10 @@ def posterior_metrics(model, test, test_split, requested, labels, progress: bool
     return results
 
 
-def label_columns(columns, requested) -> list[str]:
-    """The label columns to score: the requested ones (all must exist), else the known ones the data has."""
+def label_columns(columns, requested, known=data.LABEL_COLUMNS) -> list[str]:
+    """The label columns to score: the requested ones (all must exist), else the `known` ones the data has."""
     if requested is None:
-        return [c for c in data.LABEL_COLUMNS if c in columns]
+        return [c for c in known if c in columns]
     missing = [c for c in requested if c not in columns]
     if missing:
         raise ValueError(f"label column(s) {missing} not in the test data; it has {list(columns)}.")
@@ -291,15 +295,19 @@ def format_table(results: dict) -> str:
 
 
 
-def evaluate_command(args) -> int:
-    """`demvae evaluate`, its options checked: the splits, the model, every metric, the table and the JSON."""
-    from .loading import load_model_and_tokenizer
-    from .model_card import write_evaluated_card
-    from .threads import cpu_threads
-
+def hide_progress_bars(args) -> None:
+    """--no-progress: datasets' and transformers' bars hidden too."""
     if args.no_progress:
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
+
+
+def evaluate_command(args) -> int:
+    """`demvae evaluate`, its options checked: the splits, the model, every metric, the table and the JSON."""
+    from .loading import load_model_and_tokenizer
+    from .threads import cpu_threads
+
+    hide_progress_bars(args)
     splits = load_splits(args)
     label_columns(splits["test"].column_names, args.labels)  # fail before the slow part
     if "ceiling" in args.metrics and not {"train", "validation"} <= set(splits):
@@ -309,6 +317,14 @@ def evaluate_command(args) -> int:
         model, tokenizer = load_model_and_tokenizer(args.model, device=args.device or default_device())
         progress = progress_file(args.output)
         results = evaluate(model, tokenizer, splits, args, progress)
+    return write_results(args, results, progress)
+
+
+def write_results(args, results: dict, progress: Path) -> int:
+    """The table printed, the JSON written (the progress file then removed), and the card of a model folder whose
+    evaluation.json it is written again."""
+    from .model_card import write_evaluated_card
+
     print(format_table(results))
     write_json(args.output, results)
     remove_progress(progress)

@@ -18,6 +18,12 @@ contribution to KL(words of the component || all words), counts weighted by q(c|
 distinct real sentences whose posterior mode (the mean of q(z|x), or its most probable value) the component gives
 the highest density.
 
+A dialog model (`DEMVAEForDialogGeneration`) is inspected through its response VAE, with its dialog corpus's test
+responses (default: the corpus it was trained on): the same picture, and a report on its latent actions that lists
+--examples test contexts (assistant responses first) and, per group and component, its share of the responses, the
+speakers it answers as, its characteristic words (the speaker token left out) and the greedy responses it gives to
+those contexts (the group set to the component, the other groups at the policy's choice).
+
   demvae inspect out/model --dataset synthetic          # -> out/model/inspection/{latent_space.png,components.md}
 """
 
@@ -34,7 +40,7 @@ from .checks import (
     thread_count,
 )
 from .console import status
-from .model_folder import INSPECTION_FILES, checked_model_folder, described_corpus, saved_config
+from .model_folder import INSPECTION_FILES, checked_model_folder, described_corpus, is_dialog_model, saved_config
 
 POSITIVE = number(int, minimum=1)
 
@@ -65,11 +71,20 @@ def run(args) -> int:
                                    "--output-dir")
     for name in INSPECTION_FILES:
         checked_output_file(output / name, "--output-dir", replaces=INSPECTION_FILES)
-    if folder is not None:
+    if folder is not None and not is_dialog_model(folder):
         config = saved_config(folder)
         samples = args.samples_per_component * config.get("num_components", 1) * min(args.max_groups,
                                                                                     config.get("num_groups", 1))
         check_memory(decoding_bytes(config, samples), f"--samples-per-component {args.samples_per_component}")
+    if is_dialog_model(folder):
+        if args.test_file:
+            raise ValueError(f"--test-file holds sentences; {args.model} is a dialog model, inspected with a dialog "
+                             "corpus's test split (--dataset: 'smd', 'daily_dialog' or a folder of either).")
+        status(f"Inspecting the latent actions of the dialog model {args.model} with "
+               f"{described_corpus(args, folder)}")
+        from .dialog_inspection import inspect_dialog_command
+
+        return inspect_dialog_command(args, output)
     status(f"Inspecting {args.model} with {described_corpus(args, folder)}")
 
     from .inspection import inspect_command

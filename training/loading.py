@@ -12,17 +12,24 @@ from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 from transformers.utils import logging as hf_logging
 
-from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, DEMVAETokenizer
+from modeling_demvae import DEMVAEForDialogGeneration, DEMVAEForGeneration, DEMVAETokenizer
 
-from .model_folder import SPECIAL_IDS, checked_model_folder, one_line
+from .model_folder import SPECIAL_IDS, checked_model_folder, is_dialog_model, one_line
 
 LOAD_ERRORS = (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError, StrictDataclassError)
 
 
+def model_class(folder: Path | None) -> type:
+    """The class of the model saved in `folder`: the dialog model for a dialog config, else (and for a Hub id) the
+    sentence model."""
+    return DEMVAEForDialogGeneration if is_dialog_model(folder) else DEMVAEForGeneration
+
+
 def _shape_mismatch(folder: Path) -> str | None:
     """The first tensor of model.safetensors whose shape differs from the one config.json gives it, in words."""
+    model_type = model_class(folder)
     with torch.device("meta"):
-        expected = DEMVAEForGeneration(DEMVAEConfig.from_pretrained(folder)).state_dict()
+        expected = model_type(model_type.config_class.from_pretrained(folder)).state_dict()
     with safe_open(folder / "model.safetensors", "pt") as weights:
         for name in weights.keys():
             shape = list(weights.get_slice(name).get_shape())
@@ -56,14 +63,15 @@ def quiet_progress_bars():
             hf_logging.enable_progress_bar()
 
 
-def load_model_and_tokenizer(source, *, device=None) -> tuple[DEMVAEForGeneration, DEMVAETokenizer]:
-    """A saved model in eval mode (on `device` when given) and its tokenizer; ValueError or FileNotFoundError with
-    one line naming `source` and the problem."""
+def load_model_and_tokenizer(source, *, device=None) -> tuple[DEMVAEForGeneration | DEMVAEForDialogGeneration,
+                                                             DEMVAETokenizer]:
+    """A saved model (a sentence or a dialog model, as its config says) in eval mode (on `device` when given) and
+    its tokenizer; ValueError or FileNotFoundError with one line naming `source` and the problem."""
     source = str(source)
     folder = checked_model_folder(source)
     try:
         with quiet_progress_bars():
-            model, loading = DEMVAEForGeneration.from_pretrained(source, output_loading_info=True)
+            model, loading = model_class(folder).from_pretrained(source, output_loading_info=True)
     except LOAD_ERRORS as error:
         reason = one_line(error, whole=isinstance(error, StrictDataclassError))
         if folder is not None and (folder / "model.safetensors").is_file():
@@ -84,7 +92,8 @@ def load_model_and_tokenizer(source, *, device=None) -> tuple[DEMVAEForGeneratio
 
 def check_tokenizer_fits(config, tokenizer, source) -> None:
     """The tokenizer saved beside a model must be the one it was trained with: the same vocabulary size and special
-    ids. Another one would load and decode every id into the wrong word."""
+    ids. Another one would load and decode every id into the wrong word. A dialog model's are its response VAE's."""
+    config = getattr(config, "response_config", config)
     pairs = [("tokens", len(tokenizer), "vocab_size", config.vocab_size),
              *((name, getattr(tokenizer, name), name, getattr(config, name)) for name in SPECIAL_IDS)]
     for what, in_tokenizer, field, in_config in pairs:
@@ -94,4 +103,4 @@ def check_tokenizer_fits(config, tokenizer, source) -> None:
                              "model was trained with there.")
 
 
-__all__ = ["check_tokenizer_fits", "load_model_and_tokenizer", "load_tokenizer", "quiet_progress_bars"]
+__all__ = ["check_tokenizer_fits", "load_model_and_tokenizer", "load_tokenizer", "model_class", "quiet_progress_bars"]

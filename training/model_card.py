@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from modeling_demvae import DEMVAEConfig
+from modeling_demvae import DEMVAEConfig, DEMVAEDialogConfig
 
 from .console import plural
 from .files import write_text_atomically
@@ -109,20 +109,21 @@ def _dataset_name(evaluation: Mapping) -> str:
     return "evaluation data"
 
 
-def _metric_names(evaluation: Mapping):
-    """(key, metric type, pretty name) of every metric, distances named in the unit the evaluation measured them in
-    and sums over groups with their number (that of the per-group I(x; c))."""
+def _metric_names(evaluation: Mapping, metrics: Mapping = METRICS):
+    """(key, metric type, pretty name) of every metric of `metrics` (key -> (type, pretty name)), distances named in
+    the unit the evaluation measured them in and sums over groups with their number (that of the per-group
+    I(x; c))."""
     unit = evaluation.get("component_distance", GAUSSIAN_DISTANCE)
     per_group = evaluation.get("mi")
     groups = plural(len(per_group), "group") if isinstance(per_group, list) else "groups"
     return [(key, metric_type, pretty.format(unit=unit, groups=groups))
-            for key, (metric_type, pretty) in METRICS.items()]
+            for key, (metric_type, pretty) in metrics.items()]
 
 
-def _metrics(evaluation: Mapping) -> list[tuple[str, str, str | None, float]]:
-    """(metric type, pretty name, config, value) for every measured number, one per homogeneity label."""
+def _metrics(evaluation: Mapping, names: Mapping) -> list[tuple[str, str, str | None, float]]:
+    """(metric type, pretty name, config, value) for every measured number of `names`, one per homogeneity label."""
     metrics = []
-    for key, metric_type, pretty in _metric_names(evaluation):
+    for key, metric_type, pretty in _metric_names(evaluation, names):
         value = evaluation.get(key)
         if isinstance(value, Mapping):  # homogeneity: label -> score
             metrics += [(metric_type, f"{pretty} ({label})", str(label), v) for label, v in value.items()]
@@ -136,14 +137,14 @@ def _metrics(evaluation: Mapping) -> list[tuple[str, str, str | None, float]]:
     return [m for m in metrics if m[3] is not None and math.isfinite(m[3])]
 
 
-def eval_results(evaluation: Mapping) -> list[EvalResult]:
-    """The model-index entries of one evaluation JSON."""
+def eval_results(evaluation: Mapping, metrics: Mapping = METRICS) -> list[EvalResult]:
+    """The model-index entries of one evaluation JSON (its `metrics`: key -> (type, pretty name))."""
     name = _dataset_name(evaluation)
     dataset_type = name.split(".")[0].replace(" ", "-")
     return [
         EvalResult(task_type=TASK, task_name="Text generation", dataset_type=dataset_type, dataset_name=name,
                    metric_type=metric_type, metric_name=pretty, metric_config=config, metric_value=float(value))
-        for metric_type, pretty, config, value in _metrics(evaluation)
+        for metric_type, pretty, config, value in _metrics(evaluation, metrics)
     ]
 
 
@@ -156,11 +157,11 @@ def _format(value) -> str:
     return _public(value) if isinstance(value, str) else str(value)
 
 
-def _evaluation_table(evaluation: Mapping) -> dict:
+def evaluation_table(evaluation: Mapping, metrics: Mapping = METRICS) -> dict:
     """One card section: the metrics (per-group lists in full) and the settings they were measured with, those of
     a metric that is not in the evaluation left out."""
     rows, measured = [], set()
-    for key, _, pretty in _metric_names(evaluation):
+    for key, _, pretty in _metric_names(evaluation, metrics):
         value = evaluation.get(key)
         if isinstance(value, Mapping):
             rows += [(f"{pretty} ({label})", _format(v)) for label, v in value.items()]
@@ -233,6 +234,31 @@ def component_samples(model, tokenizer, *, num_samples: int = 3, max_groups: int
             for i, title in enumerate(titles)]
 
 
+def name_tag(name: str) -> str:
+    """A paper name as a Hub tag: "DGM-VAE + MI" -> "dgm-vae-mi"."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower())
+
+
+def card_metadata(model_name: str, results: list[EvalResult], *, license, datasets, base_model,
+                  tags: Iterable[str]) -> ModelCardData:
+    """The card's metadata: the package's tags, then `tags`, and the evaluation as model-index."""
+    return ModelCardData(
+        library_name="transformers",
+        pipeline_tag=TASK,
+        license=license,
+        datasets=datasets or None,
+        base_model=base_model,
+        tags=["demvae", "text-generation", *tags],
+        model_name=model_name if results else None,  # the model-index's name, nothing without one
+        eval_results=results or None,
+    )
+
+
+def check_template(path) -> None:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model card template not found: {path} (install the demvae package).")
+
+
 def render_model_card(
     model,
     tokenizer,
@@ -253,25 +279,23 @@ def render_model_card(
     """The model card of `model`: metadata with the evaluation as model-index, usage, samples, configuration.
 
     `evaluations` are `demvae evaluate` JSON contents (one per evaluation set); `latent_image` is the card-relative
-    path of the latent-space picture when it is pushed beside the card.
+    path of the latent-space picture when it is pushed beside the card. A dialog model's card is
+    `dialog_card.render_dialog_card`'s (no latent picture or prior samples: its components are actions).
     """
-    if not Path(template_path).is_file():
-        raise FileNotFoundError(f"model card template not found: {template_path} (install the demvae package).")
+    if isinstance(model.config, DEMVAEDialogConfig):
+        from .dialog_card import render_dialog_card
+
+        return render_dialog_card(model, repo_id=repo_id, evaluations=evaluations, datasets=datasets,
+                                  base_model=base_model, license=license, tags=tags,
+                                  training_settings=training_settings)
+    check_template(template_path)
     config, evaluations = model.config, list(evaluations)
     name = config.paper_name
     model_name = repo_id.split("/")[-1]
     results = [result for evaluation in evaluations for result in eval_results(evaluation)]
-    card_data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag=TASK,
-        license=license,
-        datasets=datasets or None,
-        base_model=base_model,
-        tags=["demvae", "text-generation", re.sub(r"[^a-z0-9]+", "-", name.lower()), "custom_code",
-              *([] if config.variant == "rnnlm" else ["variational-autoencoder"]), *tags],
-        model_name=model_name if results else None,  # the model-index's name, nothing without one
-        eval_results=results or None,
-    )
+    card_data = card_metadata(model_name, results, license=license, datasets=datasets, base_model=base_model,
+                              tags=[name_tag(name), "custom_code",
+                                    *([] if config.variant == "rnnlm" else ["variational-autoencoder"]), *tags])
     package, remote = usage_snippets(repo_id, config)
     samples = component_samples(model, tokenizer, num_samples=samples_per_component, max_groups=max_groups, seed=seed)
     return ModelCard.from_template(
@@ -291,7 +315,7 @@ def render_model_card(
         num_parameters=f"{model.num_parameters():,}",
         usage_package=package,
         usage_remote=remote,
-        evaluations=[_evaluation_table(evaluation) for evaluation in evaluations],
+        evaluations=[evaluation_table(evaluation) for evaluation in evaluations],
         samples=samples if config.has_discrete_latent else None,
         prior_samples=None if config.has_discrete_latent else samples[0]["sentences"],
         shown_groups=min(config.num_groups, max_groups),

@@ -33,6 +33,7 @@ MODEL_FILE_PATTERNS = ("config.json", "generation_config.json", "tokenizer*.json
 # what a folder holds while it is written (renamed into place when complete) or removed (renamed first)
 TEMPORARY_PREFIX, TRASH_PREFIX = ".tmp-", ".trash-"
 SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id")  # config fields the tokenizer fixes
+DIALOG_MODEL_TYPE = "demvae_dialog"  # config.json's model_type of a dialog model (DEMVAEForDialogGeneration)
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")  # namespace/name, as the Hub spells repository ids
 
 
@@ -132,6 +133,12 @@ def saved_config(folder: Path | None) -> dict:
     return {} if folder is None else json.loads((folder / "config.json").read_bytes())
 
 
+def is_dialog_model(folder: Path | None) -> bool:
+    """Whether the checked model folder holds a dialog model (False for a Hub id, which is not read before
+    loading)."""
+    return saved_config(folder).get("model_type") == DIALOG_MODEL_TYPE
+
+
 def one_line(error: BaseException, *, whole: bool = False) -> str:
     """The first non-empty line of an error message (libraries often add advice over several lines); with `whole`,
     every line joined (a config field's type error, whose first line names only the field)."""
@@ -178,7 +185,8 @@ def described_corpus(args, folder: Path | None) -> str:
                      f"model at {args.model} records no corpus it could be read from.")
 
 
-__all__ = ["CARD_SIGNATURE", "CHECKPOINT_PATTERN", "CHECKPOINTS_FOLDER", "EVALUATION_FILE", "INSPECTION_FILES",
-           "LEARNING_CURVE", "PROGRESS_SUFFIX", "RUN_SUMMARY", "SPECIAL_IDS", "TEMPORARY_PREFIX", "TRASH_PREFIX",
-           "checked_model_folder", "checkpoints_folder_of", "described_corpus", "is_hub_id", "model_files",
-           "one_line", "recorded_corpus", "saved_config", "training_summary", "written_by_demvae"]
+__all__ = ["CARD_SIGNATURE", "CHECKPOINT_PATTERN", "CHECKPOINTS_FOLDER", "DIALOG_MODEL_TYPE", "EVALUATION_FILE",
+           "INSPECTION_FILES", "LEARNING_CURVE", "PROGRESS_SUFFIX", "RUN_SUMMARY", "SPECIAL_IDS", "TEMPORARY_PREFIX",
+           "TRASH_PREFIX", "checked_model_folder", "checkpoints_folder_of", "described_corpus", "is_dialog_model",
+           "is_hub_id", "model_files", "one_line", "recorded_corpus", "saved_config", "training_summary",
+           "written_by_demvae"]

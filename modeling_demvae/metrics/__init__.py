@@ -1,7 +1,8 @@
 """The paper's evaluation (spec section 6) as functions: a model plus tokenized sentences in, numbers out.
 
 Sentences are token id lists (or 1-d tensors) with `<s>` and `</s>`, as the package's tokenizer writes them.
-`demvae evaluate` calls these; `hf_evaluate.py` wraps those that fit the `evaluate` library's interface.
+A dialog model's metrics (`dialog.py`, `entities.py`) take a tokenized dialog split instead. `demvae evaluate` calls
+these; `hf_evaluate.py` wraps those that fit the `evaluate` library's interface.
 """
 
 from .bleu import bleu_scores, reconstruct, reconstruction_bleu
@@ -17,6 +18,8 @@ from .collapse import (
     separation_of,
     spread_of,
 )
+from .dialog import dialog_records, dialog_scores, distinct_n
+from .entities import EntityMatcher, entity_scores
 from .likelihood import importance_weighted_nll, nll_summary, sentence_log_likelihoods
 from .reverse_ppl import (
     RPPL_PRESETS,
@@ -33,6 +36,7 @@ from .unigram import unigram_counts, unigram_kl
 
 __all__ = [
     "RPPL_PRESETS",
+    "EntityMatcher",
     "LSTMLanguageModel",
     "active_components",
     "batch_mutual_information",
@@ -44,7 +48,11 @@ __all__ = [
     "component_separation",
     "component_spread",
     "decode_sentences",
+    "dialog_records",
+    "dialog_scores",
+    "distinct_n",
     "encode_sentences",
+    "entity_scores",
     "homogeneity_chance",
     "importance_weighted_nll",
     "label_agreement",
