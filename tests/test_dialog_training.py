@@ -136,6 +136,22 @@ def test_two_gloo_processes_train_the_dialog_model_of_one_process(smd_folder, tm
         assert summaries[0]["validation"][term] == pytest.approx(value, rel=1e-5, abs=1e-5), term
 
 
+def test_gradient_accumulation_trains_the_dialog_model_of_one_big_batch(tmp_path):
+    """Both stages with 4 micro-batches = 1 batch (dropout 0): the contexts of each micro-batch keep the batch's
+    padding, which masking makes no difference; with other batches the weights end elsewhere."""
+    tokenizer = synthetic_tokenizer()
+    data = dialog_data(tokenizer)
+    final = {}
+    for name, arguments in (("big", {}), ("accumulated", {"gradient_accumulation_steps": 4}),
+                            ("other batches", {"seed": 1})):
+        model = tiny_dialog_model(len(tokenizer), response={"dropout": 0.0})
+        dialog_trainer(tmp_path / name, model, tokenizer, data, max_steps=16, eval_every=8, freeze_step=8,
+                       **arguments).train()
+        final[name] = dict(model.state_dict())
+    assert max_difference(final["accumulated"], final["big"]) < 1e-4
+    assert max_difference(final["other batches"], final["big"]) > 1e-2
+
+
 # ----- presets and corpora -----
 
 
