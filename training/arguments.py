@@ -47,9 +47,10 @@ class TrainingArguments:
         resume: Continue from the newest intact checkpoint in output_dir/checkpoints, on the same trajectory (the
             settings must be the run's).
         overwrite: Start afresh in an output_dir that holds an earlier run: its checkpoints and model are removed.
-        freeze_step: A dialog model's two stages: the step at which stage 1 (the response VAE) ends, its best
-            weights reloaded and frozen, and stage 2 (context encoder, policy, decoder) starts, with a new
-            optimizer; stage 1 also ends when the VAE stops early (the reference's `--freeze_step`).
+        freeze_step: A dialog model's two stages: the step at which stage 1 (the response VAE) ends, after a
+            validation, its best weights reloaded and frozen, and stage 2 (context encoder, policy, decoder)
+            starts, with a new optimizer; stage 1 also ends when the VAE stops early (the reference's
+            `--freeze_step`).
         kl_annealing_start: Step of the KL-annealing schedule at the run's first step: 0 warms up from the start,
             None (in Python; --no-kl-annealing on the command line) trains at full weight. With --init-from the
             default continues where the base model's run left the schedule (full weight for a model without a

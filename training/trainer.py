@@ -515,7 +515,7 @@ class DEMVAETrainer(TwoStageTraining):
                     progress.set_postfix({k: f"{logs[k]:.3g}" for k in ("loss", "nll", "zkl", "dispersion", "mi",
                                                                            "policy_loss", "kl_weight") if k in logs})
                     accelerator.log({f"train/{k}": v for k, v in logs.items()}, step=state.step)
-                validate = state.step % args.eval_every == 0 or state.step == args.max_steps
+                validate = state.step in (args.max_steps, args.freeze_step) or state.step % args.eval_every == 0
                 curve = self._curve_due()
                 if validate or curve:
                     self._validate(progress, select=validate, curve=curve)
