@@ -228,9 +228,11 @@ def test_a_dialog_model_starts_from_a_sentence_model(tmp_path, smd_folder, capsy
     (["--freeze-step", "30"], r"--freeze-step 30 must be below --max-steps 24"),
     (["--dataset", "ptb"], r"--dataset ptb holds sentences, not dialogs"),
     (["--supervise", "intent"], r"--supervise does nothing here: a dialog model's components are its latent actions"),
+    (["--min-frequency", "2"], r"--min-frequency does nothing here: a dialog model's tokenizer keeps the --vocab-size"),
     (["--context-turns", "0"], r"DEMVAEDialogConfig.context_turns must be a positive integer, got 0"),
     (["--variant", "vae"], r"response_config.variant must be 'dem' or 'discrete'"),
-], ids=["freeze-after-the-end", "sentence-corpus", "supervise", "no-context", "variant-without-actions"])
+], ids=["freeze-after-the-end", "sentence-corpus", "supervise", "min-frequency", "no-context",
+        "variant-without-actions"])
 def test_bad_dialog_settings_are_one_line_before_any_work(smd_folder, tmp_path, capsys, argv, expected):
     status = demvae(["train", "--dataset", smd_folder, *TINY_DIALOG, *TWO_STAGES, *argv,
                      "--output-dir", str(tmp_path / "out")])

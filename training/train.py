@@ -252,6 +252,9 @@ def check_options_apply(args: argparse.Namespace, settings: dict) -> None:
            for name in (*DIALOG_FIELDS, "freeze_step")},
         **{name: (dialog, "a dialog model's components are its latent actions, which no label column supervises")
            for name in ("supervise", "supervise_groups", "supervise_variables", "labelled_fraction")},
+        "text_column": (dialog, "a dialog corpus has its turns' own columns"),
+        "min_frequency": (dialog and not args.init_from, "a dialog model's tokenizer keeps the --vocab-size most "
+                          "frequent words of the training dialogs"),
         "labelled_fraction": (not settings.get("supervise"), "it keeps the labels of a share of the --supervise "
                               "columns; add --supervise COLUMN"),
         "dispersion_weight": (variant != "dem", f"the dispersion term is the mixture prior's, which --variant "
