@@ -17,6 +17,7 @@ from demvae.cli import build_parser
 from demvae.cli import main as demvae
 from demvae.dialog_preparation import build_dialog_run, dialog_config
 from demvae.loading import load_model_and_tokenizer
+from demvae.model_folder import CARD_SIGNATURE
 from demvae.preparation import with_validation_split
 from demvae.train import resolve_settings
 from demvae.trainer import DEMVAETrainer
@@ -27,6 +28,7 @@ from test_training import final_weights, max_difference, trained_in_three_layout
 
 from modeling_demvae.data import default_data_dir
 from modeling_demvae.dialog_data import DialogCollator, tokenize_dialogs
+from modeling_demvae.metrics.dialog import dialog_records, dialog_scores
 
 TINY_DIALOG = ["--model-type", "demvae_dialog", "--embed-size", "16", "--encoder-hidden-size", "16",
                "--decoder-hidden-size", "16", "--num-groups", "2", "--num-components", "3", "--latent-size", "2",
@@ -193,6 +195,8 @@ def test_the_dialog_preset_trains_on_smd_with_nothing_else(tmp_path, capsys):
     summary = json.loads((tmp_path / "smd" / "training_summary.json").read_text())
     assert summary["data"]["sources"]["dataset"] == "smd" and summary["stage_switch_step"] == 2
     assert summary["data"]["train"]["sentences"] == 10_308  # every response of SMD's training dialogs
+    card = (tmp_path / "smd" / "README.md").read_text()  # the model card, as a sentence model's run writes it
+    assert CARD_SIGNATURE in card and "component=" in card and "smd" in card
 
 
 def test_a_dialog_model_starts_from_a_sentence_model(tmp_path, smd_folder, capsys):
@@ -292,3 +296,7 @@ def test_the_policy_predicts_the_action_of_the_response_the_context_calls_for(tm
     assert accuracy >= 0.9
     # the actions tell the response types apart (seeds 0-2: 0.42 to 0.68): a constant c would make the policy trivial
     assert homogeneity_score(data["test"]["type"], actions[:, 0].tolist()) > 0.3
+    # the evaluation's own numbers: the same policy accuracy, and the generated responses carry the actions they were
+    # generated from (the response VAE reads the action back from the text)
+    scores = dialog_scores(dialog_records(model, tokenizer, data["test"]), num_components=4)
+    assert scores["policy_accuracy"] == pytest.approx(accuracy) and scores["action_consistency"] >= 0.9

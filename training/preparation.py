@@ -155,10 +155,11 @@ def train_command(args, settings: dict, training_args, *, start: float) -> int:
                      else f"step {step} of the annealing schedule")
             print(f"Fine-tuning {args.init_from}: KL weight {trainer.kl_weight(0):.3g} at the first step ({where}).")
         state = trainer.train()
-        if trainer.accelerator.is_main_process and dialog:
-            print_dialog_report(training_args.output_dir, state, seconds=time.time() - start)
-        elif trainer.accelerator.is_main_process:
-            print_report(training_args.output_dir, data, state, training_args.selection_metric,
-                         num_samples=args.num_samples, seconds=time.time() - start)
+        if trainer.accelerator.is_main_process:
+            if dialog:
+                print_dialog_report(training_args.output_dir, state, seconds=time.time() - start)
+            else:
+                print_report(training_args.output_dir, data, state, training_args.selection_metric,
+                             num_samples=args.num_samples, seconds=time.time() - start)
             write_model_card(training_args.output_dir)
     return 0
