@@ -23,14 +23,8 @@ from .cache import DEMVAEDialogCache, checked_cache
 from .configuration_dialog import DEMVAEDialogConfig
 from .conversation import split_conversations
 from .dialog_networks import ContextEncoder, DialogContext, TurnAttention
-from .modeling_demvae import (
-    DEMVAEForGeneration,
-    DEMVAEOutput,
-    DEMVAEPreTrainedModel,
-    greedy_generation_config,
-    latents_per_sequence,
-    repeat_rows,
-)
+from .generation_demvae import greedy_generation_config, latents_per_sequence, repeat_rows
+from .modeling_demvae import DEMVAEForGeneration, DEMVAEOutput, DEMVAEPreTrainedModel
 from .networks import GRUDecoder, at_positions, check_input_ids, mask_from, real_tokens_first
 from .priors import checked_components
 

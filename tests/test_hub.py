@@ -44,7 +44,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 PUSHED_FILES = {
     "README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
     "tokenizer_config.json", "modeling_demvae.py", "configuration_demvae.py", "priors.py", "cache.py", "gru.py",
-    "tokenization_demvae.py", "networks.py", "attributes.py",
+    "tokenization_demvae.py", "networks.py", "attributes.py", "generation_demvae.py",
 }
 # what a model alone saves: no tokenizer, and so no tokenizer code
 MODEL_FILES = PUSHED_FILES - {"README.md", "tokenizer.json", "tokenizer_config.json", "tokenization_demvae.py"}
