@@ -205,6 +205,8 @@ class DEMVAEForDialogGeneration(DEMVAEDialogPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         stage: int = 2,
         kl_weight: float | None = None,
+        posterior_noise: dict[str, torch.Tensor] | None = None,
+        aggregate_component_probs: torch.Tensor | None = None,
         latent: torch.Tensor | None = None,
         context_memory: torch.Tensor | None = None,
         context_memory_mask: torch.Tensor | None = None,
@@ -218,11 +220,13 @@ class DEMVAEForDialogGeneration(DEMVAEDialogPreTrainedModel, GenerationMixin):
         Training (`input_ids` the responses, right- or left-padded, `context_input_ids` (B, turns, tokens) their
         contexts):
         - `stage=1`: the response VAE's loss and terms as the sentence model computes them (a `DEMVAEOutput`; the
-          context is not read; `kl_weight` is the annealing weight).
+          context is not read; `kl_weight`, `posterior_noise` and `aggregate_component_probs` as the sentence
+          model takes them).
         - `stage=2`: the gold response's posterior under the response VAE gives z (a sample in training, the mean in
           eval mode) and c (the argmax of q(c|x) per group), both without gradient; the loss is the decoder's NLL of
           the response given z and the context, the policy's cross-entropy toward c, and `consistency_weight` times
           the consistency term (`consistency_loss`). Freeze the response VAE first (`freeze_response_vae`).
+          `posterior_noise` (the response VAE's `posterior_noise`; its first sample) replaces the fresh draw of z.
           `labels` (aligned with `input_ids`, -100 ignored) replace the response's tokens as targets.
 
         Decoding (what `generate` calls): `latent` (B, D) with the encoded context (`context_state`,
@@ -236,6 +240,8 @@ class DEMVAEForDialogGeneration(DEMVAEDialogPreTrainedModel, GenerationMixin):
                                        context_memory_mask, checked_cache(cache), use_cache, output_hidden_states)
         if stage == 1:
             return self.response_vae(input_ids, attention_mask, labels=labels, kl_weight=kl_weight,
+                                     posterior_noise=posterior_noise,
+                                     aggregate_component_probs=aggregate_component_probs,
                                      output_hidden_states=output_hidden_states)
         if stage != 2:
             raise ValueError(f"stage must be 1 (the response VAE) or 2 (the context side), got {stage!r}.")
@@ -244,7 +250,8 @@ class DEMVAEForDialogGeneration(DEMVAEDialogPreTrainedModel, GenerationMixin):
         packed, lengths, order = real_tokens_first(input_ids, mask)
         with torch.no_grad():
             posterior = self.response_vae._posterior(packed, lengths)
-            latent = self.response_vae.posterior_latent(posterior, sample=self.training)
+            noise = None if posterior_noise is None else {name: value[:, :1] for name, value in posterior_noise.items()}
+            latent = self.response_vae.posterior_latent(posterior, sample=self.training, noise=noise)
             components = posterior.component_probs.argmax(-1)
         context = self.encode_context(context_input_ids, context_attention_mask)
         policy_logits = self.policy_logits(context)

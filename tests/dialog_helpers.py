@@ -1,6 +1,8 @@
 """Tiny dialog models and a synthetic dialog corpus in which the type of each response follows from its context."""
 
+import json
 import random
+from pathlib import Path
 
 import torch
 from datasets import Dataset
@@ -18,6 +20,10 @@ DIALOG_TYPES = {
     "schedule": ("when is my {EVENT}", "your {EVENT} is on {DAY} ."),
     "thanks": ("thank you so much", "you are welcome , goodbye !"),
 }
+
+
+DIALOG_NAMES = list(DIALOG_TYPES)
+SMD_SPEAKERS = {"user": "driver", "assistant": "assistant"}
 
 
 def fill(template: str, rng: random.Random) -> str:
@@ -98,3 +104,19 @@ def write_smd_folder(folder, *, dialogs_per_split: int = 6, seed: int = 0):
                 "date": SLOTS["DAY"], "event": SLOTS["EVENT"], "weather_attribute": SLOTS["SKY"]}
     (folder / "kvret_entities.json").write_text(json.dumps(entities))
     return folder
+
+
+def write_smd_files(folder, num_rows: dict[str, int] | None = None) -> str:
+    """The synthetic dialogs as an SMD folder (kvret_{train,dev,test}_public.json), one dialog per response: what
+    `demvae train --dataset FOLDER` reads as a dialog corpus."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = num_rows or {"train": 120, "dev": 24, "test": 24}
+    for seed, (name, size) in enumerate(sizes.items()):
+        rows = synthetic_dialogs(size, seed=seed)
+        dialogs = [{"dialogue": [{"turn": SMD_SPEAKERS[turn["role"]], "data": {"utterance": turn["content"]}}
+                                 for turn in context] + [{"turn": "assistant", "data": {"utterance": response}}],
+                    "scenario": {"task": {"intent": DIALOG_NAMES[kind]}}}
+                   for context, response, kind in zip(rows["context"], rows["response"], rows["type"])]
+        (folder / f"kvret_{name}_public.json").write_text(json.dumps(dialogs), encoding="utf-8")
+    return str(folder)

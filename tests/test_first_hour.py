@@ -127,14 +127,19 @@ def test_the_command_line_reads_the_model_package_s_names_as_the_package_defines
     """What `--help` reads from the model package's source, without importing it, is what the package has."""
     from demvae import model_source
 
-    from modeling_demvae import DEMVAEConfig
+    from modeling_demvae import DEMVAEConfig, DEMVAEDialogConfig
     from modeling_demvae.configuration_demvae import PRIOR_FAMILIES, VARIANTS
+    from modeling_demvae.configuration_dialog import REFERENCE_RESPONSE_SETTINGS
     from modeling_demvae.data import LABEL_COLUMNS
     from modeling_demvae.metrics.reverse_ppl import RPPL_PRESETS
 
     assert model_source.config_fields() == DEMVAEConfig.__annotations__
     assert model_source.config_docstring() == DEMVAEConfig.__doc__
+    dialog_fields = dict(DEMVAEDialogConfig.__annotations__, response_config=dict | None)  # the nested config: a dict
+    assert model_source.dialog_config_fields() == dialog_fields
+    assert model_source.dialog_config_docstring() == DEMVAEDialogConfig.__doc__
     for module, name, value in [("configuration_demvae", "VARIANTS", VARIANTS),
+                                ("configuration_dialog", "REFERENCE_RESPONSE_SETTINGS", REFERENCE_RESPONSE_SETTINGS),
                                 ("configuration_demvae", "PRIOR_FAMILIES", PRIOR_FAMILIES),
                                 ("data", "LABEL_COLUMNS", LABEL_COLUMNS),
                                 ("metrics.reverse_ppl", "RPPL_PRESETS", RPPL_PRESETS)]:

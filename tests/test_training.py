@@ -87,6 +87,15 @@ def launch_two_processes(arguments: list[str], script: str | None = None) -> sub
     return result
 
 
+def trained_in_three_layouts(run: list[str], tmp_path) -> tuple[dict, ...]:
+    """The last checkpoint's weights of `demvae train` `run` on 2 gloo processes, on 1, and on 1 with batches of 4
+    (another trajectory, which a comparison must be able to tell apart)."""
+    launch_two_processes([*run, "--output-dir", str(tmp_path / "two")])
+    assert demvae([*run, "--output-dir", str(tmp_path / "one")]) == 0
+    assert demvae([*run, "--output-dir", str(tmp_path / "half"), "--batch-size", "4"]) == 0
+    return tuple(final_weights(tmp_path / name) for name in ("two", "one", "half"))
+
+
 PER_SLICE_STATISTICS = """import sys
 from demvae.cli import main
 from demvae.trainer import DEMVAETrainer
@@ -100,10 +109,7 @@ sys.exit(main(sys.argv[1:]))
 def test_two_gloo_processes_end_with_the_weights_of_one_process(corpus, tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo, each half of every batch) = 1 process with the same batch."""
     run = ["train", "--dataset", corpus, *TINY, *DETERMINISTIC, "--max-steps", "12", "--eval-every", "6"]
-    launch_two_processes([*run, "--output-dir", str(tmp_path / "two")])
-    assert demvae([*run, "--output-dir", str(tmp_path / "one")]) == 0
-    assert demvae([*run, "--output-dir", str(tmp_path / "half"), "--batch-size", "4"]) == 0
-    two, one, half = (final_weights(tmp_path / name) for name in ("two", "one", "half"))
+    two, one, half = trained_in_three_layouts(run, tmp_path)
     assert max_difference(two, one) < 1e-5
     assert max_difference(half, one) > 1e-3  # another batch layout ends elsewhere: the comparison can fail
 

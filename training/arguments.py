@@ -47,6 +47,10 @@ class TrainingArguments:
         resume: Continue from the newest intact checkpoint in output_dir/checkpoints, on the same trajectory (the
             settings must be the run's).
         overwrite: Start afresh in an output_dir that holds an earlier run: its checkpoints and model are removed.
+        freeze_step: A dialog model's two stages: the step at which stage 1 (the response VAE) ends, after a
+            validation, its best weights reloaded and frozen, and stage 2 (context encoder, policy, decoder)
+            starts, with a new optimizer; stage 1 also ends when the VAE stops early (the reference's
+            `--freeze_step`).
         kl_annealing_start: Step of the KL-annealing schedule at the run's first step: 0 warms up from the start,
             None (in Python; --no-kl-annealing on the command line) trains at full weight. With --init-from the
             default continues where the base model's run left the schedule (full weight for a model without a
@@ -77,11 +81,12 @@ class TrainingArguments:
     resume: bool = False
     overwrite: bool = False
     kl_annealing_start: int | None = 0
+    freeze_step: int | None = None
 
     def __post_init__(self):
         for name in POSITIVE_INTEGERS:
             check_number(name, getattr(self, name), integer=True, minimum=1)
-        for name in ("checkpoint_every", "learning_curve_every", "learning_curve_until"):
+        for name in ("checkpoint_every", "learning_curve_every", "learning_curve_until", "freeze_step"):
             if getattr(self, name) is not None:
                 check_number(name, getattr(self, name), integer=True, minimum=1)
         check_number("early_stopping_patience", self.early_stopping_patience, integer=True, minimum=0)
@@ -107,4 +112,12 @@ class TrainingArguments:
             raise ValueError(f"kl_annealing_start must be None or a step >= 0, got {start!r}.")
 
 
-__all__ = ["FREE_ON_RESUME", "SELECTION_METRICS", "TrainingArguments"]
+def adam(parameters, *, learning_rate: float):
+    """The spec's Adam, fused: one kernel per parameter instead of a pass per operation (about 3x faster on CPU,
+    where the update of the two 10k x 512 embeddings is a tenth of a step); the same update up to rounding."""
+    import torch  # here: the command line reads this module before it loads torch
+
+    return torch.optim.Adam(parameters, lr=learning_rate, fused=True)
+
+
+__all__ = ["FREE_ON_RESUME", "SELECTION_METRICS", "TrainingArguments", "adam"]

@@ -17,6 +17,7 @@ import pickle
 import random
 import shutil
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,6 +218,23 @@ class Checkpoint:
             raise CheckpointError(f"{self.path}: the weights do not fit this model ({one_line(error)}).") from None
 
 
+def load_exported_weights(model, folder) -> None:
+    """Load the model exported into `folder` (`save_pretrained`'s model.safetensors) into `model`, in place: a
+    dialog run's best stage-1 weights at the switch to stage 2. Only tied copies may be absent from the file."""
+    path = Path(folder) / MODEL_FILE
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False)
+    except READ_ERRORS as error:
+        raise CheckpointError(f"{path}: the exported model does not load into this run's model "
+                              f"({one_line(error)}).") from None
+    weights = model.state_dict(keep_vars=True)
+    names_per_weight = Counter(id(weight) for weight in weights.values())
+    tied = {name for name, weight in weights.items() if names_per_weight[id(weight)] > 1}
+    if unexpected or set(missing) - tied:
+        raise CheckpointError(f"{path} is not this run's model: missing {sorted(set(missing) - tied)}, unexpected "
+                              f"{sorted(unexpected)}.")
+
+
 def record_hash(record: dict) -> str:
     """The SHA-256 of a checkpoint record's entries but its own hash, in a canonical JSON form."""
     entries = {key: value for key, value in record.items() if key != RECORD_HASH}
@@ -296,5 +314,5 @@ def newest_usable_checkpoint(folder, process_index: int = 0) -> tuple[Checkpoint
 
 
 __all__ = ["RECORD_HASH", "Checkpoint", "CheckpointError", "export_atomically", "latest_checkpoint", "list_checkpoints",
-           "newest_usable_checkpoint", "read_checkpoint", "record_hash", "remove_leftovers", "restore_random_states",
-           "save_checkpoint"]
+           "load_exported_weights", "newest_usable_checkpoint", "read_checkpoint", "record_hash", "remove_leftovers",
+           "restore_random_states", "save_checkpoint"]

@@ -13,7 +13,9 @@ from pathlib import Path
 
 PACKAGE = "modeling_demvae"
 CONFIG_CLASS = "DEMVAEConfig"
-ANNOTATION_NAMES = {"int": int, "float": float, "bool": bool, "str": str, "dict": dict, "list": list, "None": None}
+DIALOG_CONFIG_CLASS = "DEMVAEDialogConfig"
+ANNOTATION_NAMES = {"int": int, "float": float, "bool": bool, "str": str, "dict": dict, "list": list, "None": None,
+                    CONFIG_CLASS: dict}  # a nested config (the dialog model's response_config): its dict
 
 
 def package_dir() -> Path:
@@ -36,9 +38,8 @@ def constant(module: str, name: str):
     raise LookupError(f"{PACKAGE}.{module} defines no literal {name}")
 
 
-def _config_class() -> ast.ClassDef:
-    return next(node for node in _module_body("configuration_demvae")
-                if isinstance(node, ast.ClassDef) and node.name == CONFIG_CLASS)
+def _config_class(module: str = "configuration_demvae", name: str = CONFIG_CLASS) -> ast.ClassDef:
+    return next(node for node in _module_body(module) if isinstance(node, ast.ClassDef) and node.name == name)
 
 
 def _annotation(node: ast.expr):
@@ -51,11 +52,20 @@ def _annotation(node: ast.expr):
     return type(None) if name is None else name
 
 
+def _fields(node: ast.ClassDef) -> dict:
+    return {item.target.id: _annotation(item.annotation) for item in node.body if isinstance(item, ast.AnnAssign)}
+
+
 @cache
 def config_fields() -> dict:
     """`DEMVAEConfig`'s fields in order, name -> annotation (the `__annotations__` of the imported class)."""
-    return {node.target.id: _annotation(node.annotation) for node in _config_class().body
-            if isinstance(node, ast.AnnAssign)}
+    return _fields(_config_class())
+
+
+@cache
+def dialog_config_fields() -> dict:
+    """`DEMVAEDialogConfig`'s fields in order, name -> annotation (`response_config`'s: `dict`)."""
+    return _fields(_config_class("configuration_dialog", DIALOG_CONFIG_CLASS))
 
 
 def config_docstring() -> str:
@@ -63,4 +73,9 @@ def config_docstring() -> str:
     return ast.get_docstring(_config_class(), clean=False)
 
 
-__all__ = ["config_docstring", "config_fields", "constant", "package_dir"]
+def dialog_config_docstring() -> str:
+    return ast.get_docstring(_config_class("configuration_dialog", DIALOG_CONFIG_CLASS), clean=False)
+
+
+__all__ = ["config_docstring", "config_fields", "constant", "dialog_config_docstring", "dialog_config_fields",
+           "package_dir"]

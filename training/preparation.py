@@ -7,13 +7,21 @@ from dataclasses import replace
 import torch
 from transformers.utils import logging as hf_logging
 
-from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer
+from modeling_demvae import (
+    DEMVAEConfig,
+    DEMVAEDialogConfig,
+    DEMVAEForDialogGeneration,
+    DEMVAEForGeneration,
+    build_tokenizer,
+)
 from modeling_demvae.data import label_names, load_corpus, text_files_corpus, tokenize_corpus, with_attribute_labels
 
 from .checks import check_memory
+from .dialog_preparation import build_dialog_run, dialog_config, print_dialog_report
 from .finetuning import base_kl_annealing_step, base_model_origin, load_for_finetuning
 from .model_card import write_model_card
 from .reporting import print_report
+from .stages import response_vae
 from .threads import cpu_threads
 from .train import MODEL_FIELDS, data_sources
 from .trainer import DEMVAETrainer
@@ -27,6 +35,11 @@ def load_training_corpus(args, settings):
     else:
         corpus = load_corpus(settings["dataset"], text_column=settings["text_column"],
                              data_dir=settings.get("data_dir"))
+    return with_validation_split(corpus, settings)
+
+
+def with_validation_split(corpus, settings):
+    """The corpus, with a validation split carved from train (`validation_fraction`) when it has none."""
     if "validation" not in corpus:
         if len(corpus["train"]) < 2:
             raise ValueError(f"the corpus has no validation split and {len(corpus['train'])} training sentence(s); "
@@ -100,11 +113,13 @@ BYTES_PER_TRAINED_WEIGHT = 16  # float32: the weight, its gradient and Adam's tw
 
 def check_model_fits(config, training_args) -> None:
     """Refuse sizes whose model, or whose batch's logits, would not fit in memory, before anything is allocated: the
-    model is built on the meta device, which allocates nothing, to count its weights."""
+    model (a sentence or a dialog model) is built on the meta device, which allocates nothing, to count its weights."""
+    model_class = DEMVAEForDialogGeneration if isinstance(config, DEMVAEDialogConfig) else DEMVAEForGeneration
     with torch.device("meta"):
-        weights = sum(weight.numel() for weight in DEMVAEForGeneration(config).parameters())
+        weights = sum(weight.numel() for weight in model_class(config).parameters())
     rows = training_args.batch_size // training_args.gradient_accumulation_steps
-    logits = 3 * 4 * rows * config.max_sentence_length * config.vocab_size  # logits, softmax and their gradient
+    sentences = getattr(config, "response_config", config)
+    logits = 3 * 4 * rows * sentences.max_sentence_length * config.vocab_size  # logits, softmax and their gradient
     check_memory(weights * BYTES_PER_TRAINED_WEIGHT + logits,
                  f"training a model of {weights:,} weights (vocabulary of at most {config.vocab_size:,} words) on "
                  f"batches of {rows:,} sentences")
@@ -118,23 +133,31 @@ def train_command(args, settings: dict, training_args, *, start: float) -> int:
     if args.init_from and "kl_annealing_start" not in settings:
         settings["kl_annealing_start"] = base_kl_annealing_step(args.init_from)
         training_args = replace(training_args, kl_annealing_start=settings["kl_annealing_start"])
-    if not args.init_from:  # the model's settings, before the corpus is read (fine-tuning checks them on its model)
+    dialog = settings["model_type"] == "demvae_dialog"
+    if dialog:
+        check_model_fits(dialog_config(settings, vocab_size=settings.get("vocab_size", 10_000)), training_args)
+    elif not args.init_from:  # the model's settings, before the corpus is read (fine-tuning checks them on its model)
         check_model_fits(DEMVAEConfig(**{k: v for k, v in settings.items() if k in MODEL_FIELDS}), training_args)
     with cpu_threads(settings.get("num_threads")):
-        corpus = load_training_corpus(args, settings)
-        labels = supervised_labels(settings, corpus)
-        model, tokenizer = build_model(args, settings, corpus, labels)
-        data = labelled_data(tokenize_corpus(corpus, tokenizer, max_length=model.config.max_sentence_length),
-                             settings, labels, model.config)
+        if dialog:
+            model, tokenizer, data = build_dialog_run(args, settings, with_validation_split)
+        else:
+            corpus = load_training_corpus(args, settings)
+            labels = supervised_labels(settings, corpus)
+            model, tokenizer = build_model(args, settings, corpus, labels)
+            data = labelled_data(tokenize_corpus(corpus, tokenizer, max_length=model.config.max_sentence_length),
+                                 settings, labels, model.config)
         trainer = DEMVAETrainer(model, tokenizer, data["train"], data["validation"], training_args,
                                 data_sources=data_sources(args, settings), origin=origin)
         if args.init_from and trainer.accelerator.is_main_process:
             step = training_args.kl_annealing_start
-            where = ("no annealing" if not model.config.kl_annealing else "full weight" if step is None
+            where = ("no annealing" if not response_vae(model).config.kl_annealing else "full weight" if step is None
                      else f"step {step} of the annealing schedule")
             print(f"Fine-tuning {args.init_from}: KL weight {trainer.kl_weight(0):.3g} at the first step ({where}).")
         state = trainer.train()
-        if trainer.accelerator.is_main_process:
+        if trainer.accelerator.is_main_process and dialog:
+            print_dialog_report(training_args.output_dir, state, seconds=time.time() - start)
+        elif trainer.accelerator.is_main_process:
             print_report(training_args.output_dir, data, state, training_args.selection_metric,
                          num_samples=args.num_samples, seconds=time.time() - start)
             write_model_card(training_args.output_dir)

@@ -93,11 +93,22 @@ def ids_record(rows) -> dict:
     return {"sentences": len(rows), "sha256": digest.hexdigest()}
 
 
+def contexts_record(contexts) -> dict:
+    """`ids_record` of dialog contexts (lists of turns of token ids), a turn's end marked by -1."""
+    return ids_record([[token for turn in context for token in (*turn, -1)] for context in contexts])
+
+
+def config_settings(config) -> dict:
+    """A config's fields, name -> value; a nested config (a dialog model's `response_config`) as its own dict."""
+    values = {name: getattr(config, name) for name in type(config).__annotations__}
+    return {name: config_settings(value) if hasattr(value, "to_dict") else value for name, value in values.items()}
+
+
 def run_settings(config, args, processes: int, train_ids, eval_ids, tokenizer, *, free=()) -> dict:
     """What the trajectory depends on: the model's settings, the training arguments but the `free` ones, the number
     of processes (the dropout streams), and the data with its tokenizer."""
     return {
-        "model": {name: getattr(config, name) for name in type(config).__annotations__},
+        "model": config_settings(config),
         "training": {k: v for k, v in asdict(args).items() if k not in free},
         "processes": processes,
         "data": {"train": ids_record(train_ids), "validation": ids_record(eval_ids),
@@ -171,5 +182,5 @@ class RunClock:
         return None if self.before is None else self.before + time.monotonic() - self.started
 
 
-__all__ = ["RunClock", "check_not_in_use", "check_output_dir", "ctrl_c_between_steps", "ids_record", "output_lock",
-           "run_settings", "setting_differences"]
+__all__ = ["RunClock", "check_not_in_use", "check_output_dir", "contexts_record", "ctrl_c_between_steps", "ids_record",
+           "output_lock", "run_settings", "setting_differences"]

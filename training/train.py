@@ -18,6 +18,8 @@ examples:
   demvae train --init-from runs/ptb --dataset new_corpus.txt --kl-annealing-start 0   # with a new KL warm-up
   demvae train --config dailydialog-dgm-vae-mi --supervise act emotion   # act tied to group 0's c, emotion to 1's
   demvae train --supervise mode --labelled-fraction 0.1   # the synthetic modes, semi-supervised (10% labelled)
+  demvae train --config smd-dgm-vae-mi-dialog     # a dialog model with latent actions on SMD, in two stages
+  demvae train --config smd-dgm-vae-mi-dialog --dataset daily_dialog --output-dir runs/dd-dialog
 """
 
 import argparse
@@ -35,19 +37,24 @@ from .arguments import SELECTION_METRICS, TrainingArguments
 from .checks import check_memory, check_number, check_threads, decoding_bytes, number, thread_count
 from .console import plural, status
 from .model_folder import SPECIAL_IDS, checked_model_folder
-from .model_source import config_docstring, config_fields, constant
+from .model_source import config_docstring, config_fields, constant, dialog_config_docstring, dialog_config_fields
 from .precision import MIXED_PRECISION
 from .runs import check_not_in_use, check_output_dir
 
 PRESET_DIR = Path(str(resources.files("demvae.configuration")))  # the repository's configuration/, installed
 DERIVED_FIELDS = (*SPECIAL_IDS, "attributes")  # attributes: from --supervise and the corpus's labels
 MODEL_FIELDS = tuple(name for name in config_fields() if name not in DERIVED_FIELDS)
+# the dialog model's context side (its response VAE takes the MODEL_FIELDS; fields of both names go to both)
+DIALOG_FIELDS = tuple(name for name in dialog_config_fields()
+                      if name not in ("response_config", "use_cache") and name not in config_fields())
+MODEL_TYPES = ("demvae", "demvae_dialog")  # a sentence model, a dialog model (the configs' model_type)
 TRAINING_FIELDS = tuple(f.name for f in fields(TrainingArguments))
 DATA_FIELDS = {"dataset": str, "text_column": str, "data_dir": str, "validation_fraction": float, "min_frequency": int,
                "num_threads": int, "supervise": list, "supervise_groups": list, "supervise_variables": list,
-               "labelled_fraction": float}
-PRESET_KEYS = (*MODEL_FIELDS, *TRAINING_FIELDS, *DATA_FIELDS)
+               "labelled_fraction": float, "model_type": str}
+PRESET_KEYS = (*MODEL_FIELDS, *DIALOG_FIELDS, *TRAINING_FIELDS, *DATA_FIELDS)
 SETTING_TYPES = {**{name: config_fields()[name] for name in MODEL_FIELDS},
+                 **{name: dialog_config_fields()[name] for name in DIALOG_FIELDS},
                  **{item.name: item.type for item in fields(TrainingArguments)}, **DATA_FIELDS}
 
 # The main job: a model small enough to train in about a minute or two on two CPU cores, on the synthetic corpus;
@@ -60,7 +67,14 @@ MAIN_JOB = {
     "batch_size": 32, "max_steps": 1500, "eval_every": 500, "eval_batch_size": 200, "logging_steps": 50,
     "num_threads": 1,
 }
-CHOICES = {"variant": {"choices": constant("configuration_demvae", "VARIANTS")},
+# A dialog model's defaults: the reference SMD run's (main_stanford.py's conditional-training defaults, the response
+# VAE of configuration_dialog): a validation every 500 steps (its `ckpt_step`), 100 epochs of SMD's 10,308 responses.
+DIALOG_JOB = {
+    "dataset": "smd", **constant("configuration_dialog", "REFERENCE_RESPONSE_SETTINGS"),
+    "batch_size": 30, "max_grad_norm": 3.0, "dropout": 0.3, "initializer_range": 0.1, "eval_every": 500,
+    "max_steps": 34_400, "freeze_step": 6_000, "selection_metric": "loss",
+}
+CHOICES = {"model_type": {"choices": MODEL_TYPES}, "variant": {"choices": constant("configuration_demvae", "VARIANTS")},
            "prior_family": {"choices": constant("configuration_demvae", "PRIOR_FAMILIES")},
            "mixed_precision": {"choices": MIXED_PRECISION}, "selection_metric": {"choices": tuple(SELECTION_METRICS)},
            "report_to": {"choices": ("auto", "tensorboard", "none")}}
@@ -93,7 +107,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("corpus (default: the built-in synthetic corpus with known modes)")
     data.add_argument("--dataset", metavar="NAME_OR_PATH",
                       help="'synthetic', 'ptb', 'daily_dialog' (from --data-dir), a folder with train/valid/test.txt, "
-                           "a .txt/.jsonl/.csv file, or a Hub dataset name.")
+                           "a .txt/.jsonl/.csv file, or a Hub dataset name; for a dialog model 'smd' (the default), "
+                           "'daily_dialog', or a folder of SMD's kvret_*_public.json or DailyDialog's files.")
     data.add_argument("--text-column", help="Column holding the sentences in jsonl/csv/Hub data (default: text).")
     data.add_argument("--train-file", help="Training text, one sentence a line, or a .jsonl/.json/.csv file whose "
                                            "--text-column holds the sentences (replaces --dataset).")
@@ -121,6 +136,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "train unlabelled (semi-supervised; default 1).")
 
     model = parser.add_argument_group("model (any DEMVAEConfig field; --vocab-size caps the vocabulary)")
+    model.add_argument("--model-type", help="demvae (a sentence model; the default) or demvae_dialog (a dialog model "
+                                            "with latent actions, trained in two stages; the default for --dataset "
+                                            "smd), whose response VAE takes the options of this group.",
+                       **CHOICES["model_type"])
     helps = docstring_arguments(config_docstring())
     for name in MODEL_FIELDS:
         model.add_argument(f"--{name.replace('_', '-')}", dest=name, help=helps.get(name, f"DEMVAEConfig.{name}."),
@@ -132,6 +151,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--extend-vocabulary", action="store_true",
                        help="With --init-from: add the new corpus's words (up to --vocab-size in all) to the "
                             "tokenizer and grow the embeddings.")
+
+    dialog = parser.add_argument_group("dialog model (--model-type demvae_dialog: the context side; any "
+                                       "DEMVAEDialogConfig field)")
+    helps = docstring_arguments(dialog_config_docstring())
+    for name in DIALOG_FIELDS:
+        dialog.add_argument(f"--{name.replace('_', '-')}", dest=name, help=helps.get(name),
+                            **_option_type(dialog_config_fields()[name]))
 
     training = parser.add_argument_group("training")
     training.add_argument("--config", metavar="PRESET",
@@ -220,7 +246,12 @@ def check_options_apply(args: argparse.Namespace, settings: dict) -> None:
     """Refuse an option given here that the other settings make do nothing, before any work: a run that silently
     ignored it would not be the run that was asked for."""
     variant = settings.get("variant", "dem")
+    dialog = settings["model_type"] == "demvae_dialog"
     rules = {  # option -> (does nothing, why and what to do)
+        **{name: (not dialog, "it sets a dialog model; add --model-type demvae_dialog")
+           for name in (*DIALOG_FIELDS, "freeze_step")},
+        **{name: (dialog, "a dialog model's components are its latent actions, which no label column supervises")
+           for name in ("supervise", "supervise_groups", "supervise_variables", "labelled_fraction")},
         "labelled_fraction": (not settings.get("supervise"), "it keeps the labels of a share of the --supervise "
                               "columns; add --supervise COLUMN"),
         "dispersion_weight": (variant != "dem", f"the dispersion term is the mixture prior's, which --variant "
@@ -236,13 +267,31 @@ def check_options_apply(args: argparse.Namespace, settings: dict) -> None:
             raise ValueError(f"--{name.replace('_', '-')} does nothing here: {why}.")
 
 
+def check_dialog_settings(args: argparse.Namespace, settings: dict) -> None:
+    """A dialog run reads a dialog corpus and reaches its stage 2, before any work."""
+    if settings["model_type"] != "demvae_dialog":
+        return
+    if args.train_file:
+        raise ValueError("--train-file gives sentences; a dialog model trains on dialogs: --dataset smd, "
+                         "daily_dialog, or a folder of SMD's kvret_*_public.json or DailyDialog's files.")
+    if settings["dataset"] in ("synthetic", "ptb"):
+        raise ValueError(f"--dataset {settings['dataset']} holds sentences, not dialogs; a dialog model trains on "
+                         "--dataset smd, daily_dialog, or a folder of SMD's or DailyDialog's files.")
+    if settings["freeze_step"] >= settings["max_steps"]:
+        raise ValueError(f"--freeze-step {settings['freeze_step']} must be below --max-steps {settings['max_steps']}: "
+                         "stage 2 (the context encoder, policy and decoder) starts at freeze_step.")
+
+
 def resolve_settings(args: argparse.Namespace) -> dict:
-    """Built-in defaults < the main job (synthetic corpus only) < preset < command line."""
+    """Built-in defaults < the main job (synthetic corpus only) or the dialog model's < preset < command line."""
     given = {key: value for key, value in vars(args).items() if key in PRESET_KEYS and value is not None}
     preset = load_preset(args.config) if args.config else {}
-    dataset = given.get("dataset", preset.get("dataset", DEFAULTS["dataset"]))
-    main_job = MAIN_JOB if dataset == "synthetic" and not args.train_file else {}
-    return {**DEFAULTS, **main_job, **preset, **given}
+    dataset = given.get("dataset", preset.get("dataset"))
+    model_type = given.get("model_type", preset.get("model_type", MODEL_TYPES[dataset == "smd"]))
+    if model_type == "demvae_dialog":
+        return {**DEFAULTS, **DIALOG_JOB, **preset, **given, "model_type": model_type}
+    main_job = MAIN_JOB if dataset in (None, "synthetic") and not args.train_file else {}
+    return {**DEFAULTS, **main_job, **preset, **given, "model_type": model_type}
 
 
 def data_sources(args, settings) -> dict:
@@ -266,6 +315,7 @@ def run(args: argparse.Namespace) -> int:
     training_args = TrainingArguments(**{k: v for k, v in settings.items() if k in TRAINING_FIELDS})
     check_data_settings(settings)
     check_options_apply(args, settings)
+    check_dialog_settings(args, settings)
     check_memory(decoding_bytes(settings, args.num_samples), f"--num-samples {args.num_samples}")
     check_output_dir(training_args.output_dir, resume=training_args.resume, overwrite=training_args.overwrite)
     if int(os.environ.get("RANK", 0)) == 0:  # of `accelerate launch`'s processes, the main one takes the lock

@@ -15,6 +15,11 @@ encoder-only pass without gradients, and each sentence's sampling noise is its r
 drawn on every process from a generator seeded by the seed and the step. Dropout masks are the one thing that
 depends on the split. Datasets with an "attribute_labels" column (`data.with_attribute_labels`) train the supervised
 attributes too; their term is a per-sentence mean like the others, so it needs no batch statistic.
+
+A dialog model (datasets with a "context_ids" column, `dialog_data.tokenize_dialogs`) trains in two stages
+(`stages`): its response VAE until `freeze_step` or the VAE's early stopping, then, from the best stage-1 weights
+with the VAE frozen and a new optimizer over the rest, its context side. The stage and the step of the switch are
+in every checkpoint.
 """
 
 import json
@@ -30,9 +35,9 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object, is_tensorboard_available, set_seed
 from tqdm.auto import tqdm
 
-from modeling_demvae.data import LengthBucketBatchSampler, PaddingCollator
+from modeling_demvae.data import LengthBucketBatchSampler
 
-from .arguments import FREE_ON_RESUME, SELECTION_METRICS, TrainingArguments
+from .arguments import FREE_ON_RESUME, TrainingArguments, adam
 from .checkpoints import (
     CheckpointError,
     export_atomically,
@@ -50,6 +55,7 @@ from .precision import resolve_mixed_precision
 from .runs import (
     RunClock,
     check_output_dir,
+    contexts_record,
     ctrl_c_between_steps,
     ids_record,
     output_lock,
@@ -57,9 +63,10 @@ from .runs import (
     setting_defaults,
     setting_differences,
 )
+from .stages import TwoStageTraining, check_freeze_step, is_dialog_model, response_vae, selection_name, selection_value
 
-LOGGED_TERMS = ("loss", "nll", "zkl", "dispersion", "agg_ckl", "mi", "elbo")
 NOISE, DROPOUT, VALIDATION_NOISE = range(3)  # the random streams seeded by (seed, stream, position)
+SENTENCE_KEYS = ("input_ids", "attention_mask", "labels")  # a micro-batch's, trimmed to its longest sentence
 
 
 @dataclass
@@ -74,6 +81,8 @@ class TrainingState:
     validations_without_improvement: int = 0
     stopped_early: bool = False
     kl_annealing_start: int | None = 0  # of the run's schedule, kept here so that --resume cannot change it
+    stage: int = 1  # a dialog model's stage 2: its context side, the response VAE frozen
+    stage_switch_step: int | None = None  # the step stage 2 started at
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -81,12 +90,6 @@ class TrainingState:
     def load_state_dict(self, state: dict) -> None:
         for item in fields(self):  # a checkpoint from before a field existed keeps its default
             setattr(self, item.name, state.get(item.name, getattr(self, item.name)))
-
-
-def adam(parameters, *, learning_rate: float) -> torch.optim.Adam:
-    """The spec's Adam, fused: one kernel per parameter instead of a pass per operation (about 3x faster on CPU,
-    where the update of the two 10k x 512 embeddings is a tenth of a step); the same update up to rounding."""
-    return torch.optim.Adam(parameters, lr=learning_rate, fused=True)
 
 
 def stream_seed(*keys: int) -> int:
@@ -102,8 +105,9 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) stopped the run after a step, with a checkpoint written to resume from."""
 
 
-class DEMVAETrainer:
-    """Trains a `DEMVAEForGeneration` on tokenized "train" and "validation" datasets (columns "input_ids").
+class DEMVAETrainer(TwoStageTraining):
+    """Trains a `DEMVAEForGeneration` on tokenized "train" and "validation" datasets (columns "input_ids"), or a
+    `DEMVAEForDialogGeneration` on tokenized dialogs (also "context_ids"), in two stages.
 
     `origin` goes into the run summary beside the exported model: the base model of a fine-tuning run.
     """
@@ -131,18 +135,15 @@ class DEMVAETrainer:
         if len(train_dataset) < args.batch_size:
             raise ValueError(f"the training split has {len(train_dataset)} sentences, fewer than one batch of "
                              f"{args.batch_size}; lower --batch-size or give more text.")
-        self.config = model.config
-        self.collate = PaddingCollator(pad_token_id=self.config.pad_token_id)
-        # plain lists: indexing a datasets Column converts from Arrow at every access
-        self.train_ids, self.eval_ids = train_dataset["input_ids"][:], eval_dataset["input_ids"][:]
-        self.train_labels, self.eval_labels = (
-            dataset["attribute_labels"][:] if "attribute_labels" in dataset.column_names else None
-            for dataset in (train_dataset, eval_dataset))
-        if (self.train_labels is None) != (self.eval_labels is None):
+        self.config, self.full_model = model.config, model
+        two_stages = is_dialog_model(model)
+        check_freeze_step(two_stages, args.freeze_step, args.max_steps)
+        self.train_columns, self.eval_columns = (self._feature_columns(dataset, two_stages)
+                                                 for dataset in (train_dataset, eval_dataset))
+        self.train_ids, self.eval_ids = self.train_columns["input_ids"], self.eval_columns["input_ids"]
+        if self.train_columns.keys() != self.eval_columns.keys():
             raise ValueError("attribute_labels must be in both the training and the validation data, or in neither.")
-        if self.train_labels is not None:
-            self.collate = PaddingCollator(pad_token_id=self.config.pad_token_id, extra_columns=("attribute_labels",))
-        self.logged_terms = LOGGED_TERMS + ("attribute_loss",) * (self.train_labels is not None)
+        self.labelled = "attribute_labels" in self.train_columns
         self.sampler = LengthBucketBatchSampler(
             train_dataset["length"][:], args.batch_size, seed=args.seed, drop_last=True,
             num_shards=processes, shard_index=self.accelerator.process_index,
@@ -151,20 +152,32 @@ class DEMVAETrainer:
             eval_dataset["length"][:], args.eval_batch_size, shuffle=False,
             num_shards=processes, shard_index=self.accelerator.process_index,
         ))
-        optimizer = adam(model.parameters(), learning_rate=args.learning_rate)
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.state = TrainingState(kl_annealing_start=args.kl_annealing_start)
+        self._enter_stage(1)
         self.run_settings = run_settings(self.config, args, self.accelerator.num_processes, self.train_ids,
                                          self.eval_ids, tokenizer, free=FREE_ON_RESUME)
-        if self.train_labels is not None:  # which labels a semi-supervised run hides is part of its trajectory
-            self.run_settings["data"]["attribute_labels"] = ids_record(self.train_labels)
+        if self.labelled:  # which labels a semi-supervised run hides is part of its trajectory
+            self.run_settings["data"]["attribute_labels"] = ids_record(self.train_columns["attribute_labels"])
+        if two_stages:
+            for name, columns in (("train_contexts", self.train_columns), ("validation_contexts", self.eval_columns)):
+                self.run_settings["data"][name] = contexts_record(columns["context_ids"])
         self.run_settings["training"]["mixed_precision"] = self.accelerator.mixed_precision  # auto resolved: what runs
         self._interrupt_requested = False
+
+    @staticmethod
+    def _feature_columns(dataset, dialog: bool) -> dict[str, list]:
+        """The columns the collators read, as plain lists (indexing a datasets Column converts from Arrow at every
+        access): "input_ids", and "attribute_labels" and (a dialog model's) "context_ids" where the data has them."""
+        if dialog and "context_ids" not in dataset.column_names:
+            raise ValueError("a dialog model trains on dialogs: the data needs a \"context_ids\" column "
+                             "(modeling_demvae.dialog_data.tokenize_dialogs).")
+        names = ("input_ids", "attribute_labels", *(("context_ids",) if dialog else ()))
+        return {name: dataset[name][:] for name in names if name in dataset.column_names}
 
     def kl_weight(self, step: int) -> float:
         """The KL weight at a step of this run: the model's annealing schedule, from kl_annealing_start on."""
         start = self.state.kl_annealing_start
-        return 1.0 if start is None else self.config.kl_weight(start + step)
+        return 1.0 if start is None else self.vae_config.kl_weight(start + step)
 
     # ----- data -----
 
@@ -173,15 +186,13 @@ class DEMVAETrainer:
         while True:
             self.sampler.set_epoch(self.state.data_epoch)
             for indices in list(self.sampler)[self.state.batch_in_epoch:]:
-                yield self.collate(self._features(self.train_ids, self.train_labels, indices))
+                yield self.collate(self._features(self.train_columns, indices))
             self.state.data_epoch, self.state.batch_in_epoch = self.state.data_epoch + 1, 0
 
     @staticmethod
-    def _features(ids, labels, indices) -> list[dict]:
-        """The collator's rows: the sentences and, when the data has them, their attribute labels."""
-        if labels is None:
-            return [{"input_ids": ids[i]} for i in indices]
-        return [{"input_ids": ids[i], "attribute_labels": labels[i]} for i in indices]
+    def _features(columns: dict[str, list], indices) -> list[dict]:
+        """The collator's rows: the sentences and, when the data has them, their labels and contexts."""
+        return [{name: column[i] for name, column in columns.items()} for i in indices]
 
     def _micro_batches(self, batch: dict) -> list[dict]:
         """Split a process's batch into the accumulation micro-batches, each trimmed to its longest sentence."""
@@ -190,7 +201,7 @@ class DEMVAETrainer:
         for start in range(0, len(batch["input_ids"]), size):
             part = {key: value[start: start + size] for key, value in batch.items()}
             longest = int(part["attention_mask"].sum(1).max())
-            parts.append({key: (value if key == "attribute_labels" else value[:, :longest]).to(self.accelerator.device)
+            parts.append({key: (value[:, :longest] if key in SENTENCE_KEYS else value).to(self.accelerator.device)
                           for key, value in part.items()})
         return parts
 
@@ -206,8 +217,8 @@ class DEMVAETrainer:
         for index, part in enumerate(parts):
             last = index == len(parts) - 1
             with nullcontext() if last else self.accelerator.no_sync(self.model), self._dropout_stream(index):
-                output = self.model(**part, kl_weight=kl_weight, posterior_noise=noise[index],
-                                    aggregate_component_probs=aggregate)
+                output = self.model(**part, **self.stage.forward_inputs, kl_weight=kl_weight,
+                                    posterior_noise=noise[index], aggregate_component_probs=aggregate)
                 self.accelerator.backward(output.loss / len(parts))
             totals += torch.stack([getattr(output, term).detach().float() for term in self.logged_terms]) / len(parts)
         totals = self.accelerator.reduce(totals, reduction="mean")  # equal slices: the whole batch's values
@@ -230,7 +241,7 @@ class DEMVAETrainer:
         by the seed and the step: a sentence's latent does not depend on the processes and micro-batches."""
         generator = torch.Generator(self.accelerator.device)
         generator.manual_seed(stream_seed(self.args.seed, NOISE, self.state.step))
-        noise = self.accelerator.unwrap_model(self.model).posterior_noise(self.args.batch_size, generator=generator)
+        noise = response_vae(self.full_model).posterior_noise(self.args.batch_size, generator=generator)
         start = self.accelerator.process_index * self.args.batch_size // self.accelerator.num_processes
         slices = []
         for part in parts:
@@ -242,8 +253,10 @@ class DEMVAETrainer:
     def _aggregate_component_probs(self, parts: list[dict]) -> torch.Tensor | None:
         """q_bar(c) of the whole batch, all processes and micro-batches, from an encoder-only pass without gradients
         (each micro-batch with the dropout masks its training forward will draw); None when this one micro-batch is
-        the whole batch, whose forward takes its own mean, or when the variant has no q(c|x)."""
-        if not self.config.has_discrete_latent or self.accelerator.num_processes * len(parts) == 1:
+        the whole batch, whose forward takes its own mean, when the variant has no q(c|x), or in stage 2 (the
+        response VAE frozen, its terms are not trained)."""
+        if (not self.vae_config.has_discrete_latent or self.accelerator.num_processes * len(parts) == 1
+                or self.stage.number == 2):
             return None
         model, probs = self.accelerator.unwrap_model(self.model), []
         with torch.no_grad(), self.accelerator.autocast():
@@ -278,8 +291,7 @@ class DEMVAETrainer:
 
     def _check_finite_weights(self) -> None:
         """Before a checkpoint or an export: weights that became NaN or infinite stop the run, never saved."""
-        model = self.accelerator.unwrap_model(self.model)
-        bad = [name for name, weight in model.named_parameters() if not torch.isfinite(weight).all()]
+        bad = [name for name, weight in self.full_model.named_parameters() if not torch.isfinite(weight).all()]
         if bad:
             self._diverged(self.state.step, "the weights are not finite", {"in": ", ".join(bad[:3])})
 
@@ -302,20 +314,20 @@ class DEMVAETrainer:
         generator = torch.Generator(self.accelerator.device)
         gathered = []
         for indices in self.eval_batches:
-            batch = self.collate(self._features(self.eval_ids, self.eval_labels, indices))
+            batch = self.collate(self._features(self.eval_columns, indices))
             batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
             generator.manual_seed(stream_seed(self.args.seed, VALIDATION_NOISE, indices[0]))
-            noise = model.posterior_noise(len(indices), generator=generator)
+            noise = response_vae(self.full_model).posterior_noise(len(indices), generator=generator)
             with self.accelerator.autocast():
-                output = model(**batch, kl_weight=1.0, posterior_noise=noise)
+                output = model(**batch, **self.stage.forward_inputs, kl_weight=1.0, posterior_noise=noise)
             terms = torch.stack([getattr(output, term).float() for term in self.logged_terms])
             sums += torch.cat((terms * len(indices), terms.new_ones(1) * len(indices)))
-            if component_probs and output.component_probs is not None:
+            if component_probs and getattr(output, "component_probs", None) is not None:
                 gathered.append(output.component_probs.float().cpu())
         model.train(was_training)
         sums = self.accelerator.reduce(sums, reduction="sum")
         metrics = dict(zip(self.logged_terms, (sums[:-1] / sums[-1]).tolist(), strict=True))
-        if not (component_probs and self.config.has_discrete_latent):
+        if not (component_probs and self.vae_config.has_discrete_latent and self.stage.number == 1):
             return metrics, None
         return metrics, torch.cat([probs for part in gather_object([gathered]) for probs in part])
 
@@ -330,7 +342,7 @@ class DEMVAETrainer:
         self._after_validation(metrics)
         self.accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=self.state.step)
         best = " (best)" if self.state.best_step == self.state.step else ""
-        progress.write(f"step {self.state.step}: validation "
+        progress.write(f"step {self.state.step}: {'stage 2 ' * (self.stage.number == 2)}validation "
                        + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + best)
 
     # ----- the learning curve -----
@@ -351,7 +363,7 @@ class DEMVAETrainer:
     def _after_validation(self, metrics: dict[str, float]) -> None:
         """Keep the best model, decay the learning rate on a plateau, and decide on early stopping."""
         args, state = self.args, self.state
-        value = SELECTION_METRICS[args.selection_metric] * metrics[args.selection_metric]
+        value = selection_value(self.stage.number, metrics, args.selection_metric)
         if math.isfinite(value) and (state.best_metric is None or value > state.best_metric):  # never a NaN model
             state.best_metric, state.best_step, state.validations_without_improvement = value, state.step, 0
             self.export(metrics)
@@ -368,13 +380,16 @@ class DEMVAETrainer:
         self._check_finite_weights()
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            model = self.accelerator.unwrap_model(self.model)
+            model = self.full_model
             start, step = self.state.kl_annealing_start, self.state.step
             summary = {  # kl_annealing_step: where a fine-tuning run from this model continues the schedule
                 "step": step, "kl_annealing_step": None if start is None else start + step,
                 "kl_weight": self.kl_weight(step), **self.origin, "validation": metrics,
                 "training_arguments": {**asdict(self.args), "kl_annealing_start": start},
                 "ran": self._what_ran(), "data": {**self.run_settings["data"], "sources": self.data_sources},
+                **({"stage": self.stage.number, "stage_switch_step": self.state.stage_switch_step,
+                    "selected_on": selection_name(self.stage.number, self.args.selection_metric)}
+                   if is_dialog_model(model) else {}),
             }
 
             def save(folder: Path):
@@ -398,7 +413,7 @@ class DEMVAETrainer:
         record = {"step": self.state.step, "trainer": self.state.state_dict(), "run": self.run_settings,
                   "sources": self.data_sources, "scaler": scaler.state_dict() if scaler is not None else None,
                   "seconds": self.clock.seconds()}
-        save_checkpoint(self.accelerator, self.checkpoint_dir, self.state.step, model=self.model,
+        save_checkpoint(self.accelerator, self.checkpoint_dir, self.state.step, model=self.full_model,
                         optimizer=self.optimizer, trainer_state=record, keep=self.args.keep_checkpoints)
 
     def _start_afresh(self) -> None:
@@ -426,11 +441,13 @@ class DEMVAETrainer:
                 "resume with that run's settings, --overwrite to start again, or --init-from its folder with a "
                 "new --output-dir to continue from its model."
             )
-        checkpoint.load_weights(accelerator.unwrap_model(self.model))
+        checkpoint.load_weights(self.full_model)
+        self.state.load_state_dict(checkpoint.state["trainer"])
+        if self.state.stage != self.stage.number:  # stage 2: the response VAE frozen again, the optimizer rebuilt
+            self._enter_stage(self.state.stage)
         self.optimizer.load_state_dict(checkpoint.optimizer)
         if accelerator.scaler is not None:
             accelerator.scaler.load_state_dict(checkpoint.state["scaler"])
-        self.state.load_state_dict(checkpoint.state["trainer"])
         self.clock = RunClock(checkpoint.state.get("seconds"))  # None: a checkpoint from before training was timed
         note = restore_random_states(checkpoint.random_tensors, checkpoint.random_metadata)
         accelerator.wait_for_everyone()  # every process has read before the damaged ones go
@@ -496,14 +513,17 @@ class DEMVAETrainer:
                 progress.update(1)
                 if state.step % args.logging_steps == 0 or state.step == args.max_steps:
                     progress.set_postfix({k: f"{logs[k]:.3g}" for k in ("loss", "nll", "zkl", "dispersion", "mi",
-                                                                           "kl_weight")})
+                                                                           "policy_loss", "kl_weight") if k in logs})
                     accelerator.log({f"train/{k}": v for k, v in logs.items()}, step=state.step)
-                validate = state.step % args.eval_every == 0 or state.step == args.max_steps
+                validate = state.step in (args.max_steps, args.freeze_step) or state.step % args.eval_every == 0
                 curve = self._curve_due()
                 if validate or curve:
                     self._validate(progress, select=validate, curve=curve)
                 stop = self._stop_requested()
-                if validate or state.step % checkpoint_every == 0 or stop:
+                switch = self._stage_one_over()
+                if switch:
+                    self._switch_to_stage_two(progress)
+                if validate or switch or state.step % checkpoint_every == 0 or stop:
                     self._save_checkpoint()
                 if stop:
                     accelerator.end_training()
