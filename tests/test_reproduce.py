@@ -2,46 +2,37 @@
 
 import dataclasses
 import json
-import os
 import signal
 import statistics
 import subprocess
 import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
 from conftest import WORDS, save_tiny_model, write_dialog_corpus
-from demvae import budgets, reproduce
+from demvae import budgets, reproduce, reproduction_run, subcommands
 from demvae import reproduction_report as report
 from demvae.arguments import TrainingArguments
 from demvae.checkpoints import STATE_FILE, list_checkpoints
 from demvae.cli import main
 from demvae.precision import resolve_mixed_precision
-from demvae.reproduce import PRECISION_NAMES
-
-
-def record(preset: str, seed: int, table: str | None = None, **evaluation) -> dict:
-    """A run record as `train_and_evaluate` writes it, with the given evaluation numbers."""
-    table = table or budgets.table_of(preset)
-    name = budgets.Run(table, preset, seed).name
-    return {"run": name, "table": table, "preset": preset, "seed": seed, "budget": "cpu",
-            "training": {"best_step": 100, "validation": {}, "minutes": 3.0}, "evaluation": evaluation,
-            "evaluation_minutes": 1.0, "machine": "test CPU", "settings": {}}
+from demvae.reproduction_run import PRECISION_NAMES
+from reproduce_helpers import record, recording_in_process
 
 
 def test_runs_cover_every_table_with_three_seeds_for_the_compared_models():
     runs = budgets.all_runs()
     names = [run.name for run in runs]
-    # the unsupervised DCM-VAE four ways, the supervised pair with either estimator
-    assert len(names) == len(set(names)) == (9 + 2 * 2) + 5 + (9 + 5 * 2)
+    # the unsupervised DCM-VAE four ways, the supervised pair with either estimator; SMD's three dialog models
+    assert len(names) == len(set(names)) == (9 + 2 * 2) + 5 + (9 + 5 * 2) + 3 * 3
     for preset in ("ptb-gm-vae", "ptb-dgm-vae-mi", "dailydialog-dcm-vae-sup", "dailydialog-cm-vae-sup",
-                   "dailydialog-dcm-vae-sup-relaxed", "dailydialog-cm-vae-sup-relaxed", "dailydialog-dcm-vae-mi-bonus"):
+                   "dailydialog-dcm-vae-sup-relaxed", "dailydialog-cm-vae-sup-relaxed", "dailydialog-dcm-vae-mi-bonus",
+                   *budgets.TABLES["smd"][1]):
         assert [run.seed for run in runs if run.preset == preset] == [0, 1, 2]
-    assert [run.table for run in runs] == ["ptb"] * 13 + ["dailydialog"] * 5 + ["attributes"] * 19  # PTB first
+    assert [run.table for run in runs] == (["ptb"] * 13 + ["dailydialog"] * 5 + ["attributes"] * 19
+                                           + ["smd"] * 9)  # PTB first
     assert [run.seed for run in runs[:9]] == [0] * 9  # the whole table once before the extra seeds
     # DGM-VAE + MI is in two tables: its DailyDialog run keeps its name, the labelled one is named by its table
     assert [run.name for run in runs if run.preset == "dailydialog-dgm-vae-mi"] == [
@@ -120,8 +111,8 @@ def test_the_control_table_reads_control_accuracy_and_claims_it_for_the_disperse
     assert not any("Above chance" in line for line in table)  # no homogeneity here: nothing predates its chance
     claims = "\n".join(report.format_claims(records))
     assert f"DCM-VAE{supervised} (2 seeds) against CM-VAE{supervised} (1 seed)" in claims
-    assert "act control accuracy: 0.65 against 0.50 (better" in claims
-    assert "emotion control accuracy: 0.30 against 0.40 (not better" in claims
+    assert "act control accuracy: 0.650 against 0.500 (better" in claims
+    assert "emotion control accuracy: 0.300 against 0.400 (not better" in claims
 
 
 def test_report_lists_what_is_missing(tmp_path):
@@ -173,20 +164,6 @@ def test_smoke_budget_trains_evaluates_and_skips_what_is_done(data_dir, tmp_path
     assert not reproduce.is_done(budgets.Run("ptb", "ptb-rnnlm", 0), "smoke", tmp_path / "results")
 
 
-def recording_in_process(commands: list, environments: list):
-    """A stand-in for `reproduce.run_command` that runs the subcommand in this process, its output in the log, and
-    records its name and environment."""
-    def in_process(arguments, log, env):
-        environments.append(env)
-        commands.append(arguments[0])
-        with log.open("a") as handle, mock.patch.dict(os.environ, env), redirect_stdout(handle), \
-                redirect_stderr(handle):
-            code = main(arguments)
-        assert code == 0, log.read_text()[-3000:]
-
-    return in_process
-
-
 # ----- the full budget -----
 
 
@@ -194,9 +171,10 @@ def test_the_full_budget_runs_the_models_of_the_claims_in_order_with_one_thread(
     runs = budgets.all_runs(budget="full")
     assert [run.name for run in runs] == ["ptb-gm-vae-seed0", "ptb-dgm-vae-mi-seed0", "dailydialog-gm-vae-seed0",
                                           "dailydialog-dgm-vae-mi-seed0", "dailydialog-dcm-vae-sup-relaxed-seed0",
-                                          "dailydialog-cm-vae-sup-relaxed-seed0"]
+                                          "dailydialog-cm-vae-sup-relaxed-seed0", "smd-di-vae-dialog-seed0",
+                                          "smd-gm-vae-dialog-seed0", "smd-dgm-vae-mi-dialog-seed0"]
     assert [run.name for run in budgets.all_runs(("dailydialog",), budget="full")] == [r.name for r in runs[2:4]]
-    assert [run.table for run in runs[4:]] == ["attributes"] * 2  # the generation-by-label table's comparison
+    assert [run.table for run in runs[4:6]] == ["attributes"] * 2  # the generation-by-label table's comparison
     with pytest.raises(ValueError, match="unknown run.*in budget 'full'"):
         budgets.all_runs(budget="full", presets=["ptb-vae"])
     full = budgets.BUDGETS["full"]
@@ -209,12 +187,16 @@ def test_the_full_budget_runs_the_models_of_the_claims_in_order_with_one_thread(
     preset = budgets.run_settings(runs[2], "full")["preset_settings"]
     assert preset["selection_metric"] == "loss" and preset["eval_every"] == 2000
     assert "early_stopping_patience" not in {**preset, **dialog} and TrainingArguments().early_stopping_patience == 10
-    supervised = [budgets.run_settings(run, "full") for run in runs[4:]]
+    supervised = [budgets.run_settings(run, "full") for run in runs[4:6]]
     assert all(run["train"] == dialog for run in supervised)  # trained as the reference DailyDialog command
     assert {run["preset_settings"]["selection_metric"] for run in supervised} == {"elbo"}  # the budget selects on loss
     assert ptb["learning_curve_every"] == 500 and ptb["learning_curve_until"] == 3_500
     assert "learning_curve_every" not in dialog  # the curve is drawn for Penn Treebank only
     assert full.evaluate["nll_samples"] == 500 and "max_sentences" not in full.evaluate  # the whole test set
+    for run in runs[6:]:  # SMD as the reference SMD run, stage 2 from the preset's step; every dialog metric
+        settings = budgets.run_settings(run, "full")
+        assert settings["train"]["max_steps"] == 34_400 and "freeze_step" not in settings["train"]
+        assert settings["evaluate"] == {} and settings["preset_settings"]["freeze_step"] in (6_000, 7_000)
 
 
 def curve_points(groups_per_point, step=500) -> list[dict]:
@@ -311,11 +293,12 @@ def test_the_full_budget_at_toy_size_writes_records_curve_ceilings_and_cards_and
     write_dialog_corpus(data / "daily_dialog", num_dialogues=15)
     environments, commands = [], []
 
-    monkeypatch.setattr(reproduce, "run_command", recording_in_process(commands, environments))
+    monkeypatch.setattr(reproduction_run, "run_command", recording_in_process(commands, environments))
     monkeypatch.setenv("DEMVAE_WORK_DIR", str(tmp_path / "work"))
     results, report_path = tmp_path / "results", tmp_path / "results.md"
-    arguments = ["reproduce", "--budget", "full", "--jobs", "1", "--results-dir", str(results), "--report",
-                 str(report_path), "--data-dir", str(data)]
+    sentence_tables = ("ptb", "dailydialog", "attributes")  # SMD's: test_the_dialog_table_at_toy_size...
+    arguments = ["reproduce", "--budget", "full", "--tables", *sentence_tables, "--jobs", "1", "--results-dir",
+                 str(results), "--report", str(report_path), "--data-dir", str(data)]
     assert main(arguments) == 0
     out = capsys.readouterr().out
     order = [out.index(f"{name}: training") for name in ("ptb-gm-vae-seed0", "ptb-dgm-vae-mi-seed0",
@@ -350,12 +333,14 @@ def test_the_full_budget_at_toy_size_writes_records_curve_ceilings_and_cards_and
     curve = json.loads((full / "ptb-learning-curve.json").read_text())
     assert curve["curves"]["ptb-gm-vae"] == gm["curve"] and set(curve["curves"]) == {"ptb-gm-vae", "ptb-dgm-vae-mi"}
     assert (full / "ptb-learning-curve.png").stat().st_size > 0
-    for run in budgets.all_runs(budget="full"):
+    for run in budgets.all_runs(sentence_tables, budget="full"):
         card = (full / run.name / "README.md").read_text()
         assert "model-index" in card and "latent_space.png" in card and (full / run.name / "latent_space.png").is_file()
         assert (full / run.name / "components.md").is_file()
     text = report_path.read_text()
-    assert "## Budget `full`" in text and "What differs from the paper:" in text and "Not run yet" not in text
+    assert "## Budget `full`" in text and "What differs from the paper:" in text
+    assert text.count("Not run yet") == 1  # the dialog table only, not trained here
+    assert "Not run yet: smd-di-vae-dialog-seed0, smd-gm-vae-dialog-seed0, smd-dgm-vae-mi-dialog-seed0." in text
     assert f"| ceiling: 60 real sentences | – | {ceiling['ceiling']['rppl']:.1f} | – |" in text
     assert "![validation -ELBO and I(x;c) against steps](results/full/ptb-learning-curve.png)" in text
     assert curve["collapse"] in text and "DailyDialog: DGM-VAE + MI (1 seed) against GM-VAE (1 seed)" in text
@@ -406,18 +391,18 @@ def test_a_signal_lets_the_running_subcommands_save_then_stops_them_and_the_comm
     run starts; one that does not stop within the grace time, or at a second signal, is terminated."""
     saving, marker = start_child(tmp_path, "saving")
     stubborn, _ = start_child(tmp_path, "stubborn", ignores_ctrl_c=True)
-    monkeypatch.setattr(reproduce, "RUNNING", {saving, stubborn})
-    monkeypatch.setattr(reproduce, "STOPPING", False)
-    monkeypatch.setattr(reproduce, "STOP_GRACE_SECONDS", 2)
+    monkeypatch.setattr(subcommands, "RUNNING", {saving, stubborn})
+    monkeypatch.setattr(subcommands, "STOPPING", False)
+    monkeypatch.setattr(subcommands, "STOP_GRACE_SECONDS", 2)
     exits = []
-    monkeypatch.setattr(reproduce.os, "_exit", exits.append)
-    reproduce.stop(signal.SIGTERM, None)
+    monkeypatch.setattr(subcommands.os, "_exit", exits.append)
+    subcommands.stop(signal.SIGTERM, None)
     assert saving.poll() == 0 and marker.read_text() == "saved"  # it stopped on its own, after saving
     assert stubborn.poll() == -signal.SIGTERM and exits == [128 + signal.SIGTERM]
 
     again, marker = start_child(tmp_path, "again")  # a second signal while stopping: at once, nothing saved
-    monkeypatch.setattr(reproduce, "RUNNING", {again})
-    reproduce.stop(signal.SIGTERM, None)
+    monkeypatch.setattr(subcommands, "RUNNING", {again})
+    subcommands.stop(signal.SIGTERM, None)
     assert again.poll() == -signal.SIGTERM and not marker.exists() and exits[-1] == 128 + signal.SIGTERM
 
 
@@ -426,20 +411,21 @@ class EndedBySignal:
     returncode = -signal.SIGTERM
 
     def wait(self):
-        reproduce.STOPPING = True  # what the command's handler sets, in its thread, at the same signal
+        subcommands.STOPPING = True  # what the command's handler sets, in its thread, at the same signal
         return self.returncode
 
 
 def test_a_group_kill_starts_no_next_run_and_reports_no_failure(tmp_path, monkeypatch, capsys):
     """`kill -- -PGID` reaches the subcommands and the command at once: the worker whose subcommand the signal ended
     must not start the next run (once, two such trainings went on, orphaned, after the command had exited)."""
-    monkeypatch.setattr(reproduce, "STOPPING", False)
+    monkeypatch.setattr(subcommands, "STOPPING", False)
     started = []
-    monkeypatch.setattr(reproduce.subprocess, "Popen", lambda command, **_: started.append(command) or EndedBySignal())
+    monkeypatch.setattr(subcommands.subprocess, "Popen",
+                        lambda command, **_: started.append(command) or EndedBySignal())
 
     def train_and_evaluate(run, budget, *, work_dir, **_):
         (work_dir / run.name).mkdir(parents=True, exist_ok=True)
-        reproduce.run_command(["train", run.name], work_dir / run.name / "reproduce.log", {})
+        subcommands.run_command(["train", run.name], work_dir / run.name / "reproduce.log", {})
 
     monkeypatch.setattr(reproduce, "train_and_evaluate", train_and_evaluate)
     assert main(["reproduce", "--budget", "full", "--jobs", "1", "--work-dir", str(tmp_path / "work"),
@@ -447,19 +433,19 @@ def test_a_group_kill_starts_no_next_run_and_reports_no_failure(tmp_path, monkey
     assert [command[-1] for command in started] == ["ptb-gm-vae-seed0"]  # the first run only, not the three others
     assert "FAILED" not in capsys.readouterr().out
     with pytest.raises(RuntimeError, match="`demvae train` not started: the command is stopping"):
-        reproduce.run_command(["train", "again"], tmp_path / "log", {})
+        subcommands.run_command(["train", "again"], tmp_path / "log", {})
     assert len(started) == 1
 
 
 def test_ctrl_c_is_not_sent_again_to_subcommands_that_the_terminal_reached(tmp_path, monkeypatch):
     """A Ctrl-C reaches the whole foreground process group: a second one would stop the subcommands mid-step."""
     child, marker = start_child(tmp_path, "reached")
-    monkeypatch.setattr(reproduce, "RUNNING", {child})
-    monkeypatch.setattr(reproduce, "STOPPING", False)
-    monkeypatch.setattr(reproduce, "STOP_GRACE_SECONDS", 1)
-    monkeypatch.setattr(reproduce.os, "_exit", lambda code: None)
+    monkeypatch.setattr(subcommands, "RUNNING", {child})
+    monkeypatch.setattr(subcommands, "STOPPING", False)
+    monkeypatch.setattr(subcommands, "STOP_GRACE_SECONDS", 1)
+    monkeypatch.setattr(subcommands.os, "_exit", lambda code: None)
     child.send_signal(signal.SIGINT)  # the terminal's
-    reproduce.stop(signal.SIGINT, None)
+    subcommands.stop(signal.SIGINT, None)
     assert child.poll() == 0 and marker.read_text() == "saved"  # saved once, not interrupted by a second one
 
 
@@ -469,7 +455,7 @@ def test_the_control_table_at_toy_size_labels_unsupervised_models_and_measures_c
     write_dialog_corpus(tmp_path / "data" / "daily_dialog", num_dialogues=15)
     commands = []
 
-    monkeypatch.setattr(reproduce, "run_command", recording_in_process(commands, []))
+    monkeypatch.setattr(reproduction_run, "run_command", recording_in_process(commands, []))
     monkeypatch.setitem(budgets.BUDGETS, "smoke", dataclasses.replace(
         budgets.BUDGETS["smoke"], evaluate={**budgets.BUDGETS["smoke"].evaluate, "rppl_samples": 60,
                                             "control_samples": 8}))
@@ -516,7 +502,7 @@ def test_rescore_adds_the_chance_level_to_records_that_predate_it_from_their_mod
         rec = record(preset, 0, "dailydialog", rppl=50.0, **{**older, "homogeneity": homogeneity})
         (results / f"{rec['run']}.json").write_text(json.dumps(rec))
     commands = []
-    monkeypatch.setattr(reproduce, "run_command", recording_in_process(commands, []))
+    monkeypatch.setattr(reproduction_run, "run_command", recording_in_process(commands, []))
     capsys.readouterr()
     assert main(["reproduce", "--budget", "cpu", "--tables", "dailydialog", "--rescore", "--work-dir",
                  str(tmp_path / "work"), "--results-dir", str(tmp_path / "results"), "--report",
@@ -545,10 +531,10 @@ def test_rescore_adds_the_chance_level_to_records_that_predate_it_from_their_mod
 def test_a_record_names_the_precisions_that_ran(monkeypatch):
     """bf16 numbers differ a little from float32 ones: the machine line says which ran, once when both parts agree."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(reproduce, "cpu_model_name", lambda: "Test CPU")
-    assert reproduce.machine_description(1) == "Test CPU, 1 thread(s)"
-    both = reproduce.machine_description(1, training="bf16", evaluation="bf16")
+    monkeypatch.setattr(reproduction_run, "cpu_model_name", lambda: "Test CPU")
+    assert reproduction_run.machine_description(1) == "Test CPU, 1 thread(s)"
+    both = reproduction_run.machine_description(1, training="bf16", evaluation="bf16")
     assert both == "Test CPU, 1 thread(s), bf16 autocast"
-    assert (reproduce.machine_description(2, training="no", evaluation="bf16")
+    assert (reproduction_run.machine_description(2, training="no", evaluation="bf16")
             == "Test CPU, 2 thread(s), training in float32, evaluation in bf16 autocast")
-    assert reproduce.machine_description(1, evaluation="no") == "Test CPU, 1 thread(s), float32"
+    assert reproduction_run.machine_description(1, evaluation="no") == "Test CPU, 1 thread(s), float32"

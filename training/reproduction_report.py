@@ -25,6 +25,10 @@ COLUMNS = {
     "attributes": [("act control", "control_act", 3), ("emotion control", "control_emotion", 3),
                    *HOMOGENEITY_COLUMNS, ("rPPL", "rppl", 1), ("BLEU", "bleu", 2), ("NLL", "nll", 2),
                    ("I(x;c)", "mi", 2), ("spread", "component_spread", 2), ("L_d", "dispersion", 3)],
+    "smd": [("BLEU", "bleu", 2), ("sacreBLEU", "sacrebleu", 2), ("policy accuracy", "policy_accuracy", 3),
+            ("action consistency", "action_consistency", 3), ("intent homogeneity", "homogeneity_intent", 3),
+            ("intent above chance", "homogeneity_adjusted_intent", 3), ("distinct-1", "distinct_1", 3),
+            ("distinct-2", "distinct_2", 3), ("PPL", "ppl", 2), ("entity F1 (assistant)", "entity_f1_assistant", 3)],
 }
 # (key, header, +1 when higher is better) of each claim, per table
 CLAIMS = {
@@ -32,15 +36,33 @@ CLAIMS = {
                                              ("component_spread", "spread", +1)]),
     "attributes": [("control_act", "act control accuracy", +1), ("control_emotion", "emotion control accuracy", +1),
                    ("mi", "I(x;c)", +1), ("component_spread", "spread", +1)],
+    "smd": [("action_consistency", "action consistency", +1), ("homogeneity_intent", "homogeneity with the intent", +1),
+            ("bleu", "BLEU", +1)],
 }
+# Per table, the claims met by a value comparable with the other model's, not only a better one: within this many
+# points of it, or within the other model's standard deviation over its seeds where that is larger.
+COMPARABLE = {"smd": {"bleu": 1.0}}
 # A group whose components tell sentences apart by less than this, I(x; c_g) in nats (exp: 1.01 effective
 # components), has collapsed; a model's components have collapsed once most of its groups have.
 COLLAPSE_THRESHOLD = 0.01
-CONTROL_NOTES = {"attributes": (
+TABLE_NOTES = {"attributes": (
     "Control: macro accuracy over the labels of a classifier reading back the label of sentences generated with it "
     "fixed (chance: act 0.25, emotion 0.14); DGM-VAE + MI and the unsupervised DCM-VAE generate by the labels that "
     "`demvae label-components` gave their components. Spread: Jensen-Shannon bits per variable between components "
-    "for the categorical models, pooled standard deviations between means for DGM-VAE.")}
+    "for the categorical models, pooled standard deviations between means for DGM-VAE."),
+    "smd": (
+    "Latent actions: each test response generated from its context through the components the policy picks "
+    "(greedy). BLEU: corpus BLEU of the generated against the gold responses (NLTK, smoothing 1; sacreBLEU), 0-100. "
+    "Policy accuracy: the policy's argmax equals the gold response's posterior component in every group. Action "
+    "consistency: the generated response, read back by the response encoder, has the components it was generated "
+    "from. Intent homogeneity: the gold responses' components as clusters against the dialog's intent (navigate, "
+    "schedule, weather), beside it the same above chance. Distinct-1/2: distinct unigrams and bigrams over all of "
+    "them in the generated responses. PPL: per-token perplexity of the gold responses given their posterior z. "
+    "Entity F1: SMD's entities (kvret_entities.json) of the generated against the gold assistant responses. The "
+    "claim's \"comparable\" BLEU: at most 1 BLEU point below GM-VAE's mean, or one of its standard deviations over "
+    "seeds where that is larger.")}
+# a dialog model's numbers, read as they are (`demvae evaluate` on a dialog model)
+DIALOG_SCORES = ("sacrebleu", "policy_accuracy", "action_consistency", "distinct_1", "distinct_2", "ppl")
 RECORD_PATTERN = "*-seed*.json"  # a run's record; the ceiling and curve files beside them are named otherwise
 
 
@@ -49,7 +71,7 @@ def record_metrics(record: dict) -> dict[str, float]:
     effective number of components and the spread averaged), homogeneity and the homogeneity above chance per
     label."""
     evaluation, values = record["evaluation"], {}
-    for key in ("rppl", "bleu", "wkl", "nll", "dispersion"):
+    for key in ("rppl", "bleu", "wkl", "nll", "dispersion", *DIALOG_SCORES):
         if isinstance(evaluation.get(key), (int, float)):
             values[key] = float(evaluation[key])
     if evaluation.get("mi"):
@@ -62,6 +84,8 @@ def record_metrics(record: dict) -> dict[str, float]:
             values[f"{key}_{label}"] = score
     for label, score in (evaluation.get("control_accuracy") or {}).items():
         values[f"control_{label}"] = score
+    for speaker, score in (evaluation.get("entity_f1") or {}).items():
+        values[f"entity_f1_{speaker}"] = score
     values["minutes"] = record["training"]["minutes"] + record["evaluation_minutes"]
     return values
 
@@ -119,12 +143,13 @@ def format_table(table: str, records: list[dict], ceiling: dict | None = None) -
         lines += ["", "Above chance: – where a record predates the chance level, which needs the model's clusters, "
                   f"not kept in the record; `demvae reproduce --budget {records[0]['budget']} --rescore` scores it "
                   "from the model in the work folder, without retraining."]
-    if table in CONTROL_NOTES:
-        ceilings = {}  # the classifier is the same for every model of the corpus
+    if table in TABLE_NOTES:
+        ceilings = {}  # the control classifier is the same for every model of the corpus
         for record in records:
             ceilings.update(record["evaluation"].get("control_ceiling") or {})
-        lines += ["", CONTROL_NOTES[table] + " The classifier's macro accuracy on real test sentences, its ceiling: "
-                  + ", ".join(f"{name} {value:.3f}" for name, value in sorted(ceilings.items())) + "."]
+        classifier = ", ".join(f"{name} {value:.3f}" for name, value in sorted(ceilings.items()))
+        lines += ["", TABLE_NOTES[table] + (f" The classifier's macro accuracy on real test sentences, its ceiling: "
+                                            f"{classifier}." if ceilings else "")]
     return lines
 
 
@@ -143,14 +168,29 @@ def format_claims(records: list[dict]) -> list[str]:
             continue
         lines += [*([""] if lines else []), f"{TABLES[table][0]}: {model_name(better_preset)} ({seeds(len(better))}) "
                   f"against {model_name(worse_preset)} ({seeds(len(worse))}), means:", ""]
+        decimals = {key: max(2, places) for _, key, places in COLUMNS[table]}
         for key, header, sign in CLAIMS[table]:
             if not all(key in m for m in better + worse):
                 continue
-            a, b = statistics.fmean(m[key] for m in better), statistics.fmean(m[key] for m in worse)
-            verdict = "better" if sign * (a - b) > 0 else "not better"
-            lines.append(f"- {header}: {a:.2f} against {b:.2f} ({verdict}; {'lower' if sign < 0 else 'higher'} "
-                         "is better)")
+            ours, theirs = [m[key] for m in better], [m[key] for m in worse]
+            a, b, places = statistics.fmean(ours), statistics.fmean(theirs), decimals.get(key, 2)
+            verdict = claim_verdict(ours, theirs, sign, COMPARABLE.get(table, {}).get(key))
+            lines.append(f"- {header}: {a:.{places}f} against {b:.{places}f} ({verdict}; "
+                         f"{'lower' if sign < 0 else 'higher'} is better)")
     return lines
+
+
+def claim_verdict(ours: list[float], theirs: list[float], sign: int, comparable_within: float | None) -> str:
+    """Better, or (where the claim allows a comparable value) comparable: short of the other model's mean by at most
+    `comparable_within` or its standard deviation over seeds, whichever is larger; else not better."""
+    lead = sign * (statistics.fmean(ours) - statistics.fmean(theirs))
+    if lead > 0:
+        return "better"
+    if comparable_within is not None:
+        margin = max(comparable_within, statistics.stdev(theirs) if len(theirs) > 1 else 0.0)
+        if lead >= -margin:
+            return f"comparable: within {margin:.2f}"
+    return "not better"
 
 
 # ----- the learning curve -----
