@@ -7,8 +7,15 @@ from dataclasses import replace
 import torch
 from transformers.utils import logging as hf_logging
 
-from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration, build_tokenizer
-from modeling_demvae.data import label_names, load_corpus, text_files_corpus, tokenize_corpus, with_attribute_labels
+from modeling_demvae import DEMVAEConfig, DEMVAEForGeneration
+from modeling_demvae.corpus_cache import (
+    PreparedText,
+    cached_tokenizer,
+    prepared_text,
+    tokenized_corpus,
+    training_texts,
+)
+from modeling_demvae.data import label_names, with_attribute_labels
 
 from .checks import check_memory
 from .finetuning import base_kl_annealing_step, base_model_origin, load_for_finetuning
@@ -19,23 +26,19 @@ from .train import MODEL_FIELDS, data_sources
 from .trainer import DEMVAETrainer
 
 
-def load_training_corpus(args, settings):
-    """The corpus with train and validation splits (validation carved from train when the source has none)."""
-    if args.train_file:
-        corpus = text_files_corpus(args.train_file, args.valid_file, args.test_file,
-                                   text_column=settings["text_column"])
-    else:
-        corpus = load_corpus(settings["dataset"], text_column=settings["text_column"],
-                             data_dir=settings.get("data_dir"))
-    if "validation" not in corpus:
-        if len(corpus["train"]) < 2:
-            raise ValueError(f"the corpus has no validation split and {len(corpus['train'])} training sentence(s); "
+def load_training_corpus(args, settings) -> PreparedText:
+    """The corpus's text, prepared once into the cache, with a validation split (held out from the training split
+    when the source has none)."""
+    files = (args.train_file, args.valid_file, args.test_file) if args.train_file else None
+    text = prepared_text(None if files else settings["dataset"], files=files, text_column=settings["text_column"],
+                         data_dir=settings.get("data_dir"))
+    if "validation" not in text.sizes():
+        if text.sizes()["train"] < 2:
+            raise ValueError(f"the corpus has no validation split and {text.sizes()['train']} training sentence(s); "
                              "give --valid-file, or at least 2 sentences to hold some out.")
-        split = corpus["train"].train_test_split(test_size=settings["validation_fraction"],
-                                                 seed=settings.get("seed", 0))
-        corpus["train"], corpus["validation"] = split["train"], split["test"]
-        print(f"No validation split: holding out {len(corpus['validation'])} training sentences for validation.")
-    return corpus
+        text = text.with_holdout(settings["validation_fraction"], settings.get("seed", 0))
+        print(f"No validation split: holding out {text.sizes()['validation']} training sentences for validation.")
+    return text
 
 
 def supervised_labels(settings, corpus) -> dict[str, dict]:
@@ -77,19 +80,18 @@ def labelled_data(data, settings, labels: dict[str, dict], config):
 
 
 def build_model(args, settings, corpus, labels: dict[str, dict]):
-    """A fresh model and a tokenizer built from the training split, or a saved one to fine-tune."""
+    """A fresh model and a tokenizer built from the training split (or the cache's), or a saved one to fine-tune."""
     model_settings = {k: v for k, v in settings.items() if k in MODEL_FIELDS}
     if labels:
         model_settings["attributes"] = supervised_attributes(settings, labels)
     max_vocab = model_settings.pop("vocab_size", 10_000)
     if args.init_from:
         explicit = {k for k, v in vars(args).items() if k in MODEL_FIELDS and v is not None}
-        return load_for_finetuning(args.init_from, corpus["train"]["text"], model_settings, explicit=explicit,
+        return load_for_finetuning(args.init_from, training_texts(corpus), model_settings, explicit=explicit,
                                    extend_vocabulary=args.extend_vocabulary, max_vocab_size=max_vocab,
                                    min_frequency=settings["min_frequency"])
-    tokenizer = build_tokenizer(corpus["train"]["text"], max_vocab_size=max_vocab,
-                                min_frequency=settings["min_frequency"],
-                                model_max_length=model_settings.get("max_sentence_length", 40))
+    tokenizer = cached_tokenizer(corpus, max_vocab_size=max_vocab, min_frequency=settings["min_frequency"],
+                                 model_max_length=model_settings.get("max_sentence_length", 40))
     config = DEMVAEConfig(vocab_size=len(tokenizer), **model_settings)
     torch.manual_seed(settings.get("seed", 0))
     return DEMVAEForGeneration(config), tokenizer
@@ -122,9 +124,9 @@ def train_command(args, settings: dict, training_args, *, start: float) -> int:
         check_model_fits(DEMVAEConfig(**{k: v for k, v in settings.items() if k in MODEL_FIELDS}), training_args)
     with cpu_threads(settings.get("num_threads")):
         corpus = load_training_corpus(args, settings)
-        labels = supervised_labels(settings, corpus)
+        labels = supervised_labels(settings, corpus.splits())
         model, tokenizer = build_model(args, settings, corpus, labels)
-        data = labelled_data(tokenize_corpus(corpus, tokenizer, max_length=model.config.max_sentence_length),
+        data = labelled_data(tokenized_corpus(corpus, tokenizer, max_length=model.config.max_sentence_length),
                              settings, labels, model.config)
         trainer = DEMVAETrainer(model, tokenizer, data["train"], data["validation"], training_args,
                                 data_sources=data_sources(args, settings), origin=origin)

@@ -22,6 +22,7 @@ import math
 import sys
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object, is_tensorboard_available, set_seed
 from tqdm.auto import tqdm
 
+from modeling_demvae.arrow_rows import ColumnRows, column_array
 from modeling_demvae.data import LengthBucketBatchSampler, PaddingCollator
 
 from .arguments import FREE_ON_RESUME, SELECTION_METRICS, TrainingArguments
@@ -133,10 +135,10 @@ class DEMVAETrainer:
                              f"{args.batch_size}; lower --batch-size or give more text.")
         self.config = model.config
         self.collate = PaddingCollator(pad_token_id=self.config.pad_token_id)
-        # plain lists: indexing a datasets Column converts from Arrow at every access
-        self.train_ids, self.eval_ids = train_dataset["input_ids"][:], eval_dataset["input_ids"][:]
+        # rows read from Arrow batch by batch: a memory-mapped corpus of any size is never copied into lists
+        self.train_ids, self.eval_ids = ColumnRows(train_dataset, "input_ids"), ColumnRows(eval_dataset, "input_ids")
         self.train_labels, self.eval_labels = (
-            dataset["attribute_labels"][:] if "attribute_labels" in dataset.column_names else None
+            ColumnRows(dataset, "attribute_labels") if "attribute_labels" in dataset.column_names else None
             for dataset in (train_dataset, eval_dataset))
         if (self.train_labels is None) != (self.eval_labels is None):
             raise ValueError("attribute_labels must be in both the training and the validation data, or in neither.")
@@ -144,11 +146,11 @@ class DEMVAETrainer:
             self.collate = PaddingCollator(pad_token_id=self.config.pad_token_id, extra_columns=("attribute_labels",))
         self.logged_terms = LOGGED_TERMS + ("attribute_loss",) * (self.train_labels is not None)
         self.sampler = LengthBucketBatchSampler(
-            train_dataset["length"][:], args.batch_size, seed=args.seed, drop_last=True,
+            column_array(train_dataset, "length"), args.batch_size, seed=args.seed, drop_last=True,
             num_shards=processes, shard_index=self.accelerator.process_index,
         )
         self.eval_batches = list(LengthBucketBatchSampler(
-            eval_dataset["length"][:], args.eval_batch_size, shuffle=False,
+            column_array(eval_dataset, "length"), args.eval_batch_size, shuffle=False,
             num_shards=processes, shard_index=self.accelerator.process_index,
         ))
         optimizer = adam(model.parameters(), learning_rate=args.learning_rate)
@@ -172,7 +174,7 @@ class DEMVAETrainer:
         """Global batches (this process's part) from the saved position on, pass after pass, forever."""
         while True:
             self.sampler.set_epoch(self.state.data_epoch)
-            for indices in list(self.sampler)[self.state.batch_in_epoch:]:
+            for indices in islice(self.sampler, self.state.batch_in_epoch, None):
                 yield self.collate(self._features(self.train_ids, self.train_labels, indices))
             self.state.data_epoch, self.state.batch_in_epoch = self.state.data_epoch + 1, 0
 
@@ -180,8 +182,9 @@ class DEMVAETrainer:
     def _features(ids, labels, indices) -> list[dict]:
         """The collator's rows: the sentences and, when the data has them, their attribute labels."""
         if labels is None:
-            return [{"input_ids": ids[i]} for i in indices]
-        return [{"input_ids": ids[i], "attribute_labels": labels[i]} for i in indices]
+            return [{"input_ids": sentence} for sentence in ids[indices]]
+        return [{"input_ids": sentence, "attribute_labels": label}
+                for sentence, label in zip(ids[indices], labels[indices], strict=True)]
 
     def _micro_batches(self, batch: dict) -> list[dict]:
         """Split a process's batch into the accumulation micro-batches, each trimmed to its longest sentence."""
