@@ -121,6 +121,8 @@ def main() -> None:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="corpus-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     cpu = cpu_model_name()
+    slug = re.sub(r"[^a-z0-9]+", "_", cpu.lower()).strip("_")
+    output = Path(args.output or REPO / "benchmarks" / "results" / f"corpus_scale_cpu_{slug}.json")
     results = {"cpu": cpu, "cores": os.cpu_count(), "num_threads": args.num_threads,
                "command": "demvae train --train-file CORPUS " + " ".join(COMMAND), "sizes": {}}
     for sentences in args.sentences:
@@ -131,11 +133,11 @@ def main() -> None:
                    PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(args.num_threads))
         argv = [sys.executable, "-m", "demvae", "train", "--train-file", str(corpus), *COMMAND,
                 "--num-threads", str(args.num_threads)]
-        first = timed_start([*argv, "--output-dir", str(work / f"first-{sentences}")], env)
-        second = timed_start([*argv, "--output-dir", str(work / f"second-{sentences}")], env)
-        results["sizes"][str(sentences)] = {"corpus_mb": round(corpus.stat().st_size / 2**20), "first_start": first,
-                                            "second_start": second}
-        print(f"{sentences:>11,} sentences: {json.dumps(results['sizes'][str(sentences)])}", flush=True)
+        row = results["sizes"][str(sentences)] = {"corpus_mb": round(corpus.stat().st_size / 2**20)}
+        for start in ("first_start", "second_start"):  # each start's numbers written as soon as they exist
+            row[start] = timed_start([*argv, "--output-dir", str(work / f"{start}-{sentences}")], env)
+            print(f"{sentences:>11,} sentences, {start.replace('_', ' ')}: {json.dumps(row[start])}", flush=True)
+            output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\n{cpu}, {os.cpu_count()} cores, --num-threads {args.num_threads}; memory: peak of the process tree, "
           "PSS (RSS summed)")
     print(f"{'sentences':>11} {'first start: memory':>22} {'training after':>15} {'second start: memory':>23} "
@@ -145,9 +147,6 @@ def main() -> None:
         print(f"{int(sentences):>11,} {first['peak_pss_mb']:>7} MB ({first['peak_rss_mb']:>6} MB) "
               f"{first['seconds_to_training']:>13} s {second['peak_pss_mb']:>8} MB ({second['peak_rss_mb']:>6} MB) "
               f"{second['seconds_to_first_step']:>15} s {second['cpu_seconds_to_first_step']:>8}")
-    slug = re.sub(r"[^a-z0-9]+", "_", cpu.lower()).strip("_")
-    output = Path(args.output or REPO / "benchmarks" / "results" / f"corpus_scale_cpu_{slug}.json")
-    output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {output}")
 
 

@@ -88,8 +88,13 @@ def cached_entry(kind: str, parts: dict, build, *, what: str) -> tuple[Path, dic
     its folder and manifest."""
     root = cache_dir()
     folder = root / f"{kind}-{_key(parts)}"
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{folder.name}.lock", "a") as lock:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / f".{folder.name}.lock", "a")
+    except OSError as error:
+        raise ValueError(f"the corpus cache {root} cannot be written ({error.strerror}); set DEMVAE_CACHE_DIR to a "
+                         "writable folder.") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others wait and then read its entry
         return _whole_entry(folder, build, {"kind": kind, "parts": parts}, what)
 
@@ -196,8 +201,7 @@ def _read_text_files(files: dict[str, Path], folder: Path) -> dict:
     with tqdm(total=sum(path.stat().st_size for path in files.values()), unit="B", unit_scale=True,
               desc="Reading the corpus", dynamic_ncols=True) as progress:
         for name, path in files.items():
-            lines = (text.strip() for _, text in data._decoded_lines(path, progress) if text.strip())
-            rows = _write_split(_batches(lines), features, folder / f"{name}.arrow")
+            rows = _write_split(_batches(data.sentence_lines(path, progress)), features, folder / f"{name}.arrow")
             splits[name] = {"files": [f"{name}.arrow"], "rows": rows}
     return {"splits": splits}
 
@@ -248,9 +252,11 @@ def text_file_splits(dataset: str | None, files, data_dir) -> dict[str, Path] | 
 
 
 def _local_files(dataset: str | None, files, data_dir) -> list[Path] | None:
-    """Every file a local corpus that is not plain text is read from (a table file, a DailyDialog folder)."""
+    """Every file a local corpus that is not plain text is read from (a table file, a DailyDialog folder); None
+    when it is none (or a file is missing: reading it says which)."""
     if files:
-        return [Path(path) for path in files if path]
+        paths = [Path(path) for path in files if path]
+        return paths if all(path.is_file() for path in paths) else None
     path = Path(data_dir or data.default_data_dir()) / dataset if dataset in data.BUILTIN_CORPORA else Path(dataset)
     path = path.expanduser()
     if path.is_file():

@@ -66,10 +66,15 @@ def _decoded_lines(path: Path, progress=None):
 
 def read_sentences(path: str | os.PathLike) -> list[str]:
     """Non-empty, stripped lines of a text file (one sentence a line)."""
+    return list(sentence_lines(path))
+
+
+def sentence_lines(path: str | os.PathLike, progress=None):
+    """The non-empty, stripped lines of a text file, one at a time (`progress`: a bar of bytes to advance)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"text file not found: {path} (give a file with one sentence per line).")
-    return [line.strip() for _, line in _decoded_lines(path) if line.strip()]
+    return (line.strip() for _, line in _decoded_lines(path, progress) if line.strip())
 
 
 def _checked_corpus(splits: dict[str, Dataset], origin: str) -> DatasetDict:
@@ -471,6 +476,7 @@ __all__ = [
     "label_names",
     "load_corpus",
     "read_sentences",
+    "sentence_lines",
     "sentence_ids",
     "text_files_corpus",
     "tokenize_corpus",

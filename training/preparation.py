@@ -3,6 +3,7 @@ columns as attributes, the model and tokenizer (new, or a saved model to fine-tu
 
 import time
 from dataclasses import replace
+from functools import partial
 
 import torch
 from transformers.utils import logging as hf_logging
@@ -79,19 +80,20 @@ def labelled_data(data, settings, labels: dict[str, dict], config):
     return data
 
 
-def build_model(args, settings, corpus, labels: dict[str, dict]):
-    """A fresh model and a tokenizer built from the training split (or the cache's), or a saved one to fine-tune."""
+def build_model(args, settings, labels: dict[str, dict], texts, make_tokenizer):
+    """A fresh model and a tokenizer (`make_tokenizer(**build_tokenizer's options)`) built from the training
+    sentences (`texts()`), or a saved one to fine-tune."""
     model_settings = {k: v for k, v in settings.items() if k in MODEL_FIELDS}
     if labels:
         model_settings["attributes"] = supervised_attributes(settings, labels)
     max_vocab = model_settings.pop("vocab_size", 10_000)
     if args.init_from:
         explicit = {k for k, v in vars(args).items() if k in MODEL_FIELDS and v is not None}
-        return load_for_finetuning(args.init_from, training_texts(corpus), model_settings, explicit=explicit,
+        return load_for_finetuning(args.init_from, texts(), model_settings, explicit=explicit,
                                    extend_vocabulary=args.extend_vocabulary, max_vocab_size=max_vocab,
                                    min_frequency=settings["min_frequency"])
-    tokenizer = cached_tokenizer(corpus, max_vocab_size=max_vocab, min_frequency=settings["min_frequency"],
-                                 model_max_length=model_settings.get("max_sentence_length", 40))
+    tokenizer = make_tokenizer(max_vocab_size=max_vocab, min_frequency=settings["min_frequency"],
+                               model_max_length=model_settings.get("max_sentence_length", 40))
     config = DEMVAEConfig(vocab_size=len(tokenizer), **model_settings)
     torch.manual_seed(settings.get("seed", 0))
     return DEMVAEForGeneration(config), tokenizer
@@ -123,13 +125,20 @@ def train_command(args, settings: dict, training_args, *, start: float) -> int:
     if not args.init_from:  # the model's settings, before the corpus is read (fine-tuning checks them on its model)
         check_model_fits(DEMVAEConfig(**{k: v for k, v in settings.items() if k in MODEL_FIELDS}), training_args)
     with cpu_threads(settings.get("num_threads")):
-        corpus = load_training_corpus(args, settings)
-        labels = supervised_labels(settings, corpus.splits())
-        model, tokenizer = build_model(args, settings, corpus, labels)
-        data = labelled_data(tokenized_corpus(corpus, tokenizer, max_length=model.config.max_sentence_length),
-                             settings, labels, model.config)
-        trainer = DEMVAETrainer(model, tokenizer, data["train"], data["validation"], training_args,
-                                data_sources=data_sources(args, settings), origin=origin)
+        if args.streaming:
+            from .streaming import StreamingTrainer, streaming_data
+
+            model, tokenizer, data = streaming_data(args, settings, partial(build_model, args, settings, {}))
+        else:
+            corpus = load_training_corpus(args, settings)
+            labels = supervised_labels(settings, corpus.splits())
+            model, tokenizer = build_model(args, settings, labels, partial(training_texts, corpus),
+                                           partial(cached_tokenizer, corpus))
+            data = labelled_data(tokenized_corpus(corpus, tokenizer, max_length=model.config.max_sentence_length),
+                                 settings, labels, model.config)
+        trainer = (StreamingTrainer if args.streaming else DEMVAETrainer)(
+            model, tokenizer, data["train"], data["validation"], training_args,
+            data_sources=data_sources(args, settings), origin=origin)
         if args.init_from and trainer.accelerator.is_main_process:
             step = training_args.kl_annealing_start
             where = ("no annealing" if not model.config.kl_annealing else "full weight" if step is None

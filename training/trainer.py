@@ -130,25 +130,17 @@ class DEMVAETrainer:
         if args.batch_size % (processes * args.gradient_accumulation_steps):
             raise ValueError(f"batch size {args.batch_size} must split evenly over {processes} process(es) x "
                              f"{args.gradient_accumulation_steps} accumulation step(s).")
-        if len(train_dataset) < args.batch_size:
-            raise ValueError(f"the training split has {len(train_dataset)} sentences, fewer than one batch of "
-                             f"{args.batch_size}; lower --batch-size or give more text.")
         self.config = model.config
         self.collate = PaddingCollator(pad_token_id=self.config.pad_token_id)
-        # rows read from Arrow batch by batch: a memory-mapped corpus of any size is never copied into lists
-        self.train_ids, self.eval_ids = ColumnRows(train_dataset, "input_ids"), ColumnRows(eval_dataset, "input_ids")
-        self.train_labels, self.eval_labels = (
-            ColumnRows(dataset, "attribute_labels") if "attribute_labels" in dataset.column_names else None
-            for dataset in (train_dataset, eval_dataset))
+        self._set_training_data(train_dataset)
+        self.eval_ids = ColumnRows(eval_dataset, "input_ids")
+        self.eval_labels = (ColumnRows(eval_dataset, "attribute_labels")
+                            if "attribute_labels" in eval_dataset.column_names else None)
         if (self.train_labels is None) != (self.eval_labels is None):
             raise ValueError("attribute_labels must be in both the training and the validation data, or in neither.")
         if self.train_labels is not None:
             self.collate = PaddingCollator(pad_token_id=self.config.pad_token_id, extra_columns=("attribute_labels",))
         self.logged_terms = LOGGED_TERMS + ("attribute_loss",) * (self.train_labels is not None)
-        self.sampler = LengthBucketBatchSampler(
-            column_array(train_dataset, "length"), args.batch_size, seed=args.seed, drop_last=True,
-            num_shards=processes, shard_index=self.accelerator.process_index,
-        )
         self.eval_batches = list(LengthBucketBatchSampler(
             column_array(eval_dataset, "length"), args.eval_batch_size, shuffle=False,
             num_shards=processes, shard_index=self.accelerator.process_index,
@@ -169,6 +161,20 @@ class DEMVAETrainer:
         return 1.0 if start is None else self.config.kl_weight(start + step)
 
     # ----- data -----
+
+    def _set_training_data(self, train_dataset) -> None:
+        """The training rows, read from Arrow batch by batch (a memory-mapped corpus of any size is never copied
+        into lists), and the sampler that orders them; `streaming.StreamingTrainer` streams them instead."""
+        if len(train_dataset) < self.args.batch_size:
+            raise ValueError(f"the training split has {len(train_dataset)} sentences, fewer than one batch of "
+                             f"{self.args.batch_size}; lower --batch-size or give more text.")
+        self.train_ids = ColumnRows(train_dataset, "input_ids")
+        self.train_labels = (ColumnRows(train_dataset, "attribute_labels")
+                             if "attribute_labels" in train_dataset.column_names else None)
+        self.sampler = LengthBucketBatchSampler(
+            column_array(train_dataset, "length"), self.args.batch_size, seed=self.args.seed, drop_last=True,
+            num_shards=self.accelerator.num_processes, shard_index=self.accelerator.process_index,
+        )
 
     def _train_batches(self):
         """Global batches (this process's part) from the saved position on, pass after pass, forever."""
