@@ -50,22 +50,26 @@ def write_corpus(path: Path, sentences: int, seed: int = 0) -> int:
     return path.stat().st_size
 
 
-def tree_memory(pid: int) -> tuple[int, int]:
-    """Resident and proportional (shared pages divided among their sharers) bytes of a process and all its
-    descendants: the processes that `datasets` forks to tokenize share the parent's pages, which the sum of
-    their RSS counts once per process."""
-    rss, pss, stack = 0, 0, [pid]
+MEMORY_FIELDS = ("Rss", "Pss", "Pss_Anon", "Pss_File")
+
+
+def tree_memory(pid: int) -> dict[str, int]:
+    """Resident (Rss) and proportional (Pss: shared pages divided among their sharers) bytes of a process and all its
+    descendants, and Pss split into anonymous memory and file pages (the memory-mapped corpus and libraries, which
+    the kernel can drop and read again). The processes that `datasets` forks to tokenize share the parent's pages,
+    which the sum of their Rss counts once per process."""
+    total, stack = dict.fromkeys(MEMORY_FIELDS, 0), [pid]
     while stack:
         current = stack.pop()
         try:
             rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
-            rss += int(re.search(r"^Rss:\s+(\d+) kB", rollup, re.M).group(1)) * 1024
-            pss += int(re.search(r"^Pss:\s+(\d+) kB", rollup, re.M).group(1)) * 1024
+            for name in MEMORY_FIELDS:
+                total[name] += int(re.search(rf"^{name}:\s+(\d+) kB", rollup, re.M).group(1)) * 1024
             stack += [int(child) for task in Path(f"/proc/{current}/task").iterdir()
                       for child in (task / "children").read_text().split()]
         except (OSError, AttributeError):  # the process ended meanwhile
             continue
-    return rss, pss
+    return total
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -78,7 +82,7 @@ def timed_start(argv: list[str], env: dict) -> dict:
     """Run one start; its peak tree RSS and when it began training and finished its first step."""
     start = time.perf_counter()
     process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    peak_rss, peak_pss, marks, log = 0, 0, {}, []
+    peak, marks, log = dict.fromkeys(MEMORY_FIELDS, 0), {}, []
 
     def read():
         buffer = b""
@@ -97,13 +101,12 @@ def timed_start(argv: list[str], env: dict) -> dict:
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     while process.poll() is None:
-        rss, pss = tree_memory(process.pid)
-        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+        peak = {name: max(peak[name], value) for name, value in tree_memory(process.pid).items()}
         time.sleep(0.05)
     reader.join()
     if process.returncode:
         sys.exit("\n".join(log[-30:]) + f"\nthe command failed with status {process.returncode}")
-    return {"peak_rss_mb": round(peak_rss / 2**20), "peak_pss_mb": round(peak_pss / 2**20),
+    return {**{f"peak_{name.lower()}_mb": round(value / 2**20) for name, value in peak.items()},
             "seconds_to_training": round(marks.get("training", -1), 1),
             "seconds_to_first_step": round(marks.get("first_step", -1), 1),
             "cpu_seconds_to_first_step": round(marks.get("first_step_cpu", -1), 1),
@@ -138,14 +141,15 @@ def main() -> None:
             row[start] = timed_start([*argv, "--output-dir", str(work / f"{start}-{sentences}")], env)
             print(f"{sentences:>11,} sentences, {start.replace('_', ' ')}: {json.dumps(row[start])}", flush=True)
             output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\n{cpu}, {os.cpu_count()} cores, --num-threads {args.num_threads}; memory: peak of the process tree, "
-          "PSS (RSS summed)")
-    print(f"{'sentences':>11} {'first start: memory':>22} {'training after':>15} {'second start: memory':>23} "
+    print(f"\n{cpu}, {os.cpu_count()} cores, --num-threads {args.num_threads}; memory: peak PSS of the process tree "
+          "(its anonymous part, without the file pages)")
+    print(f"{'sentences':>11} {'first start: memory':>24} {'training after':>15} {'second start: memory':>24} "
           f"{'first step after':>17} {'(CPU s)':>8}")
     for sentences, row in results["sizes"].items():
         first, second = row["first_start"], row["second_start"]
-        print(f"{int(sentences):>11,} {first['peak_pss_mb']:>7} MB ({first['peak_rss_mb']:>6} MB) "
-              f"{first['seconds_to_training']:>13} s {second['peak_pss_mb']:>8} MB ({second['peak_rss_mb']:>6} MB) "
+        print(f"{int(sentences):>11,} {first['peak_pss_mb']:>8} MB ({first['peak_pss_anon_mb']:>6} MB) "
+              f"{first['seconds_to_training']:>13} s "
+              f"{second['peak_pss_mb']:>8} MB ({second['peak_pss_anon_mb']:>6} MB) "
               f"{second['seconds_to_first_step']:>15} s {second['cpu_seconds_to_first_step']:>8}")
     print(f"wrote {output}")
 

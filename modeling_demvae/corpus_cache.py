@@ -26,6 +26,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
 from datasets import Dataset, DatasetDict, Features, Value, concatenate_datasets
 from datasets.arrow_writer import ArrowWriter
 from tqdm.auto import tqdm
@@ -177,11 +178,18 @@ class PreparedText:
         train = splits["train"]
         # the rows `train_test_split(test_size=fraction, seed=seed)` chooses, as indices in memory: it would write
         # them into the entry's folder, which is never written once whole
-        order = np.random.default_rng(self.holdout["seed"]).permutation(len(train))
+        order = self._holdout_order(len(train))
         held = held_out_count(len(train), self.holdout["fraction"])
         return DatasetDict({"train": train.select(order[held:], keep_in_memory=True),
                             "validation": train.select(order[:held], keep_in_memory=True),
                             **{name: splits[name] for name in ("test",) if name in splits}})
+
+    def _holdout_order(self, rows: int) -> np.ndarray:
+        return np.random.default_rng(self.holdout["seed"]).permutation(rows)
+
+    def held_out_rows(self, rows: int) -> np.ndarray:
+        """The rows of the training file held out for validation."""
+        return self._holdout_order(rows)[: held_out_count(rows, self.holdout["fraction"])]
 
     def with_holdout(self, fraction: float, seed: int) -> "PreparedText":
         """This text with `fraction` of its training sentences, chosen by `seed`, held out for validation."""
@@ -307,9 +315,22 @@ def _text_entry(parts: dict, build) -> PreparedText:
 
 
 def training_texts(text: PreparedText) -> Iterator[str]:
-    """The training sentences, read from the cache a batch at a time."""
-    for batch in text.training_splits()["train"].iter(batch_size=WRITER_BATCH):
-        yield from batch["text"]
+    """The training sentences in the order of the files (a vocabulary does not depend on it), read a batch at a
+    time without memory-mapping them: one pass over a 10M-sentence corpus in held-out order would keep every page of
+    its gigabyte of text resident."""
+    held = None
+    if text.holdout:
+        rows = text.manifest["splits"]["train"]["rows"]
+        held = np.zeros(rows, dtype=bool)
+        held[text.held_out_rows(rows)] = True
+    start = 0
+    for file in text.manifest["splits"]["train"]["files"]:
+        with pa.OSFile(str(text.folder / file)) as handle, pa.ipc.open_stream(handle) as reader:
+            for batch in reader:
+                sentences = batch.column("text").to_pylist()
+                kept = range(len(sentences)) if held is None else np.flatnonzero(~held[start: start + len(sentences)])
+                yield from (sentences[index] for index in kept)
+                start += len(sentences)
 
 
 def cached_tokenizer(text: PreparedText, **settings):

@@ -214,3 +214,12 @@ def test_a_cache_folder_that_cannot_be_written_is_one_line(corpus, tmp_path, mon
     monkeypatch.setenv("DEMVAE_CACHE_DIR", str(blocker / "cache"))
     with pytest.raises(ValueError, match="cannot be written .*set DEMVAE_CACHE_DIR to a writable folder"):
         prepared_text(files=(corpus / "train.txt",))
+
+
+def test_the_vocabulary_of_a_corpus_without_validation_counts_its_training_sentences_only(cache, corpus):
+    text = prepared_text(files=(corpus / "train.txt",)).with_holdout(0.25, 3)
+    splits = text.training_splits()
+    reference = read_sentences(corpus / "train.txt")
+    assert sorted(corpus_cache.training_texts(text)) == sorted(splits["train"]["text"][:])
+    assert sorted([*splits["train"]["text"][:], *splits["validation"]["text"][:]]) == sorted(reference)
+    assert len(splits["validation"]) == 15 and text.sizes() == {"train": 45, "validation": 15}
