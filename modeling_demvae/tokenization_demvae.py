@@ -4,10 +4,10 @@ Encoding adds `<s>` only, as a prompt needs (a sentence's `</s>` is added by the
 `data.tokenize_corpus`), and batches are padded on the left, as batched generation needs.
 """
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
+from itertools import islice
 
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
@@ -30,6 +30,19 @@ class DEMVAETokenizer(PreTrainedTokenizerFast):
             ids = [i for i in ids if i not in hidden]
         text = super()._decode(ids, skip_special_tokens=False, **kwargs)
         return " " + text if text and first != self.bos_token_id else text
+
+
+def counted_words(backend: Tokenizer, texts: Iterable[str], *, min_frequency: int = 1,
+                  batch_size: int = 10_000) -> list[str]:
+    """The words of `texts` as `backend` normalizes and splits them, seen at least `min_frequency` times, the most
+    frequent first (ties alphabetically): one streaming pass of the tokenizers library's trainer, which counts in
+    Rust on every core and holds the distinct words only, never the texts. `backend` is left as it was."""
+    counter = Tokenizer.from_str(backend.to_str())
+    trainer = trainers.WordLevelTrainer(vocab_size=2**31 - 1, min_frequency=min_frequency, show_progress=False)
+    texts = iter(texts)
+    counter.train_from_iterator(iter(lambda: list(islice(texts, batch_size)), []), trainer=trainer)
+    ranks = counter.get_vocab()  # the trainer's ids: the words by rank
+    return sorted(ranks, key=ranks.get)
 
 
 def build_tokenizer(
@@ -59,23 +72,18 @@ def build_tokenizer(
                          f"tokens, got {max_vocab_size}.")
     if min_frequency < 1:
         raise ValueError(f"min_frequency must be at least 1, got {min_frequency}.")
-    normalizer = normalizers.Lowercase() if lowercase else None
-    pre_tokenizer = pre_tokenizers.Whitespace() if split_punctuation else pre_tokenizers.WhitespaceSplit()
+    backend = Tokenizer(models.WordLevel({UNK: 0}, unk_token=UNK))
+    if lowercase:
+        backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Whitespace() if split_punctuation else pre_tokenizers.WhitespaceSplit()
     specials = (*SPECIAL_TOKENS, *extra_special_tokens)
-    counts = Counter()
-    for text in texts:
-        text = normalizer.normalize_str(text) if normalizer else text
-        counts.update(text.split() if not split_punctuation else (w for w, _ in pre_tokenizer.pre_tokenize_str(text)))
-    if not counts:
-        raise ValueError("cannot build a vocabulary from an empty corpus: no words found in the texts.")
-    words = sorted((w for w, n in counts.items() if n >= min_frequency and w not in specials),
-                   key=lambda w: (-counts[w], w))
+    words = counted_words(backend, texts, min_frequency=min_frequency)
+    if not words:
+        seen = "" if min_frequency == 1 else f" {min_frequency} times or more"
+        raise ValueError(f"cannot build a vocabulary from an empty corpus: no word found{seen} in the texts.")
+    words = [word for word in words if word not in specials]
     vocab = {token: i for i, token in enumerate(specials + tuple(words[: max_vocab_size - len(specials)]))}
-
-    backend = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
-    if normalizer:
-        backend.normalizer = normalizer
-    backend.pre_tokenizer = pre_tokenizer
+    backend.model = models.WordLevel(vocab, unk_token=UNK)
     return DEMVAETokenizer(
         tokenizer_object=backend,
         pad_token=PAD,
@@ -90,4 +98,4 @@ def build_tokenizer(
     )
 
 
-__all__ = ["DEMVAETokenizer", "build_tokenizer", "SPECIAL_TOKENS"]
+__all__ = ["DEMVAETokenizer", "build_tokenizer", "counted_words", "SPECIAL_TOKENS"]

@@ -1,5 +1,8 @@
+import atexit
 import json
 import os
+import shutil
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -9,6 +12,10 @@ from accelerate.state import AcceleratorState
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# prepared corpora of the tests (and of the commands they run) go to a folder of their own, not the user's cache
+if "DEMVAE_CACHE_DIR" not in os.environ:
+    os.environ["DEMVAE_CACHE_DIR"] = tempfile.mkdtemp(prefix="demvae-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["DEMVAE_CACHE_DIR"], True)
 
 from demvae.arguments import TrainingArguments  # noqa: E402
 from demvae.trainer import DEMVAETrainer  # noqa: E402
@@ -132,7 +139,8 @@ CHECKPOINT_FILES = {"model.safetensors", "optimizer.pt", "random_states_0.safete
 
 def error_lines(stderr: str) -> list[str]:
     """What a command said on stderr but its progress: no progress bars, no status line (it ends with "...")."""
-    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(("Tokenizing", "Training"))
+    progress = ("Tokenizing", "Training", "Reading the corpus", "Building the vocabulary", "Writing the", "Reusing the")
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(progress)
             and not line.endswith(" ...")]
 
 

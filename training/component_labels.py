@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 
 from modeling_demvae import DEMVAEConfig, data, metrics
+from modeling_demvae.arrow_rows import ColumnRows
+from modeling_demvae.corpus_cache import prepared_text, tokenized_split
 
 from .files import write_text_atomically
 from .loading import load_model_and_tokenizer
@@ -66,17 +68,18 @@ def label_components(args, folder: Path) -> int:
         if supervised:
             raise ValueError(f"{supervised} are supervised attributes of this model already; their components are "
                              "label i = component i.")
-        corpus = data.load_corpus(args.dataset, text_column=args.text_column, data_dir=args.data_dir)
+        corpus = prepared_text(args.dataset, text_column=args.text_column, data_dir=args.data_dir).splits()
         if args.split not in corpus:
             raise ValueError(f"{args.dataset} has no {args.split} split; it has {list(corpus)}.")
         split = corpus[args.split]
         missing = [column for column in args.labels if column not in split.column_names]
         if missing:
             raise ValueError(f"label column(s) {missing} not in {args.dataset}; it has {split.column_names}.")
+        split = tokenized_split(split, tokenizer, max_length=config.max_sentence_length)
         if args.max_sentences:
             split = split.select(range(min(args.max_sentences, len(split))))
-        ids = data.sentence_ids(tokenizer, split["text"], max_length=config.max_sentence_length)
-        assignments = metrics.encode_sentences(model, ids, progress=not args.no_progress).component_probs.argmax(-1)
+        assignments = metrics.encode_sentences(model, ColumnRows(split, "input_ids"),
+                                               progress=not args.no_progress).component_probs.argmax(-1)
         attributes = {}
         for column in args.labels:
             values = split[column]

@@ -10,6 +10,8 @@ import torch
 import transformers
 
 from modeling_demvae import data, metrics
+from modeling_demvae.arrow_rows import ColumnRows
+from modeling_demvae.corpus_cache import prepared_text, tokenized_split
 from modeling_demvae.metrics.control import cached_classifier, control_accuracy
 from modeling_demvae.metrics.reverse_ppl import RPPL_PRESETS
 
@@ -23,24 +25,25 @@ NLL_CHUNK = 200  # test sentences per NLL chunk: an interrupted evaluation loses
 
 def load_splits(args) -> dict:
     """The corpus splits to evaluate on: --dataset's, with --test-file / --train-file replacing theirs."""
-    splits = dict(data.load_corpus(args.dataset)) if args.dataset else {}
+    splits = dict(prepared_text(args.dataset).splits()) if args.dataset else {}
     if "test" not in splits and "validation" in splits:
         splits["test"] = splits["validation"]
     files = {"test": args.test_file, "train": getattr(args, "train_file", None)}
     for name, path in files.items():
         if path:
-            splits[name] = data.text_files_corpus(path)["train"]
+            splits[name] = prepared_text(files=(path,)).splits()["train"]
     if "test" not in splits:
         raise ValueError("no test sentences: give --dataset with a test or validation split, or --test-file.")
     return splits
 
 
 def sentences_of(split, tokenizer, max_length: int, limit: int | None = None):
-    """Token id lists of a split (its first `limit` rows) and the tokenized split with its label columns."""
-    if limit is not None:
-        split = split.select(range(min(limit, len(split))))
-    tokenized = data.tokenize_corpus(split, tokenizer, max_length=max_length)
-    return tokenized["input_ids"], tokenized
+    """The token ids of a split (its first `limit` rows), read from Arrow as they are needed, and the tokenized
+    split with its label columns: tokenized once into the cache when the split is a prepared one."""
+    tokenized = tokenized_split(split, tokenizer, max_length=max_length)
+    if limit is not None and limit < len(tokenized):
+        tokenized = tokenized.select(range(limit))
+    return ColumnRows(tokenized, "input_ids"), tokenized
 
 
 def evaluation_settings(args, config, num_test: int, rppl_samples: tuple[int, int]) -> dict:

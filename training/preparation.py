@@ -3,18 +3,20 @@ columns as attributes, the model and tokenizer (new, or a saved model to fine-tu
 
 import time
 from dataclasses import replace
+from functools import partial
 
 import torch
 from transformers.utils import logging as hf_logging
 
-from modeling_demvae import (
-    DEMVAEConfig,
-    DEMVAEDialogConfig,
-    DEMVAEForDialogGeneration,
-    DEMVAEForGeneration,
-    build_tokenizer,
+from modeling_demvae import DEMVAEConfig, DEMVAEDialogConfig, DEMVAEForDialogGeneration, DEMVAEForGeneration
+from modeling_demvae.corpus_cache import (
+    PreparedText,
+    cached_tokenizer,
+    prepared_text,
+    tokenized_corpus,
+    training_texts,
 )
-from modeling_demvae.data import label_names, load_corpus, text_files_corpus, tokenize_corpus, with_attribute_labels
+from modeling_demvae.data import label_names, with_attribute_labels
 
 from .checks import check_memory
 from .dialog_preparation import build_dialog_run, dialog_config, print_dialog_report
@@ -27,27 +29,32 @@ from .train import MODEL_FIELDS, data_sources
 from .trainer import DEMVAETrainer
 
 
-def load_training_corpus(args, settings):
-    """The corpus with train and validation splits (validation carved from train when the source has none)."""
-    if args.train_file:
-        corpus = text_files_corpus(args.train_file, args.valid_file, args.test_file,
-                                   text_column=settings["text_column"])
-    else:
-        corpus = load_corpus(settings["dataset"], text_column=settings["text_column"],
-                             data_dir=settings.get("data_dir"))
-    return with_validation_split(corpus, settings)
+def load_training_corpus(args, settings) -> PreparedText:
+    """The corpus's text, prepared once into the cache, with a validation split (held out from the training split
+    when the source has none)."""
+    files = (args.train_file, args.valid_file, args.test_file) if args.train_file else None
+    text = prepared_text(None if files else settings["dataset"], files=files, text_column=settings["text_column"],
+                         data_dir=settings.get("data_dir"))
+    if "validation" not in text.sizes():
+        if text.sizes()["train"] < 2:
+            raise ValueError(f"the corpus has no validation split and {text.sizes()['train']} training sentence(s); "
+                             "give --valid-file, or at least 2 sentences to hold some out.")
+        text = text.with_holdout(settings["validation_fraction"], settings.get("seed", 0))
+        print(f"No validation split: holding out {text.sizes()['validation']} training sentences for validation.")
+    return text
 
 
 def with_validation_split(corpus, settings):
-    """The corpus, with a validation split carved from train (`validation_fraction`) when it has none."""
+    """A dialog corpus (a DatasetDict), with a validation split carved from train (`validation_fraction`) when it
+    has none."""
     if "validation" not in corpus:
         if len(corpus["train"]) < 2:
-            raise ValueError(f"the corpus has no validation split and {len(corpus['train'])} training sentence(s); "
-                             "give --valid-file, or at least 2 sentences to hold some out.")
+            raise ValueError(f"the corpus has no validation split and {len(corpus['train'])} training row(s); "
+                             "give a validation split, or at least 2 rows to hold some out.")
         split = corpus["train"].train_test_split(test_size=settings["validation_fraction"],
                                                  seed=settings.get("seed", 0))
         corpus["train"], corpus["validation"] = split["train"], split["test"]
-        print(f"No validation split: holding out {len(corpus['validation'])} training sentences for validation.")
+        print(f"No validation split: holding out {len(corpus['validation'])} training rows for validation.")
     return corpus
 
 
@@ -89,20 +96,20 @@ def labelled_data(data, settings, labels: dict[str, dict], config):
     return data
 
 
-def build_model(args, settings, corpus, labels: dict[str, dict]):
-    """A fresh model and a tokenizer built from the training split, or a saved one to fine-tune."""
+def build_model(args, settings, labels: dict[str, dict], texts, make_tokenizer):
+    """A fresh model and a tokenizer (`make_tokenizer(**build_tokenizer's options)`) built from the training
+    sentences (`texts()`), or a saved one to fine-tune."""
     model_settings = {k: v for k, v in settings.items() if k in MODEL_FIELDS}
     if labels:
         model_settings["attributes"] = supervised_attributes(settings, labels)
     max_vocab = model_settings.pop("vocab_size", 10_000)
     if args.init_from:
         explicit = {k for k, v in vars(args).items() if k in MODEL_FIELDS and v is not None}
-        return load_for_finetuning(args.init_from, corpus["train"]["text"], model_settings, explicit=explicit,
+        return load_for_finetuning(args.init_from, texts(), model_settings, explicit=explicit,
                                    extend_vocabulary=args.extend_vocabulary, max_vocab_size=max_vocab,
                                    min_frequency=settings["min_frequency"])
-    tokenizer = build_tokenizer(corpus["train"]["text"], max_vocab_size=max_vocab,
-                                min_frequency=settings["min_frequency"],
-                                model_max_length=model_settings.get("max_sentence_length", 40))
+    tokenizer = make_tokenizer(max_vocab_size=max_vocab, min_frequency=settings["min_frequency"],
+                               model_max_length=model_settings.get("max_sentence_length", 40))
     config = DEMVAEConfig(vocab_size=len(tokenizer), **model_settings)
     torch.manual_seed(settings.get("seed", 0))
     return DEMVAEForGeneration(config), tokenizer
@@ -141,14 +148,20 @@ def train_command(args, settings: dict, training_args, *, start: float) -> int:
     with cpu_threads(settings.get("num_threads")):
         if dialog:
             model, tokenizer, data = build_dialog_run(args, settings, with_validation_split)
+        elif args.streaming:
+            from .streaming import StreamingTrainer, streaming_data
+
+            model, tokenizer, data = streaming_data(args, settings, partial(build_model, args, settings, {}))
         else:
             corpus = load_training_corpus(args, settings)
-            labels = supervised_labels(settings, corpus)
-            model, tokenizer = build_model(args, settings, corpus, labels)
-            data = labelled_data(tokenize_corpus(corpus, tokenizer, max_length=model.config.max_sentence_length),
+            labels = supervised_labels(settings, corpus.splits())
+            model, tokenizer = build_model(args, settings, labels, partial(training_texts, corpus),
+                                           partial(cached_tokenizer, corpus))
+            data = labelled_data(tokenized_corpus(corpus, tokenizer, max_length=model.config.max_sentence_length),
                                  settings, labels, model.config)
-        trainer = DEMVAETrainer(model, tokenizer, data["train"], data["validation"], training_args,
-                                data_sources=data_sources(args, settings), origin=origin)
+        trainer = (StreamingTrainer if args.streaming else DEMVAETrainer)(
+            model, tokenizer, data["train"], data["validation"], training_args,
+            data_sources=data_sources(args, settings), origin=origin)
         if args.init_from and trainer.accelerator.is_main_process:
             step = training_args.kl_annealing_start
             where = ("no annealing" if not response_vae(model).config.kl_annealing else "full weight" if step is None

@@ -86,7 +86,10 @@ def output_lock(output_dir):
 
 
 def ids_record(rows) -> dict:
-    """The size and SHA-256 of a split's token ids: the data and the tokenizer in one fingerprint."""
+    """The size and SHA-256 of a split's token ids: the data and the tokenizer in one fingerprint. Rows read from
+    Arrow (`arrow_rows.ColumnRows`) compute the same digest themselves, a batch at a time."""
+    if hasattr(rows, "record"):
+        return rows.record()
     digest = hashlib.sha256()
     for row in rows:
         digest.update(np.asarray(row, dtype=np.int64).tobytes() + b";")

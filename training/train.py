@@ -114,6 +114,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                            "--text-column holds the sentences (replaces --dataset).")
     data.add_argument("--valid-file", help="Validation text for --train-file (the same kinds of file).")
     data.add_argument("--test-file", help="Test text for --train-file (the same kinds of file).")
+    data.add_argument("--streaming", action="store_true",
+                      help="Read --train-file's plain text in order through a shuffle buffer, tokenized as it is "
+                           "read and never copied (for a corpus too large to copy); needs --valid-file, trains on "
+                           "one process, without --supervise; --resume reads the epoch again up to the checkpoint. "
+                           "Without it the corpus is prepared once into the cache ($DEMVAE_CACHE_DIR, default "
+                           "$HF_DATASETS_CACHE/demvae) and reused by the next start.")
+    data.add_argument("--shuffle-buffer", type=number(int, minimum=1), metavar="SENTENCES",
+                      help="Sentences in --streaming's shuffle buffer (default: 10000).")
     data.add_argument("--data-dir", help="Folder holding ptb/ and daily_dialog/ (default: $DEMVAE_DATA_DIR, else "
                                          "../shared/data beside the checkout).")
     data.add_argument("--validation-fraction", type=float,
@@ -263,6 +271,7 @@ def check_options_apply(args: argparse.Namespace, settings: dict) -> None:
                        "--extend-vocabulary to grow it up to --vocab-size words"),
         "extend_vocabulary": (not args.init_from, "it grows the tokenizer of the model given by --init-from"),
         "valid_file": (not args.train_file, "it goes with --train-file (a --dataset has its own splits)"),
+        "shuffle_buffer": (not args.streaming, "it sizes the shuffle buffer of --streaming"),
         "test_file": (not args.train_file, "it goes with --train-file (a --dataset has its own splits)"),
     }
     for name, (idle, why) in rules.items():
@@ -283,6 +292,25 @@ def check_dialog_settings(args: argparse.Namespace, settings: dict) -> None:
     if settings["freeze_step"] >= settings["max_steps"]:
         raise ValueError(f"--freeze-step {settings['freeze_step']} must be below --max-steps {settings['max_steps']}: "
                          "stage 2 (the context encoder, policy and decoder) starts at freeze_step.")
+
+
+def check_streaming(args: argparse.Namespace, settings: dict) -> None:
+    """Refuse, before any work, what --streaming cannot do (training/streaming.py says why)."""
+    table = args.train_file and Path(args.train_file).suffix.lower() in constant("data", "TABLE_SUFFIXES")
+    refused = {
+        "it reads --train-file's plain text in order; a --dataset is prepared into the cache instead (drop "
+        "--streaming)": not args.train_file,
+        "it reads plain text, one sentence a line; a .jsonl/.json/.csv file is prepared into the cache instead (drop "
+        "--streaming)": table,
+        "it cannot hold out validation sentences from a file it reads once in order; give --valid-file":
+            args.train_file and not args.valid_file,
+        "--supervise needs every label before training starts, which a stream read once cannot give":
+            settings.get("supervise"),
+        "it trains on one process (the stream is read in order, not sharded)": int(os.environ.get("WORLD_SIZE", 1)) > 1,
+    }
+    for why, applies in refused.items():
+        if args.streaming and applies:
+            raise ValueError(f"--streaming: {why}.")
 
 
 def resolve_settings(args: argparse.Namespace) -> dict:
@@ -319,6 +347,7 @@ def run(args: argparse.Namespace) -> int:
     check_data_settings(settings)
     check_options_apply(args, settings)
     check_dialog_settings(args, settings)
+    check_streaming(args, settings)
     check_memory(decoding_bytes(settings, args.num_samples), f"--num-samples {args.num_samples}")
     check_output_dir(training_args.output_dir, resume=training_args.resume, overwrite=training_args.overwrite)
     if int(os.environ.get("RANK", 0)) == 0:  # of `accelerate launch`'s processes, the main one takes the lock

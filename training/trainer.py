@@ -27,6 +27,7 @@ import math
 import sys
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object, is_tensorboard_available, set_seed
 from tqdm.auto import tqdm
 
+from modeling_demvae.arrow_rows import ColumnRows, column_array
 from modeling_demvae.data import LengthBucketBatchSampler
 
 from .arguments import FREE_ON_RESUME, TrainingArguments, adam
@@ -132,24 +134,17 @@ class DEMVAETrainer(TwoStageTraining):
         if args.batch_size % (processes * args.gradient_accumulation_steps):
             raise ValueError(f"batch size {args.batch_size} must split evenly over {processes} process(es) x "
                              f"{args.gradient_accumulation_steps} accumulation step(s).")
-        if len(train_dataset) < args.batch_size:
-            raise ValueError(f"the training split has {len(train_dataset)} sentences, fewer than one batch of "
-                             f"{args.batch_size}; lower --batch-size or give more text.")
         self.config, self.full_model = model.config, model
         two_stages = is_dialog_model(model)
         check_freeze_step(two_stages, args.freeze_step, args.max_steps)
-        self.train_columns, self.eval_columns = (self._feature_columns(dataset, two_stages)
-                                                 for dataset in (train_dataset, eval_dataset))
+        self._set_training_data(train_dataset, two_stages)
+        self.eval_columns = self._feature_columns(eval_dataset, two_stages)
         self.train_ids, self.eval_ids = self.train_columns["input_ids"], self.eval_columns["input_ids"]
         if self.train_columns.keys() != self.eval_columns.keys():
             raise ValueError("attribute_labels must be in both the training and the validation data, or in neither.")
         self.labelled = "attribute_labels" in self.train_columns
-        self.sampler = LengthBucketBatchSampler(
-            train_dataset["length"][:], args.batch_size, seed=args.seed, drop_last=True,
-            num_shards=processes, shard_index=self.accelerator.process_index,
-        )
         self.eval_batches = list(LengthBucketBatchSampler(
-            eval_dataset["length"][:], args.eval_batch_size, shuffle=False,
+            column_array(eval_dataset, "length"), args.eval_batch_size, shuffle=False,
             num_shards=processes, shard_index=self.accelerator.process_index,
         ))
         self.state = TrainingState(kl_annealing_start=args.kl_annealing_start)
@@ -164,15 +159,27 @@ class DEMVAETrainer(TwoStageTraining):
         self.run_settings["training"]["mixed_precision"] = self.accelerator.mixed_precision  # auto resolved: what runs
         self._interrupt_requested = False
 
+    def _set_training_data(self, train_dataset, dialog: bool) -> None:
+        """The training rows, read from Arrow batch by batch (a memory-mapped corpus of any size is never copied
+        into lists), and the sampler that orders them; `streaming.StreamingTrainer` streams them instead."""
+        if len(train_dataset) < self.args.batch_size:
+            raise ValueError(f"the training split has {len(train_dataset)} sentences, fewer than one batch of "
+                             f"{self.args.batch_size}; lower --batch-size or give more text.")
+        self.train_columns = self._feature_columns(train_dataset, dialog)
+        self.sampler = LengthBucketBatchSampler(
+            column_array(train_dataset, "length"), self.args.batch_size, seed=self.args.seed, drop_last=True,
+            num_shards=self.accelerator.num_processes, shard_index=self.accelerator.process_index,
+        )
+
     @staticmethod
-    def _feature_columns(dataset, dialog: bool) -> dict[str, list]:
-        """The columns the collators read, as plain lists (indexing a datasets Column converts from Arrow at every
-        access): "input_ids", and "attribute_labels" and (a dialog model's) "context_ids" where the data has them."""
+    def _feature_columns(dataset, dialog: bool) -> dict[str, ColumnRows]:
+        """The columns the collators read, as rows read from Arrow when a batch needs them: "input_ids", and
+        "attribute_labels" and (a dialog model's) "context_ids" where the data has them."""
         if dialog and "context_ids" not in dataset.column_names:
             raise ValueError("a dialog model trains on dialogs: the data needs a \"context_ids\" column "
                              "(modeling_demvae.dialog_data.tokenize_dialogs).")
         names = ("input_ids", "attribute_labels", *(("context_ids",) if dialog else ()))
-        return {name: dataset[name][:] for name in names if name in dataset.column_names}
+        return {name: ColumnRows(dataset, name) for name in names if name in dataset.column_names}
 
     def kl_weight(self, step: int) -> float:
         """The KL weight at a step of this run: the model's annealing schedule, from kl_annealing_start on."""
@@ -185,14 +192,16 @@ class DEMVAETrainer(TwoStageTraining):
         """Global batches (this process's part) from the saved position on, pass after pass, forever."""
         while True:
             self.sampler.set_epoch(self.state.data_epoch)
-            for indices in list(self.sampler)[self.state.batch_in_epoch:]:
+            for indices in islice(self.sampler, self.state.batch_in_epoch, None):
                 yield self.collate(self._features(self.train_columns, indices))
             self.state.data_epoch, self.state.batch_in_epoch = self.state.data_epoch + 1, 0
 
     @staticmethod
-    def _features(columns: dict[str, list], indices) -> list[dict]:
-        """The collator's rows: the sentences and, when the data has them, their labels and contexts."""
-        return [{name: column[i] for name, column in columns.items()} for i in indices]
+    def _features(columns: dict, indices) -> list[dict]:
+        """The collator's rows: the sentences and, when the data has them, their labels and contexts, each column
+        read for these rows alone."""
+        rows = {name: column[indices] for name, column in columns.items()}
+        return [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
 
     def _micro_batches(self, batch: dict) -> list[dict]:
         """Split a process's batch into the accumulation micro-batches, each trimmed to its longest sentence."""

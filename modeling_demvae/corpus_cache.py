@@ -1,0 +1,417 @@
+"""Corpora prepared once, on disk, and reused: the text, the vocabulary built from it, and its token ids, each an
+entry of the cache folder (`cache_dir`) named by a hash of what it is made from.
+
+An entry is built in a temporary folder beside it and renamed into place in one step, with a manifest written last
+that lists its files and their sizes: a folder without a manifest, or whose files differ from it (a build that was
+killed, a truncated file), is reported, removed and built again, never read. The splits are Arrow files read
+memory-mapped, so a corpus of any size costs the pages in use, not its size.
+
+The corpus files are known by their path, size and modification time (nanoseconds), as `datasets` knows local
+files: hashing their content would read gigabytes at every start, and any write through the file system changes
+the time. A file rewritten with its old size and time put back is not noticed; delete the entry, or set
+DEMVAE_CACHE_DIR elsewhere, to start afresh (a resumed run still compares the token ids' fingerprint). Sources
+read whole into memory anyway (the synthetic corpus, Hub datasets) are known by their content or fingerprint.
+"""
+
+import fcntl
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow as pa
+from datasets import Dataset, DatasetDict, Features, Value, concatenate_datasets
+from datasets.arrow_writer import ArrowWriter
+from tqdm.auto import tqdm
+
+from . import data, synthetic
+from .arrow_rows import ColumnRows, remember_record
+
+CACHE_VERSION = 1  # part of every key: a change to how entries are built retires the old ones
+MANIFEST = "manifest.json"  # written last, so its presence says the entry is whole
+WRITER_BATCH = 10_000  # rows per Arrow record batch
+PARALLEL_ROWS = 200_000  # a split at least this long is tokenized by a process per core
+
+
+def cache_dir() -> Path:
+    """Where prepared corpora live: $DEMVAE_CACHE_DIR, else `demvae` in the datasets cache ($HF_DATASETS_CACHE,
+    by default ~/.cache/huggingface/datasets)."""
+    if os.environ.get("DEMVAE_CACHE_DIR"):
+        return Path(os.environ["DEMVAE_CACHE_DIR"]).expanduser()
+    return Path(datasets.config.HF_DATASETS_CACHE) / "demvae"
+
+
+def notice(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps({"version": CACHE_VERSION, **parts}, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def file_identity(path) -> list:
+    """A file as its key knows it: resolved path, size and modification time in nanoseconds."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return [str(path), stat.st_size, stat.st_mtime_ns]
+
+
+# ----- entries -----
+
+
+def entry_problem(folder: Path) -> str | None:
+    """Why an entry folder may not be read (None: whole): no manifest, a damaged one, or files that differ from it."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except FileNotFoundError:
+        return "no manifest: its build did not finish"
+    except (ValueError, KeyError, TypeError):
+        return f"{MANIFEST} is damaged"
+    for name, size in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size:,} bytes, the manifest {size:,}"
+    return None
+
+
+def cached_entry(kind: str, parts: dict, build, *, what: str) -> tuple[Path, dict]:
+    """The entry of `kind` made from `parts`, built by `build(folder) -> manifest entries` when it is not whole;
+    its folder and manifest."""
+    root = cache_dir()
+    folder = root / f"{kind}-{_key(parts)}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / f".{folder.name}.lock", "a")
+    except OSError as error:
+        raise ValueError(f"the corpus cache {root} cannot be written ({error.strerror}); set DEMVAE_CACHE_DIR to a "
+                         "writable folder.") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others wait and then read its entry
+        return _whole_entry(folder, build, {"kind": kind, "parts": parts}, what)
+
+
+def _whole_entry(folder: Path, build, manifest: dict, what: str) -> tuple[Path, dict]:
+    if folder.is_dir():
+        problem = entry_problem(folder)
+        if problem is None:
+            notice(f"Reusing the {what} prepared in {folder}")
+            return folder, json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        notice(f"The {what} in {folder} is unusable ({problem}); preparing it again.")
+        shutil.rmtree(folder)
+    for stale in folder.parent.glob(f".building-{folder.name}-*"):  # of a build that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    building = folder.parent / f".building-{folder.name}-{os.getpid()}"
+    building.mkdir()
+    try:
+        manifest = {**manifest, **build(building)}
+        manifest["files"] = {path.relative_to(building).as_posix(): path.stat().st_size
+                             for path in sorted(building.rglob("*")) if path.is_file()}
+        (building / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        building.rename(folder)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return folder, manifest
+
+
+def _write_split(rows, features: Features, path: Path) -> int:
+    """Write tables or row batches (dicts of columns) into one Arrow file; the number of rows."""
+    with ArrowWriter(features=features, path=str(path), writer_batch_size=WRITER_BATCH) as writer:
+        for batch in rows:
+            writer.write_table(batch) if hasattr(batch, "schema") else writer.write_batch(batch)
+        count, _ = writer.finalize()
+    return count
+
+
+def _load_splits(folder: Path, manifest: dict) -> DatasetDict:
+    """The splits of an entry, memory-mapped, each with the records its manifest holds remembered."""
+    splits = {}
+    for name, split in manifest["splits"].items():
+        parts = [Dataset.from_file(str(folder / file)) for file in split["files"]]
+        splits[name] = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+        for column, record in split.get("records", {}).items():
+            remember_record(splits[name], column, record)
+    return DatasetDict(splits)
+
+
+# ----- the text -----
+
+
+@dataclass
+class PreparedText:
+    """A corpus's text in the cache: `key` names it (with the held-out validation, when there is one), `splits()`
+    reads it memory-mapped, `training_splits()` with the validation carved out of the training split."""
+
+    key: str
+    folder: Path
+    manifest: dict
+    holdout: dict | None = None
+    _splits: DatasetDict | None = field(default=None, repr=False)
+
+    def splits(self) -> DatasetDict:
+        if self._splits is None:
+            self._splits = _load_splits(self.folder, self.manifest)
+        return self._splits
+
+    def sizes(self) -> dict[str, int]:
+        """Sentences per split of the training splits, from the manifest (nothing is read)."""
+        sizes = {name: split["rows"] for name, split in self.manifest["splits"].items()}
+        if self.holdout:
+            held = held_out_count(sizes["train"], self.holdout["fraction"])
+            sizes.update(train=sizes["train"] - held, validation=held)
+        return sizes
+
+    def training_splits(self) -> DatasetDict:
+        splits = self.splits()
+        if not self.holdout:
+            return splits
+        train = splits["train"]
+        # the rows `train_test_split(test_size=fraction, seed=seed)` chooses, as indices in memory: it would write
+        # them into the entry's folder, which is never written once whole
+        order = self._holdout_order(len(train))
+        held = held_out_count(len(train), self.holdout["fraction"])
+        return DatasetDict({"train": train.select(order[held:], keep_in_memory=True),
+                            "validation": train.select(order[:held], keep_in_memory=True),
+                            **{name: splits[name] for name in ("test",) if name in splits}})
+
+    def _holdout_order(self, rows: int) -> np.ndarray:
+        return np.random.default_rng(self.holdout["seed"]).permutation(rows)
+
+    def held_out_rows(self, rows: int) -> np.ndarray:
+        """The rows of the training file held out for validation."""
+        return self._holdout_order(rows)[: held_out_count(rows, self.holdout["fraction"])]
+
+    def with_holdout(self, fraction: float, seed: int) -> "PreparedText":
+        """This text with `fraction` of its training sentences, chosen by `seed`, held out for validation."""
+        return PreparedText(_key({"text": self.key, "holdout": [fraction, seed]}), self.folder, self.manifest,
+                            {"fraction": fraction, "seed": seed})
+
+
+def held_out_count(rows: int, fraction: float) -> int:
+    """How many of `rows` sentences `Dataset.train_test_split(test_size=fraction)` puts in its test split."""
+    return math.ceil(fraction * rows)
+
+
+def _read_text_files(files: dict[str, Path], folder: Path) -> dict:
+    """Each split's plain-text file, stripped non-empty lines, streamed into an Arrow file, with one bar of bytes."""
+    features = Features({"text": Value("string")})
+    splits = {}
+    with tqdm(total=sum(path.stat().st_size for path in files.values()), unit="B", unit_scale=True,
+              desc="Reading the corpus", dynamic_ncols=True) as progress:
+        for name, path in files.items():
+            rows = _write_split(_batches(data.sentence_lines(path, progress)), features, folder / f"{name}.arrow")
+            splits[name] = {"files": [f"{name}.arrow"], "rows": rows}
+    return {"splits": splits}
+
+
+def _batches(lines: Iterator[str]) -> Iterator[dict]:
+    batch = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) == WRITER_BATCH:
+            yield {"text": batch}
+            batch = []
+    if batch:
+        yield {"text": batch}
+
+
+def _write_corpus(corpus: DatasetDict, folder: Path) -> dict:
+    """A corpus already read (a table file, DailyDialog, the synthetic corpus, a Hub dataset) into Arrow files."""
+    splits = {}
+    for name, split in corpus.items():
+        rows = _write_split(tqdm(split.with_format("arrow").iter(batch_size=WRITER_BATCH), unit=" batches",
+                                 desc=f"Writing the {name} split", total=-(-len(split) // WRITER_BATCH),
+                                 dynamic_ncols=True), split.features, folder / f"{name}.arrow")
+        splits[name] = {"files": [f"{name}.arrow"], "rows": rows}
+    return {"splits": splits}
+
+
+def text_file_splits(dataset: str | None, files, data_dir) -> dict[str, Path] | None:
+    """The plain-text file of each split when the corpus is made of them (--train-file and its siblings, a .txt
+    file, a folder of {train,valid,test}.txt, ptb): these stream into the cache; None for other corpora."""
+    if files:
+        paths = dict(zip(("train", "validation", "test"), files, strict=False))
+        paths = {name: Path(path) for name, path in paths.items() if path}
+        if all(path.suffix.lower() not in data.TABLE_SUFFIXES for path in paths.values()):
+            for path in paths.values():
+                if not path.is_file():
+                    raise FileNotFoundError(f"text file not found: {path} (give a file with one sentence per line).")
+            return paths
+        return None
+    if dataset in ("synthetic", "daily_dialog", None):
+        return None
+    path = Path(data_dir or data.default_data_dir()) / dataset if dataset in data.BUILTIN_CORPORA else Path(dataset)
+    path = path.expanduser()
+    if path.is_file() and path.suffix.lower() not in data.TABLE_SUFFIXES:
+        return {"train": path}
+    if path.is_dir() and not (path / "train" / "dialogues.txt").is_file() and (found := data.folder_text_files(path)):
+        return {name: file for name, file in zip(("train", "validation", "test"), found, strict=True) if file}
+    return None
+
+
+def _local_files(dataset: str | None, files, data_dir) -> list[Path] | None:
+    """Every file a local corpus that is not plain text is read from (a table file, a DailyDialog folder); None
+    when it is none (or a file is missing: reading it says which)."""
+    if files:
+        paths = [Path(path) for path in files if path]
+        return paths if all(path.is_file() for path in paths) else None
+    path = Path(data_dir or data.default_data_dir()) / dataset if dataset in data.BUILTIN_CORPORA else Path(dataset)
+    path = path.expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(file for file in path.rglob("*") if file.is_file())
+    return None
+
+
+def prepared_text(dataset: str | None = None, *, files=None, text_column: str = "text", data_dir=None) -> PreparedText:
+    """A corpus's text in the cache, read once: --dataset's (see `data.load_corpus`) or that of the files given
+    for the train, validation and test splits (see `data.text_files_corpus`)."""
+    plain = text_file_splits(dataset, files, data_dir)
+    if plain is not None:
+        parts = {"text_files": {name: file_identity(path) for name, path in plain.items()}}
+        return _text_entry(parts, lambda folder: _check(_read_text_files(plain, folder), plain["train"]))
+    local = _local_files(dataset, files, data_dir) if dataset != "synthetic" else None
+
+    def read():
+        if files:
+            return data.text_files_corpus(*files, text_column=text_column)
+        return data.load_corpus(dataset, text_column=text_column, data_dir=data_dir)
+
+    if local is not None or dataset == "synthetic":
+        source = [file_identity(path) for path in local] if local else [file_identity(synthetic.__file__)]
+        parts = {"files": source, "text_column": text_column, "reader": dataset if not files else "files"}
+        return _text_entry(parts, lambda folder: _write_corpus(read(), folder))
+    corpus = read()  # a Hub dataset: in the datasets cache already, known by its fingerprints
+    parts = {"hub": dataset, "text_column": text_column, "fingerprints": {k: v._fingerprint for k, v in corpus.items()}}
+    return _text_entry(parts, lambda folder: _write_corpus(corpus, folder))
+
+
+def _check(built: dict, origin) -> dict:
+    """The error `data.text_files_corpus` gives for a split without sentences (every line empty)."""
+    for name, split in built["splits"].items():
+        if split["rows"] == 0:
+            raise ValueError(f"corpus {origin}: the {name} split has no sentences (only empty lines?); "
+                             "give at least one non-empty line of text.")
+    return built
+
+
+def _text_entry(parts: dict, build) -> PreparedText:
+    folder, manifest = cached_entry("text", parts, build, what="text of the corpus")
+    return PreparedText(_key(parts), folder, manifest)
+
+
+# ----- the vocabulary and the token ids -----
+
+
+def training_texts(text: PreparedText) -> Iterator[str]:
+    """The training sentences in the order of the files (a vocabulary does not depend on it), read a batch at a
+    time without memory-mapping them: one pass over a 10M-sentence corpus in held-out order would keep every page of
+    its gigabyte of text resident."""
+    held = None
+    if text.holdout:
+        rows = text.manifest["splits"]["train"]["rows"]
+        held = np.zeros(rows, dtype=bool)
+        held[text.held_out_rows(rows)] = True
+    start = 0
+    for file in text.manifest["splits"]["train"]["files"]:
+        with pa.OSFile(str(text.folder / file)) as handle, pa.ipc.open_stream(handle) as reader:
+            for batch in reader:
+                sentences = batch.column("text").to_pylist()
+                kept = range(len(sentences)) if held is None else np.flatnonzero(~held[start: start + len(sentences)])
+                yield from (sentences[index] for index in kept)
+                start += len(sentences)
+
+
+def cached_tokenizer(text: PreparedText, **settings):
+    """`build_tokenizer(**settings)` over the training sentences, in one streaming pass with a bar; built once per
+    text and settings, then loaded from the cache."""
+    from .tokenization_demvae import DEMVAETokenizer, build_tokenizer
+
+    def build(folder: Path) -> dict:
+        bar = tqdm(training_texts(text), total=text.sizes()["train"], unit=" sentences",
+                   desc="Building the vocabulary", dynamic_ncols=True)
+        build_tokenizer(bar, **settings).save_pretrained(folder)
+        return {}
+
+    folder, _ = cached_entry("vocabulary", {"text": text.key, "settings": settings}, build, what="vocabulary")
+    return DEMVAETokenizer.from_pretrained(str(folder))
+
+
+def tokenizer_hash(tokenizer) -> str:
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+
+
+def tokenized_corpus(text: PreparedText, tokenizer, *, max_length: int) -> DatasetDict:
+    """`data.tokenize_corpus` of the training splits (the text column dropped, label columns kept), with each
+    split's record of its token ids: tokenized once per text, tokenizer and maximum length by a process per core,
+    then memory-mapped from the cache."""
+    def build(folder: Path) -> dict:
+        splits = {}
+        for name, split in text.training_splits().items():
+            tokenized = _tokenized_split(split, tokenizer, max_length, folder / f"{name}.arrow", name)
+            splits[name] = {"files": [Path(item["filename"]).name for item in tokenized.cache_files],
+                            "rows": len(tokenized), "records": {"input_ids": ColumnRows(tokenized, "input_ids")
+                                                                .record()}}
+        return {"splits": splits}
+
+    parts = {"text": text.key, "tokenizer": tokenizer_hash(tokenizer), "max_length": max_length}
+    folder, manifest = cached_entry("tokens", parts, build, what="tokenized corpus")
+    return _load_splits(folder, manifest)
+
+
+def tokenized_split(split, tokenizer, *, max_length: int):
+    """`data.tokenize_corpus` of one split, from the cache when the split is one of a prepared text's, as it lies
+    in its files (`prepared_text(...).splits()[name]`); a split made in memory is tokenized in memory."""
+    origin = _entry_split(split)
+    if origin is None:
+        return data.tokenize_corpus(split, tokenizer, max_length=max_length)
+    text_folder, name = origin
+
+    def build(folder: Path) -> dict:
+        tokenized = _tokenized_split(split, tokenizer, max_length, folder / f"{name}.arrow", name)
+        return {"splits": {name: {"files": [Path(item["filename"]).name for item in tokenized.cache_files],
+                                  "rows": len(tokenized)}}}
+
+    parts = {"text": text_folder, "split": name, "tokenizer": tokenizer_hash(tokenizer), "max_length": max_length}
+    folder, manifest = cached_entry("tokens", parts, build, what=f"tokenized {name} split")
+    return _load_splits(folder, manifest)[name]
+
+
+def _entry_split(split) -> tuple[str, str] | None:
+    """(entry folder name, split name) of a split read from a whole text entry and not changed since; else None."""
+    files = [Path(item["filename"]) for item in split.cache_files]
+    if split._indices is not None or not files or len({file.parent for file in files}) != 1:
+        return None
+    folder = files[0].parent
+    if folder.parent != cache_dir() or not folder.name.startswith("text-") or entry_problem(folder) is not None:
+        return None
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    names = [name for name, entry in manifest["splits"].items() if entry["files"] == [file.name for file in files]]
+    return (folder.name, names[0]) if names and split.column_names == list(_load_splits(folder, manifest)[names[0]]
+                                                                           .column_names) else None
+
+
+def _tokenized_split(split, tokenizer, max_length: int, path: Path, name: str):
+    processes = min(os.cpu_count() or 1, max(1, len(split) // PARALLEL_ROWS))
+    if processes > 1:  # the processes split the work; the tokenizer's own threads would fight them for the cores
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    return split.map(data.SentenceColumns(tokenizer, max_length), batched=True, remove_columns=["text"],
+                     cache_file_name=str(path), num_proc=processes if processes > 1 else None,
+                     desc=f"Tokenizing the {name} split", new_fingerprint=_key({"tokens": str(path)}),
+                     writer_batch_size=WRITER_BATCH)
+
+
+__all__ = ["PreparedText", "cache_dir", "cached_entry", "cached_tokenizer", "entry_problem", "prepared_text",
+           "tokenized_corpus", "tokenized_split",
+           "training_texts"]
