@@ -119,6 +119,7 @@ def test_report_lists_what_is_missing(tmp_path):
     old = record("dailydialog-dgm-vae-mi", 0, rppl=50.0, homogeneity={"act": 0.25, "emotion": 0.125})
     new = record("dailydialog-gm-vae", 0, homogeneity={"act": 0.3, "emotion": 0.2},
                  homogeneity_chance={"act": 0.2, "emotion": 0.15}, homogeneity_adjusted={"act": 0.1, "emotion": 0.05})
+    new["settings"] = budgets.run_settings(budgets.Run("dailydialog", "dailydialog-gm-vae", 0), "cpu")  # current
     (tmp_path / "cpu").mkdir()
     for rec in (old, new):
         (tmp_path / "cpu" / f"{rec['run']}.json").write_text(json.dumps(rec))
@@ -133,6 +134,9 @@ def test_report_lists_what_is_missing(tmp_path):
     assert "`demvae reproduce --budget cpu --rescore`" in text
     assert "Not run yet: dailydialog-di-vae-seed0" in text
     assert "### Penn Treebank\n\nNot run yet: ptb-vae-seed0" in text  # no table without a record
+    # a record of the budget's earlier settings is shown, and named as such
+    assert "Trained with earlier settings of this budget (see what differs from the paper; the same command trains " \
+           "them again): dailydialog-dgm-vae-mi-seed0." in text
 
 
 @pytest.mark.slow

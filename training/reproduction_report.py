@@ -7,7 +7,7 @@ import os
 import statistics
 from pathlib import Path
 
-from .budgets import BUDGETS, COMPARISONS, TABLES, all_runs, corpus_table, model_name
+from .budgets import BUDGETS, COMPARISONS, TABLES, all_runs, corpus_table, model_name, run_settings
 from .evaluate import write_json
 from .files import write_text_atomically
 
@@ -341,6 +341,11 @@ def write_report(path: Path, results_dir: Path, curves_in_training: dict[str, li
             missing = [run.name for run in runs if run.name not in {r["run"] for r in table_records}]
             if missing:
                 lines += ["", f"Not run yet: {', '.join(missing)}."]
+            stale = [record["run"] for record in table_records for run in runs
+                     if record["run"] == run.name and record["settings"] != run_settings(run, budget)]
+            if stale:
+                lines += ["", f"Trained with earlier settings of this budget (see what differs from the paper; the "
+                              f"same command trains them again): {', '.join(stale)}."]
         if claims := format_claims(records):
             lines += ["", "### Dispersion against mode collapse", "", *claims]
         for table, picture in write_learning_curves(results_dir, budget, curved).items():
