@@ -1,7 +1,7 @@
 """`demvae demo` on a dialog model: the Conversation tab's `/respond` (the policy, the response through its action,
-the response through a chosen action) and the Components tab over the response VAE, called through Gradio's own
-client against the app served on 127.0.0.1, each answer checked against the model called directly with the data
-pipeline's context tensors (not the chat template the app goes through)."""
+the response through a chosen action), and the Components and Read tabs over the response VAE, called through
+Gradio's own client against the app served on 127.0.0.1, each answer checked against the model called directly (the
+conversation as the data pipeline's context tensors, not the chat template the app goes through)."""
 
 import argparse
 
@@ -95,6 +95,20 @@ def test_components_tab_generates_from_the_response_vae(served, smd_corpus):
     codes[:, 1] = 2
     assert text.split("\n") == decoded(tokenizer, model.response_vae.generate(component=codes, num_samples=3))
     assert f"({len(responses)} real sentences placed)" in facts
+
+
+def test_read_sentence_reads_it_as_an_assistant_response(served):
+    client, model, tokenizer, _ = served
+    bars, _, reconstruction, _ = client.predict(TURNS[1], 2, 0, api_name="/read_sentence")
+    words = tokenizer(TURNS[1], add_special_tokens=False)["input_ids"]
+    response = [tokenizer.bos_token_id, tokenizer.convert_tokens_to_ids(SPEAKER_TOKENS["assistant"]), *words,
+                tokenizer.eos_token_id]
+    with torch.no_grad():
+        posterior = model.response_vae.encode(torch.tensor([response]))
+    shown = torch.tensor([row[2] for row in bars["data"]]).view_as(posterior.component_probs[0])
+    torch.testing.assert_close(shown, posterior.component_probs[0])
+    mean = model.response_vae.generate(latent=posterior.mean)
+    assert reconstruction == tokenizer.decode(mean[0], skip_special_tokens=True)
 
 
 def test_a_dialog_model_refuses_a_test_file(model_dir):

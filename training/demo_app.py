@@ -179,10 +179,10 @@ def build_app(explorer: ComponentExplorer, *, title: str,
 
 def explorer_app(model, tokenizer, placement: Placement, *, title: str) -> gr.Blocks:
     """The app of any model of the package: a dialog model's components are its response VAE's (`placement` made
-    by it), and its conversations get a tab of their own."""
-    conversation = ConversationExplorer(model, tokenizer) if is_dialog_model(model) else None
-    return build_app(ComponentExplorer(response_vae(model), tokenizer, placement), title=title,
-                     conversation=conversation)
+    by it, a typed sentence read as an assistant's response), and its conversations get a tab of their own."""
+    dialog = is_dialog_model(model)
+    explorer = ComponentExplorer(response_vae(model), tokenizer, placement, speaker="assistant" if dialog else None)
+    return build_app(explorer, title=title, conversation=ConversationExplorer(model, tokenizer) if dialog else None)
 
 
 def space_app(model_id: str, placement_file: str) -> gr.Blocks:
