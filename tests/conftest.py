@@ -134,6 +134,15 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
+@pytest.fixture(scope="module")
+def demo_cache(tmp_path_factory):
+    """$DEMVAE_CACHE for the module: the demo's placements land here, never in the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("demvae_cache")
+        patch.setenv("DEMVAE_CACHE", str(folder))
+        yield folder
+
+
 CHECKPOINT_FILES = {"model.safetensors", "optimizer.pt", "random_states_0.safetensors", "trainer_state.json"}
 
 

@@ -5,6 +5,7 @@ test_demo_browser.py."""
 
 import argparse
 import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib.image
@@ -36,15 +37,6 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory):
-    """$DEMVAE_CACHE for the module: placements land here, never in the user's cache."""
-    with pytest.MonkeyPatch.context() as patch:
-        folder = tmp_path_factory.mktemp("demvae_cache")
-        patch.setenv("DEMVAE_CACHE", str(folder))
-        yield folder
-
-
-@pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return write_dialog_corpus(tmp_path_factory.mktemp("demo") / "corpus")
 
@@ -54,21 +46,27 @@ def demo_args(model_dir, corpus) -> argparse.Namespace:
                               num_threads=1)
 
 
-@pytest.fixture(scope="module", params=sorted(MODELS))
-def served(request, tmp_path_factory, corpus, demo_cache):
-    """(client, model, tokenizer, placement) of the app served on a free port of 127.0.0.1 for one kind of model."""
+@contextmanager
+def serving(app):
+    """Gradio's client of `app` served on a free port of 127.0.0.1, torch on one thread meanwhile."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    model_dir = save_tiny_model(tmp_path_factory.mktemp(request.param) / "model", corpus, **MODELS[request.param])
-    model, tokenizer, placement = loaded_and_placed(demo_args(model_dir, corpus))
-    app = build_app(ComponentExplorer(model, tokenizer, placement), title="test")
     port = free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        yield gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False), model, tokenizer, placement
+        yield gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
     finally:
         app.close()
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def served(request, tmp_path_factory, corpus, demo_cache):
+    """(client, model, tokenizer, placement) of the app served on a free port of 127.0.0.1 for one kind of model."""
+    model_dir = save_tiny_model(tmp_path_factory.mktemp(request.param) / "model", corpus, **MODELS[request.param])
+    model, tokenizer, placement = loaded_and_placed(demo_args(model_dir, corpus))
+    with serving(build_app(ComponentExplorer(model, tokenizer, placement), title="test")) as client:
+        yield client, model, tokenizer, placement
 
 
 def decoded(tokenizer, ids) -> list[str]:
@@ -240,14 +238,8 @@ def test_push_with_space_sends_a_space_that_serves_the_pushed_model(tmp_path, co
     assert (space / "demvae" / "demo_app.py").read_bytes() == Path(demo_app.__file__).read_bytes()
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub.to_cache(tmp_path / "hub", "tester/demvae-tiny").parents[2]))
     monkeypatch.chdir(space)
-    app = demo_app.space_app("tester/demvae-tiny", PLACEMENT_FILE)
-    port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+    with serving(demo_app.space_app("tester/demvae-tiny", PLACEMENT_FILE)) as client:
         text, facts, _ = client.predict(0, 1, "", 3, False, 1.0, 1.0, 0, api_name="/generate")
-    finally:
-        app.close()
     model, tokenizer, _ = loaded_and_placed(demo_args(model_dir, corpus))
     torch.manual_seed(0)
     codes = torch.randint(model.config.num_components, (3, model.config.num_groups))

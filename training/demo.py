@@ -4,8 +4,10 @@ Three tabs: Components (pick a component per group, or a label, and see sentence
 the data, characteristic words and closest real sentences beside the latent picture of its group, the component
 marked), Read a sentence (q(c|x) per group, the most probable components, the reconstruction and sentences from the
 same components with a new z) and Between two sentences (sentences decoded along the line between their posterior
-means). The real sentences are placed once per model (a progress bar) and kept in $DEMVAE_CACHE/demo (else
-~/.cache/demvae/demo), never in the model folder. Needs Gradio: pip install "demvae[demo]".
+means); a dialog model's components are its response VAE's, and it gets a fourth tab, Conversation (the policy
+p(c|context) of a typed conversation, the response through its action and through an action picked per group).
+The real sentences (a dialog model: the test responses) are placed once per model (a progress bar) and kept in
+$DEMVAE_CACHE/demo (else ~/.cache/demvae/demo), never in the model folder. Needs Gradio: pip install "demvae[demo]".
 
 With --space-dir, nothing is served: DIR gets app.py, requirements.txt, a README.md with the Space's metadata, the
 placed sentences and the package's source, and loads the model by its Hub id (MODEL, or --model-id for a local
@@ -29,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="a folder written by `demvae train` (or save_pretrained), or "
                                                        "a Hub model id (namespace/name)")
     parser.add_argument("--dataset", help="corpus whose test sentences are placed: 'ptb', 'daily_dialog', "
-                        "'synthetic', a folder or a file (default: the corpus the model was trained on)")
+                        "'synthetic', a folder or a file; for a dialog model 'smd', 'daily_dialog' or a dialog "
+                        "folder (default: the corpus the model was trained on)")
     parser.add_argument("--test-file", help="text file of sentences to place, one per line (overrides --dataset)")
     parser.add_argument("--max-sentences", type=number(int, minimum=1), default=2000,
                         help="real sentences placed in the latent space (2000)")

@@ -1,5 +1,6 @@
-"""The demo's web page (Gradio): three tabs over a `ComponentExplorer`, each button one named API endpoint
-(`/generate`, `/describe`, `/read_sentence`, `/between`) that `gradio_client.Client` calls as the page does."""
+"""The demo's web page (Gradio): three tabs over a `ComponentExplorer`, and for a dialog model a fourth over a
+`ConversationExplorer`, each button one named API endpoint (`/generate`, `/describe`, `/read_sentence`,
+`/between`, `/respond`) that `gradio_client.Client` calls as the page does."""
 
 import functools
 import os
@@ -9,9 +10,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .demo_conversation import ConversationExplorer  # noqa: E402
 from .demo_explorer import ComponentExplorer  # noqa: E402
 from .demo_placement import Placement  # noqa: E402
 from .loading import load_model_and_tokenizer  # noqa: E402
+from .stages import is_dialog_model, response_vae  # noqa: E402
 
 INTRO = ("Each mixture component of a DEM-VAE is a kind of sentence. Pick a component (or a label) and generate "
          "from it, read a sentence of your own, or walk between two sentences.")
@@ -29,9 +32,15 @@ def shown_errors(function):
 
 
 def probability_table(probs: list[list[float]]) -> pd.DataFrame:
-    """q(c|x) as bars: one row per (group, component), coloured by group."""
+    """q(c|x) (or the policy p(c|context)) as bars: one row per (group, component), coloured by group."""
     return pd.DataFrame([{"component": f"g{g:02d} c{k:02d}", "group": f"group {g}", "probability": p}
                          for g, row in enumerate(probs) for k, p in enumerate(row)])
+
+
+def probability_bars(label: str) -> gr.BarPlot:
+    """The plot of a `probability_table`."""
+    return gr.BarPlot(x="component", y="probability", color="group", y_lim=[0, 1], sort=None, label=label,
+                      x_label_angle=-60)
 
 
 def components_tab(explorer: ComponentExplorer) -> None:
@@ -99,8 +108,7 @@ def read_tab(explorer: ComponentExplorer) -> None:
             seed = gr.Number(0, precision=0, minimum=0, label="Seed")
             button = gr.Button("Read", variant="primary", elem_id="read")
         with gr.Column(scale=2):
-            bars = gr.BarPlot(x="component", y="probability", color="group", y_lim=[0, 1], sort=None,
-                              label="q(c|x) per group", x_label_angle=-60)
+            bars = probability_bars("q(c|x) per group")
             best = gr.Markdown()
             reconstruction = gr.Textbox(label="Reconstruction (from the posterior mode)")
             resampled = gr.Textbox(label="Same components, a new z", lines=5)
@@ -124,8 +132,35 @@ def between_tab(explorer: ComponentExplorer) -> None:
     button.click(between, inputs=[first, second, steps], outputs=line, api_name="between")
 
 
-def build_app(explorer: ComponentExplorer, *, title: str) -> gr.Blocks:
-    """The page: a title, the model's shape, and the three tabs."""
+def conversation_tab(explorer: ComponentExplorer, conversation: ConversationExplorer) -> None:
+    groups = range(explorer.config.num_groups)
+
+    @shown_errors
+    def respond(text, *chosen):
+        result = conversation.respond(text, [int(k) for k in chosen])
+        action = ", ".join(f"group {g}: {explorer.component_names(g)[k]}" for g, k in enumerate(result["action"]))
+        return (probability_table(result["policy"]), f"**The policy's action**: {action}", result["response"],
+                result["chosen_response"])
+
+    with gr.Row():
+        with gr.Column(scale=1):
+            text = gr.Textbox(label="Conversation: one turn per line, user first, ending with the user's turn",
+                              lines=5, elem_id="conversation")
+            chosen = [gr.Dropdown(choices=[(name, k) for k, name in enumerate(explorer.component_names(g))], value=0,
+                                  label=f"Your action: component of group {g}") for g in groups]
+            button = gr.Button("Respond", variant="primary", elem_id="respond")
+        with gr.Column(scale=2):
+            bars = probability_bars("p(c|context) per group: the policy")
+            action = gr.Markdown()
+            response = gr.Textbox(label="Response through the policy's action (greedy)")
+            chosen_response = gr.Textbox(label="Response through your action (greedy)")
+    button.click(respond, inputs=[text, *chosen], outputs=[bars, action, response, chosen_response],
+                 api_name="respond")
+
+
+def build_app(explorer: ComponentExplorer, *, title: str,
+              conversation: ConversationExplorer | None = None) -> gr.Blocks:
+    """The page: a title, the model's shape, the three tabs, and the Conversation tab for a dialog model."""
     config = explorer.config
     with gr.Blocks(title=title, analytics_enabled=False) as app:
         gr.Markdown(f"# {title}\n\n{config.paper_name}: {config.num_groups} group(s) x {config.num_components} "
@@ -136,14 +171,24 @@ def build_app(explorer: ComponentExplorer, *, title: str) -> gr.Blocks:
             read_tab(explorer)
         with gr.Tab("Between two sentences"):
             between_tab(explorer)
+        if conversation is not None:
+            with gr.Tab("Conversation"):
+                conversation_tab(explorer, conversation)
     return app
+
+
+def explorer_app(model, tokenizer, placement: Placement, *, title: str) -> gr.Blocks:
+    """The app of any model of the package: a dialog model's components are its response VAE's (`placement` made
+    by it, a typed sentence read as an assistant's response), and its conversations get a tab of their own."""
+    dialog = is_dialog_model(model)
+    explorer = ComponentExplorer(response_vae(model), tokenizer, placement, speaker="assistant" if dialog else None)
+    return build_app(explorer, title=title, conversation=ConversationExplorer(model, tokenizer) if dialog else None)
 
 
 def space_app(model_id: str, placement_file: str) -> gr.Blocks:
     """The page a Space serves: the model loaded by its Hub id, the sentences placed when the Space was written."""
     model, tokenizer = load_model_and_tokenizer(model_id)
-    return build_app(ComponentExplorer(model, tokenizer, Placement.load(placement_file)),
-                     title=f"DEM-VAE explorer: {model_id}")
+    return explorer_app(model, tokenizer, Placement.load(placement_file), title=f"DEM-VAE explorer: {model_id}")
 
 
-__all__ = ["build_app", "space_app", "probability_table"]
+__all__ = ["build_app", "explorer_app", "probability_table", "space_app"]

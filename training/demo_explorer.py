@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from modeling_demvae.data import sentence_ids
+from modeling_demvae.dialog_data import turn_ids
 
 from .demo_placement import Placement
 from .inspection import (
@@ -36,11 +37,13 @@ def component_labels(config, group: int) -> dict[int, str]:
 class ComponentExplorer:
     """A model in eval mode, its tokenizer and the real sentences placed in its latent space (`Placement`)."""
 
-    def __init__(self, model, tokenizer, placement: Placement, *, picture_dir: Path | None = None):
+    def __init__(self, model, tokenizer, placement: Placement, *, picture_dir: Path | None = None,
+                 speaker: str | None = None):
         if not model.config.has_mixture_prior:
             raise ValueError(f"the demo explores mixture components; this model has variant={model.config.variant!r} "
                              "(needs 'dem').")
         self.model, self.tokenizer, self.placement = model.eval(), tokenizer, placement
+        self.speaker = speaker  # a dialog model's response VAE reads `<s> <speaker> words </s>`
         self.config = model.config
         self.mode_density = mode_densities(model, placement.posterior)
         self.picture_dir = Path(picture_dir or tempfile.mkdtemp(prefix="demvae-demo-"))
@@ -119,11 +122,14 @@ class ComponentExplorer:
     # ----- the Read a sentence tab -----
 
     def encode_text(self, text: str):
-        """The posterior of one sentence, read as training reads it (`<s> words </s>`)."""
+        """The posterior of one sentence, read as training reads it (`<s> words </s>`, or with `speaker`
+        `<s> <speaker> words </s>`)."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError("type a sentence to read (it is empty).")
-        ids = torch.tensor(sentence_ids(self.tokenizer, [text.strip()],
-                                        max_length=self.config.max_sentence_length), device=self.model.device)
+        length = self.config.max_sentence_length
+        ids = (turn_ids(self.tokenizer, [self.speaker], [text.strip()], max_length=length) if self.speaker
+               else sentence_ids(self.tokenizer, [text.strip()], max_length=length))
+        ids = torch.tensor(ids, device=self.model.device)
         with torch.no_grad():
             return self.model.encode(ids)
 
