@@ -6,7 +6,8 @@ The model has DEMVAEConfig's defaults, the reference size (a 10,000-word vocabul
 components x 2-d), randomly initialised: decoding time does not depend on the weights, and untrained weights rarely
 stop before the longest sentence (39 new tokens), the slowest case. The placed sentences are 200 random ones.
 
-  python benchmarks/demo_speed.py --threads 2     # prints a table, writes benchmarks/results/demo_speed_cpu_<cpu>_2thread.json
+  python benchmarks/demo_speed.py --threads 2
+      # prints a table, writes benchmarks/results/demo_speed_cpu_<cpu>_2thread.json
 """
 
 import argparse
@@ -40,7 +41,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sentences", type=int, default=10, help="sentences per Generate (10)")
-    parser.add_argument("--json", type=Path, help="default: benchmarks/results/demo_speed_cpu_<cpu>_<threads>thread.json")
+    parser.add_argument("--json", type=Path,
+                        help="default: benchmarks/results/demo_speed_cpu_<cpu>_<threads>thread.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
