@@ -4,7 +4,8 @@ entry of the cache folder (`cache_dir`) named by a hash of what it is made from.
 An entry is built in a temporary folder beside it and renamed into place in one step, with a manifest written last
 that lists its files and their sizes: a folder without a manifest, or whose files differ from it (a build that was
 killed, a truncated file), is reported, removed and built again, never read. The splits are Arrow files read
-memory-mapped, so a corpus of any size costs the pages in use, not its size.
+memory-mapped, so a corpus of any size costs the pages in use, not its size. Building reads the text a batch at a
+time in the files' order, and counts words and makes ids with Arrow's kernels (`arrow_words`).
 
 The corpus files are known by their path, size and modification time (nanoseconds), as `datasets` knows local
 files: hashing their content would read gigabytes at every start, and any write through the file system changes
@@ -21,23 +22,24 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pyarrow as pa
-from datasets import Dataset, DatasetDict, Features, Value, concatenate_datasets
+import pyarrow.compute as pc
+from datasets import Dataset, DatasetDict, Features, List, Value, concatenate_datasets
 from datasets.arrow_writer import ArrowWriter
 from tqdm.auto import tqdm
 
-from . import data, synthetic
-from .arrow_rows import ColumnRows, remember_record
+from . import arrow_words, data, synthetic
+from .arrow_rows import remember_record, row_bytes
 
-CACHE_VERSION = 1  # part of every key: a change to how entries are built retires the old ones
+CACHE_VERSION = 2  # part of every key: a change to how entries are built retires the old ones
 MANIFEST = "manifest.json"  # written last, so its presence says the entry is whole
 WRITER_BATCH = 10_000  # rows per Arrow record batch
-PARALLEL_ROWS = 200_000  # a split at least this long is tokenized by a process per core
 
 
 def cache_dir() -> Path:
@@ -150,7 +152,8 @@ def _load_splits(folder: Path, manifest: dict) -> DatasetDict:
 @dataclass
 class PreparedText:
     """A corpus's text in the cache: `key` names it (with the held-out validation, when there is one), `splits()`
-    reads it memory-mapped, `training_splits()` with the validation carved out of the training split."""
+    reads it memory-mapped; a held-out validation is carved out of the training split when it is tokenized
+    (`tokenized_corpus`), both keeping the file's order."""
 
     key: str
     folder: Path
@@ -171,25 +174,13 @@ class PreparedText:
             sizes.update(train=sizes["train"] - held, validation=held)
         return sizes
 
-    def training_splits(self) -> DatasetDict:
-        splits = self.splits()
-        if not self.holdout:
-            return splits
-        train = splits["train"]
-        # the rows `train_test_split(test_size=fraction, seed=seed)` chooses, as indices in memory: it would write
-        # them into the entry's folder, which is never written once whole
-        order = self._holdout_order(len(train))
-        held = held_out_count(len(train), self.holdout["fraction"])
-        return DatasetDict({"train": train.select(order[held:], keep_in_memory=True),
-                            "validation": train.select(order[:held], keep_in_memory=True),
-                            **{name: splits[name] for name in ("test",) if name in splits}})
-
-    def _holdout_order(self, rows: int) -> np.ndarray:
-        return np.random.default_rng(self.holdout["seed"]).permutation(rows)
-
-    def held_out_rows(self, rows: int) -> np.ndarray:
-        """The rows of the training file held out for validation."""
-        return self._holdout_order(rows)[: held_out_count(rows, self.holdout["fraction"])]
+    def held_out(self, rows: int) -> np.ndarray:
+        """Which rows of the training file are held out for validation (a mask): `fraction` of them, rounded up as
+        `Dataset.train_test_split` rounds, chosen by `seed`."""
+        chosen = np.random.default_rng(self.holdout["seed"]).permutation(rows)
+        held = np.zeros(rows, dtype=bool)
+        held[chosen[: held_out_count(rows, self.holdout["fraction"])]] = True
+        return held
 
     def with_holdout(self, fraction: float, seed: int) -> "PreparedText":
         """This text with `fraction` of its training sentences, chosen by `seed`, held out for validation."""
@@ -314,34 +305,46 @@ def _text_entry(parts: dict, build) -> PreparedText:
 # ----- the vocabulary and the token ids -----
 
 
+def _record_batches(folder: Path, files: list[str]) -> Iterator[pa.RecordBatch]:
+    """The record batches of a split's Arrow files in order, read without memory-mapping them: one pass over a
+    gigabyte of text would otherwise keep every page of it resident in the process."""
+    for file in files:
+        with pa.OSFile(str(folder / file)) as handle, pa.ipc.open_stream(handle) as reader:
+            yield from reader
+
+
+def training_text_batches(text: PreparedText) -> Iterator[pa.Array]:
+    """The training sentences in the order of the files (held-out rows left out), an Arrow string array a batch."""
+    split = text.manifest["splits"]["train"]
+    held, start = text.held_out(split["rows"]) if text.holdout else None, 0
+    for batch in _record_batches(text.folder, split["files"]):
+        texts = batch.column("text")
+        yield texts if held is None else texts.filter(pa.array(~held[start: start + len(texts)]))
+        start += len(texts)
+
+
 def training_texts(text: PreparedText) -> Iterator[str]:
-    """The training sentences in the order of the files (a vocabulary does not depend on it), read a batch at a
-    time without memory-mapping them: one pass over a 10M-sentence corpus in held-out order would keep every page of
-    its gigabyte of text resident."""
-    held = None
-    if text.holdout:
-        rows = text.manifest["splits"]["train"]["rows"]
-        held = np.zeros(rows, dtype=bool)
-        held[text.held_out_rows(rows)] = True
-    start = 0
-    for file in text.manifest["splits"]["train"]["files"]:
-        with pa.OSFile(str(text.folder / file)) as handle, pa.ipc.open_stream(handle) as reader:
-            for batch in reader:
-                sentences = batch.column("text").to_pylist()
-                kept = range(len(sentences)) if held is None else np.flatnonzero(~held[start: start + len(sentences)])
-                yield from (sentences[index] for index in kept)
-                start += len(sentences)
+    """The training sentences in the order of the files, one string at a time."""
+    for texts in training_text_batches(text):
+        yield from texts.to_pylist()
+
+
+def _counted(batches: Iterator[pa.Array], bar) -> Iterator[pa.Array]:
+    for batch in batches:
+        yield batch
+        bar.update(len(batch))
 
 
 def cached_tokenizer(text: PreparedText, **settings):
-    """`build_tokenizer(**settings)` over the training sentences, in one streaming pass with a bar; built once per
-    text and settings, then loaded from the cache."""
+    """`build_tokenizer(**settings)` over the training sentences, in one streaming pass with a bar, its words
+    counted by Arrow's kernels; built once per text and settings, then loaded from the cache."""
     from .tokenization_demvae import DEMVAETokenizer, build_tokenizer
 
     def build(folder: Path) -> dict:
-        bar = tqdm(training_texts(text), total=text.sizes()["train"], unit=" sentences",
-                   desc="Building the vocabulary", dynamic_ncols=True)
-        build_tokenizer(bar, **settings).save_pretrained(folder)
+        with tqdm(total=text.sizes()["train"], unit=" sentences", unit_scale=True, desc="Building the vocabulary",
+                  dynamic_ncols=True) as bar:
+            build_tokenizer(_counted(training_text_batches(text), bar), word_counter=arrow_words.counted_words,
+                            **settings).save_pretrained(folder)
         return {}
 
     folder, _ = cached_entry("vocabulary", {"text": text.key, "settings": settings}, build, what="vocabulary")
@@ -353,16 +356,18 @@ def tokenizer_hash(tokenizer) -> str:
 
 
 def tokenized_corpus(text: PreparedText, tokenizer, *, max_length: int) -> DatasetDict:
-    """`data.tokenize_corpus` of the training splits (the text column dropped, label columns kept), with each
-    split's record of its token ids: tokenized once per text, tokenizer and maximum length by a process per core,
+    """`data.tokenize_corpus` of the training splits (the text column dropped, label columns kept), each in its
+    file's order, with each split's record of its token ids: tokenized once per text, tokenizer and maximum length,
     then memory-mapped from the cache."""
     def build(folder: Path) -> dict:
         splits = {}
-        for name, split in text.training_splits().items():
-            tokenized = _tokenized_split(split, tokenizer, max_length, folder / f"{name}.arrow", name)
-            splits[name] = {"files": [Path(item["filename"]).name for item in tokenized.cache_files],
-                            "rows": len(tokenized), "records": {"input_ids": ColumnRows(tokenized, "input_ids")
-                                                                .record()}}
+        for name, split in text.manifest["splits"].items():
+            if name == "train" and text.holdout:
+                outputs = {"train": folder / "train.arrow", "validation": folder / "validation.arrow"}
+                route = text.held_out(split["rows"])
+            else:
+                outputs, route = {name: folder / f"{name}.arrow"}, None
+            splits.update(_write_tokens(text.folder, split, tokenizer, max_length, outputs, route, name))
         return {"splits": splits}
 
     parts = {"text": text.key, "tokenizer": tokenizer_hash(tokenizer), "max_length": max_length}
@@ -379,9 +384,9 @@ def tokenized_split(split, tokenizer, *, max_length: int):
     text_folder, name = origin
 
     def build(folder: Path) -> dict:
-        tokenized = _tokenized_split(split, tokenizer, max_length, folder / f"{name}.arrow", name)
-        return {"splits": {name: {"files": [Path(item["filename"]).name for item in tokenized.cache_files],
-                                  "rows": len(tokenized)}}}
+        source = json.loads((cache_dir() / text_folder / MANIFEST).read_text(encoding="utf-8"))["splits"][name]
+        return {"splits": _write_tokens(cache_dir() / text_folder, source, tokenizer, max_length,
+                                        {name: folder / f"{name}.arrow"}, None, name)}
 
     parts = {"text": text_folder, "split": name, "tokenizer": tokenizer_hash(tokenizer), "max_length": max_length}
     folder, manifest = cached_entry("tokens", parts, build, what=f"tokenized {name} split")
@@ -402,16 +407,43 @@ def _entry_split(split) -> tuple[str, str] | None:
                                                                            .column_names) else None
 
 
-def _tokenized_split(split, tokenizer, max_length: int, path: Path, name: str):
-    processes = min(os.cpu_count() or 1, max(1, len(split) // PARALLEL_ROWS))
-    if processes > 1:  # the processes split the work; the tokenizer's own threads would fight them for the cores
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    return split.map(data.SentenceColumns(tokenizer, max_length), batched=True, remove_columns=["text"],
-                     cache_file_name=str(path), num_proc=processes if processes > 1 else None,
-                     desc=f"Tokenizing the {name} split", new_fingerprint=_key({"tokens": str(path)}),
-                     writer_batch_size=WRITER_BATCH)
+def _write_tokens(text_folder: Path, split: dict, tokenizer, max_length: int, outputs: dict[str, Path],
+                  held: np.ndarray | None, name: str) -> dict:
+    """A text split's sentences as "input_ids" and "length" columns (its other columns kept), tokenized a batch at
+    a time in the file's order into `outputs` (rows marked in `held` into outputs["validation"], the others into
+    outputs["train"]); each output's manifest entry, with the record of its token ids."""
+    to_ids = arrow_words.SentenceIds(tokenizer, max_length)
+    source = Features.from_arrow_schema(pa.ipc.open_stream(pa.OSFile(str(text_folder / split["files"][0]))).schema)
+    features = Features({**{column: feature for column, feature in source.items() if column != "text"},
+                         "input_ids": List(Value("int32")), "length": Value("int32")})
+    digests, rows, start = {output: hashlib.sha256() for output in outputs}, dict.fromkeys(outputs, 0), 0
+    with ExitStack() as stack:
+        writers = {output: stack.enter_context(ArrowWriter(features=features, path=str(path),
+                                                           writer_batch_size=WRITER_BATCH))
+                   for output, path in outputs.items()}
+        bar = stack.enter_context(tqdm(total=split["rows"], unit=" sentences", unit_scale=True, dynamic_ncols=True,
+                                       desc=f"Tokenizing the {name} split"))
+        for batch in _record_batches(text_folder, split["files"]):
+            ids = to_ids(batch.column("text"))
+            table = pa.table({**{column: batch.column(column) for column in batch.schema.names if column != "text"},
+                              "input_ids": ids, "length": pc.list_value_length(ids)})
+            if held is None:
+                parts = {next(iter(outputs)): table}
+            else:
+                mask = pa.array(held[start: start + len(table)])
+                parts = {"train": table.filter(pc.invert(mask)), "validation": table.filter(mask)}
+            for output, part in parts.items():
+                writers[output].write_table(part)
+                digests[output].update(row_bytes(part.column("input_ids")))
+                rows[output] += len(part)
+            start += len(table)
+            bar.update(len(table))
+        for writer in writers.values():
+            writer.finalize()
+    return {output: {"files": [path.name], "rows": rows[output],
+                     "records": {"input_ids": {"sentences": rows[output], "sha256": digests[output].hexdigest()}}}
+            for output, path in outputs.items()}
 
 
 __all__ = ["PreparedText", "cache_dir", "cached_entry", "cached_tokenizer", "entry_problem", "prepared_text",
-           "tokenized_corpus", "tokenized_split",
-           "training_texts"]
+           "tokenized_corpus", "tokenized_split", "training_text_batches", "training_texts"]

@@ -29,6 +29,7 @@ from .networks import (
     check_nonempty_rows,
     mask_from,
     real_tokens_first,
+    token_nll,
 )
 from .priors import PRIOR_CLASSES, CategoricalMixturePrior, GaussianMixturePrior
 
@@ -368,13 +369,8 @@ class DEMVAEForGeneration(DEMVAEPreTrainedModel, LatentGenerationMixin, Generati
         index = repeat_rows(to_input_positions, samples)
         hidden = at_positions(hidden, index)
         logits = self.lm_head(hidden)
-        token_nll = F.cross_entropy(
-            logits.flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32)),
-            repeat_rows(targets, samples).gather(1, index).flatten(),
-            ignore_index=IGNORE_INDEX,
-            reduction="none",
-        )
-        nll = token_nll.view(batch, samples, -1).sum(-1).mean(1)
+        nll = token_nll(logits, repeat_rows(targets, samples).gather(1, index), IGNORE_INDEX)
+        nll = nll.view(batch, samples, -1).sum(-1).mean(1)
 
         terms = self.latent_terms(posterior, batch, aggregate_component_probs)
         weight = 1.0 if kl_weight is None else float(kl_weight)  # a Python number: no host-to-device copy

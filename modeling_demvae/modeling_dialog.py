@@ -25,7 +25,7 @@ from .conversation import split_conversations
 from .dialog_networks import ContextEncoder, DialogContext, TurnAttention
 from .generation_demvae import greedy_generation_config, latents_per_sequence, repeat_rows
 from .modeling_demvae import DEMVAEForGeneration, DEMVAEOutput, DEMVAEPreTrainedModel
-from .networks import GRUDecoder, at_positions, check_input_ids, mask_from, real_tokens_first
+from .networks import GRUDecoder, at_positions, check_input_ids, mask_from, real_tokens_first, token_nll
 from .priors import checked_components
 
 
@@ -255,8 +255,7 @@ class DEMVAEForDialogGeneration(DEMVAEDialogPreTrainedModel, GenerationMixin):
         targets = F.pad(sentence_labels[:, 1:], (0, 1), value=IGNORE_INDEX)
         positions = torch.arange(packed.shape[1], device=packed.device)
         targets = targets.masked_fill(positions >= lengths.unsqueeze(1) - 1, IGNORE_INDEX)
-        nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX,
-                              reduction="none").view_as(targets).sum(1).mean()
+        nll = token_nll(logits, targets, IGNORE_INDEX).sum(1).mean()
         policy_loss = grouped_cross_entropy(policy_logits, components)
         consistency = self.consistency_loss(logits, packed, lengths, components)
         to_input_positions = order.argsort(1)

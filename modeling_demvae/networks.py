@@ -6,6 +6,7 @@ sentence's real tokens to the front first, so padding never reaches a state that
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
@@ -205,6 +206,21 @@ class GRUDecoder(GradientCheckpointingLayer):
         return self.dropout(outputs), state
 
 
+NLL_ROWS = 512  # token positions whose float32 log-softmax is held at once
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """The cross-entropy of each token position (`logits` (..., vocab), `targets` (...)), in float32 whatever the
+    logits' dtype, `NLL_ROWS` positions at a time: a validation batch's float32 copy and log-softmax at once (100
+    sentences x 40 tokens x 10,000 words) would take 320 MB beside its logits. Each position's value does not depend
+    on the slicing; in training, autograd keeps every slice's log-softmax as it kept the whole one."""
+    flat, flat_targets = logits.flatten(0, -2), targets.flatten()
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    return torch.cat([F.cross_entropy(rows.to(dtype), row_targets, ignore_index=ignore_index, reduction="none")
+                      for rows, row_targets in zip(flat.split(NLL_ROWS), flat_targets.split(NLL_ROWS), strict=True)]
+                     ).view_as(targets)
+
+
 __all__ = [
     "DEMVAEPosterior",
     "GRUDecoder",
@@ -215,5 +231,6 @@ __all__ = [
     "check_nonempty_rows",
     "mask_from",
     "real_tokens_first",
+    "token_nll",
     "state_at",
 ]

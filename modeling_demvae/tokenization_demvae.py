@@ -54,6 +54,7 @@ def build_tokenizer(
     model_max_length: int = 40,
     split_punctuation: bool = False,
     extra_special_tokens: Sequence[str] = (),
+    word_counter=counted_words,
 ) -> DEMVAETokenizer:
     """Build a word-level tokenizer from training texts.
 
@@ -77,7 +78,7 @@ def build_tokenizer(
         backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Whitespace() if split_punctuation else pre_tokenizers.WhitespaceSplit()
     specials = (*SPECIAL_TOKENS, *extra_special_tokens)
-    words = counted_words(backend, texts, min_frequency=min_frequency)
+    words = word_counter(backend, texts, min_frequency=min_frequency)
     if not words:
         seen = "" if min_frequency == 1 else f" {min_frequency} times or more"
         raise ValueError(f"cannot build a vocabulary from an empty corpus: no word found{seen} in the texts.")

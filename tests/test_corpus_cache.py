@@ -216,10 +216,18 @@ def test_a_cache_folder_that_cannot_be_written_is_one_line(corpus, tmp_path, mon
         prepared_text(files=(corpus / "train.txt",))
 
 
-def test_the_vocabulary_of_a_corpus_without_validation_counts_its_training_sentences_only(cache, corpus):
+def test_a_corpus_without_validation_holds_rows_out_in_file_order_and_counts_its_training_sentences_only(cache,
+                                                                                                          corpus):
     text = prepared_text(files=(corpus / "train.txt",)).with_holdout(0.25, 3)
-    splits = text.training_splits()
-    reference = read_sentences(corpus / "train.txt")
-    assert sorted(corpus_cache.training_texts(text)) == sorted(splits["train"]["text"][:])
-    assert sorted([*splits["train"]["text"][:], *splits["validation"]["text"][:]]) == sorted(reference)
-    assert len(splits["validation"]) == 15 and text.sizes() == {"train": 45, "validation": 15}
+    sentences = read_sentences(corpus / "train.txt")
+    held = text.held_out(len(sentences))
+    kept = [sentence for sentence, out in zip(sentences, held, strict=True) if not out]
+    assert held.sum() == 15 and text.sizes() == {"train": 45, "validation": 15}
+    assert list(corpus_cache.training_texts(text)) == kept
+    tokenizer = cached_tokenizer(text, max_vocab_size=50, min_frequency=1, model_max_length=12)
+    assert tokenizer.get_vocab() == build_tokenizer(kept, max_vocab_size=50, model_max_length=12).get_vocab()
+    splits = tokenized_corpus(text, tokenizer, max_length=12)
+    assert splits["train"]["input_ids"][:] == sentence_ids(tokenizer, kept, max_length=12)
+    assert splits["validation"]["input_ids"][:] == sentence_ids(
+        tokenizer, [sentence for sentence, out in zip(sentences, held, strict=True) if out], max_length=12)
+    assert splits["train"]["length"][:] == [len(ids) for ids in splits["train"]["input_ids"][:]]

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import tiny_batch, tiny_model
 from torch.distributions import Categorical, Normal, kl_divergence
 
@@ -217,3 +218,19 @@ def test_trainer_with_language_modeling_collator(tmp_path):
     after = model(**tokenizer(texts[:8], return_tensors="pt", padding=True)).nll.item()
     assert after < before
 
+
+
+def test_token_nll_in_slices_is_the_whole_cross_entropy_in_float32_with_its_gradient():
+    from modeling_demvae.networks import NLL_ROWS, token_nll
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, NLL_ROWS // 2 + 7, 50, dtype=torch.bfloat16, requires_grad=True)  # three slices
+    targets = torch.randint(0, 50, (3, NLL_ROWS // 2 + 7))
+    targets[0, :5] = -100
+    sliced = token_nll(logits, targets, -100)
+    whole = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
+                            reduction="none").view_as(targets)
+    assert sliced.dtype == torch.float32 and torch.equal(sliced, whole) and (sliced[0, :5] == 0).all()
+    (gradient,) = torch.autograd.grad(sliced.sum(), logits)
+    (expected,) = torch.autograd.grad(whole.sum(), logits)
+    assert torch.equal(gradient, expected)
