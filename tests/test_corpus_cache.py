@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY, error_lines
+from datasets import Dataset
 from demvae.checkpoints import list_checkpoints
 from demvae.cli import main as demvae
 from demvae.runs import ids_record
@@ -231,3 +232,22 @@ def test_a_corpus_without_validation_holds_rows_out_in_file_order_and_counts_its
     assert splits["validation"]["input_ids"][:] == sentence_ids(
         tokenizer, [sentence for sentence, out in zip(sentences, held, strict=True) if out], max_length=12)
     assert splits["train"]["length"][:] == [len(ids) for ids in splits["train"]["input_ids"][:]]
+
+
+def test_rows_are_read_from_the_file_with_pread_as_they_lie_there(cache, corpus, monkeypatch):
+    monkeypatch.setattr(corpus_cache, "WRITER_BATCH", 5)  # record batches of 5 and 7 rows: rows cross them
+    monkeypatch.setattr(corpus_cache, "TOKENS_BATCH", 7)
+    _, tokenizer, data = prepare((corpus / "train.txt", corpus / "valid.txt"))
+    rows = ColumnRows(data["train"], "input_ids")
+    assert rows._file_rows is not None and len(rows._file_rows.starts) > 5
+    expected = sentence_ids(tokenizer, read_sentences(corpus / "train.txt"), max_length=12)
+    order = [*range(len(expected) - 1, -1, -1), 0, 7, 7, 13]
+    assert rows[order] == [expected[i] for i in order] and rows[6] == expected[6] and rows[3:9] == expected[3:9]
+    assert rows[[]] == []
+    with pytest.raises(IndexError):
+        rows[[len(expected)]]
+    # what it cannot read so is read through datasets: rows behind an indices mapping, a column in memory
+    assert ColumnRows(data["train"].select([3, 1]), "input_ids")._file_rows is None
+    assert ColumnRows(Dataset.from_dict({"input_ids": [[1, 2]]}), "input_ids")._file_rows is None
+    added = data["train"].add_column("labels", [[1]] * len(expected))  # a column beside the file's, in memory
+    assert ColumnRows(added, "labels")._file_rows is None and ColumnRows(added, "labels")[[0, 2]] == [[1], [1]]

@@ -51,6 +51,7 @@ from .checkpoints import (
     restore_random_states,
     save_checkpoint,
 )
+from .heap import release_freed_memory
 from .learning_curve import append_point, curve_point, trim_curve
 from .model_folder import RUN_SUMMARY, model_files
 from .precision import resolve_mixed_precision
@@ -333,6 +334,8 @@ class DEMVAETrainer(TwoStageTraining):
             sums += torch.cat((terms * len(indices), terms.new_ones(1) * len(indices)))
             if component_probs and getattr(output, "component_probs", None) is not None:
                 gathered.append(output.component_probs.float().cpu())
+            del output, batch
+            release_freed_memory()
         model.train(was_training)
         sums = self.accelerator.reduce(sums, reduction="sum")
         metrics = dict(zip(self.logged_terms, (sums[:-1] / sums[-1]).tolist(), strict=True))
