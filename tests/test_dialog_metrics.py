@@ -163,3 +163,13 @@ def test_homogeneity_of_the_actions_by_hand():
     assert scores["homogeneity"]["intent"] == pytest.approx(expected)
     assert scores["homogeneity_chance"]["intent"] == pytest.approx(chance)
     assert scores["homogeneity_adjusted"]["intent"] == pytest.approx(expected - chance)
+
+
+def test_actions_in_use_by_hand():
+    """exp of the entropy of each group's gold actions: one component in use gives 1, four equally used give 4, and a
+    quarter/three quarters split gives exp(H(1/4, 3/4))."""
+    gold = [[2, 0, 0], [2, 1, 1], [2, 2, 1], [2, 3, 1], [2, 0, 1], [2, 1, 0], [2, 2, 1], [2, 3, 1]] * 3
+    scores = dialog_scores(records_of([["x"]] * 24, [["x"]] * 24, gold_components=gold), num_components=4)
+    split = math.exp(-(1 / 4 * math.log(1 / 4) + 3 / 4 * math.log(3 / 4)))
+    assert scores["actions_in_use_per_group"] == pytest.approx([1.0, 4.0, split])
+    assert scores["actions_in_use"] == pytest.approx((1.0 + 4.0 + split) / 3)

@@ -137,6 +137,7 @@ def test_the_dialog_table_at_toy_size_writes_records_pictures_and_cards_and_clai
         row, evaluation = rows[budgets.model_name(preset)], rec["evaluation"]
         assert row["BLEU"] == f"{evaluation['bleu']:.2f}" and row["PPL"] == f"{evaluation['ppl']:.2f}"
         assert row["action consistency"] == f"{evaluation['action_consistency']:.3f}"
+        assert row["actions in use"] == f"{evaluation['actions_in_use']:.2f}"
         assert row["intent above chance"] == f"{evaluation['homogeneity_adjusted']['intent']:.3f}"
         assert row["entity F1 (assistant)"] == f"{evaluation['entity_f1']['assistant']:.3f}"
     ours, theirs = (records[p]["evaluation"]["action_consistency"] for p in (BETTER, WORSE))
@@ -150,3 +151,13 @@ def test_the_dialog_table_at_toy_size_writes_records_pictures_and_cards_and_clai
     assert main(arguments) == 0  # everything done: nothing retrained, re-evaluated or rewritten
     assert commands == [] and "3 run(s) in budget 'full': 3 done, 0 to do" in capsys.readouterr().out
     assert {path: path.stat().st_mtime_ns for path in results.rglob("*") if path.is_file()} == written
+
+    # a record from before the actions in use: `--rescore` evaluates its model again and merges them in
+    older = full / f"{BETTER}-seed0.json"
+    rec = json.loads(older.read_text())
+    in_use = rec["evaluation"].pop("actions_in_use"), rec["evaluation"].pop("actions_in_use_per_group")
+    older.write_text(json.dumps(rec))
+    assert main([*arguments, "--rescore"]) == 0
+    assert commands == ["evaluate"] and f"rescored 1 run(s): {BETTER}-seed0" in capsys.readouterr().out
+    rescored = json.loads(older.read_text())["evaluation"]
+    assert [rescored["actions_in_use"], *rescored["actions_in_use_per_group"]] == pytest.approx([in_use[0], *in_use[1]])

@@ -31,6 +31,8 @@ DIALOG_METRICS = {
     "policy_accuracy_per_group": ("policy_accuracy_per_group", "Policy accuracy"),
     "action_consistency": ("action_consistency", "Action consistency (generated response reads back as its action)"),
     "action_consistency_per_group": ("action_consistency_per_group", "Action consistency"),
+    "actions_in_use": ("actions_in_use", "Actions in use (effective components of a group, mean over groups)"),
+    "actions_in_use_per_group": ("actions_in_use_per_group", "Actions in use"),
     "homogeneity": ("homogeneity", "Homogeneity of the actions"),
     **{key: METRICS[key] for key in ("homogeneity_chance", "homogeneity_adjusted", "completeness", "nmi")},
     "distinct_1": ("distinct_1", "Distinct-1 of the generated responses"),

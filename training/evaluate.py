@@ -39,13 +39,15 @@ A dialog model (`DEMVAEForDialogGeneration`, told by its config.json) is evaluat
 corpus's test split (--dataset: its own corpus by default; 'smd', 'daily_dialog' or a folder of either): each
 response generated from its context through the policy's action (greedy), and JSON keys bleu and sacrebleu (corpus
 BLEU of the generated against the gold responses, 0-100, no token dropped), policy_accuracy (the policy's argmax
-equals the gold response's posterior c in every group; per group in policy_accuracy_per_group),
-action_consistency (the generated response, encoded by the response VAE, has the c it was generated from; per group
-in action_consistency_per_group), homogeneity / homogeneity_chance / homogeneity_adjusted / completeness / nmi of the
-gold responses' posterior c against the labels (SMD: the dialog's intent), distinct_1 and distinct_2 of the
-generated responses, nll and ppl of the gold responses under the stage-2 decoder given their posterior z (as the
-reference reports the dialog model's perplexity), and entity_f1 / entity_precision / entity_recall (all responses
-and per speaker) with SMD's kvret_entities.json. modeling_demvae/metrics/dialog.py documents each variant.
+equals the gold response's posterior c in every group; per group in policy_accuracy_per_group), action_consistency
+(the generated response, encoded by the response VAE, has the c it was generated from; per group in
+action_consistency_per_group), actions_in_use (exp of the entropy of the gold responses' c per group, the effective
+number of components a group uses; per group in actions_in_use_per_group), homogeneity / homogeneity_chance /
+homogeneity_adjusted / completeness / nmi of the gold responses' posterior c against the labels (SMD: the dialog's
+intent), distinct_1 and distinct_2 of the generated responses, nll and ppl of the gold responses under the stage-2
+decoder given their posterior z (as the reference reports the dialog model's perplexity), and entity_f1 /
+entity_precision / entity_recall (all responses and per speaker) with SMD's kvret_entities.json.
+modeling_demvae/metrics/dialog.py documents each variant.
 
 The evaluation keeps what it has finished in OUTPUT.partial (the NLL in chunks of 200 test sentences, chunk i
 seeded with --seed + i; the rPPL language models after each epoch; each other metric group as a whole), so that

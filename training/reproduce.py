@@ -26,7 +26,7 @@ checks the whole pipeline in a minute. `--list-budgets` prints exactly what each
   demvae reproduce --budget cpu --runs ptb-gm-vae ptb-dgm-vae-mi --jobs 2
   nohup demvae reproduce --budget full > ~/demvae-full.log 2>&1 &    # models in ~/demvae-runs; rerun to resume
   demvae reproduce --budget cpu --report-only                    # rewrite results.md from the records
-  demvae reproduce --budget cpu --rescore       # homogeneity's chance level for older records, from their models
+  demvae reproduce --budget cpu --rescore                        # what older records lack, from their models
 """
 
 import argparse
@@ -42,7 +42,7 @@ from .budgets import BUDGETS, TABLES, Run, all_runs
 from .checks import checked_output_file, checked_output_folder, number, thread_count
 from .console import log_line
 from .reproduction_report import write_report
-from .reproduction_run import curves_in_training, is_done, measure_ceiling, rescore_homogeneity, train_and_evaluate
+from .reproduction_run import curves_in_training, is_done, measure_ceiling, rescore_evaluation, train_and_evaluate
 from .subcommands import stopping_on_signals
 
 
@@ -71,10 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rewrite the tables from the records (and the complete learning curves of runs still "
                              "training in the work folder); train nothing")
     parser.add_argument("--rescore", action="store_true",
-                        help="train nothing: score the homogeneity of finished runs whose records predate its chance "
-                             "level again from their models in the work folder (`demvae evaluate --metrics "
-                             "homogeneity`), merge it into their records (and evaluation.json, cards), then rewrite "
-                             "the tables; a record whose model is gone is left as it is")
+                        help="train nothing: score finished runs whose records predate the homogeneity's chance level "
+                             "(or, a dialog model, the actions in use) again from their models in the work folder "
+                             "(`demvae evaluate`), merge it into their records (and evaluation.json, cards), then "
+                             "rewrite the tables; a record whose model is gone is left as it is")
     parser.add_argument("--list-budgets", action="store_true", help="print what each budget changes and exit")
 
 
@@ -151,18 +151,18 @@ def run(args) -> int:
 
 
 def rescore(runs: list[Run], budget: str, report: Path, places: dict) -> int:
-    """`--rescore`: the homogeneity of each finished run whose record lacks its chance level, again from its model;
-    then the tables."""
+    """`--rescore`: each finished run whose record lacks the homogeneity's chance level (or, a dialog model, the
+    actions in use) scored again from its model; then the tables."""
     rescored, failures = [], []
     for item in runs:
         try:
-            if rescore_homogeneity(item, budget, **places):
+            if rescore_evaluation(item, budget, **places):
                 rescored.append(item.name)
         except RuntimeError as error:
             failures.append(item.name)
             log_line(f"{item.name}: FAILED\n{error}")
     write_report(report, places["results_dir"])
-    print(f"rescored the homogeneity of {len(rescored)} run(s){': ' * bool(rescored)}{', '.join(rescored)}; wrote "
+    print(f"rescored {len(rescored)} run(s){': ' * bool(rescored)}{', '.join(rescored)}; wrote "
           f"{report}" + (f"; failed: {', '.join(failures)}" if failures else ""))
     return 1 if failures else 0
 

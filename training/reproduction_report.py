@@ -26,7 +26,8 @@ COLUMNS = {
                    *HOMOGENEITY_COLUMNS, ("rPPL", "rppl", 1), ("BLEU", "bleu", 2), ("NLL", "nll", 2),
                    ("I(x;c)", "mi", 2), ("spread", "component_spread", 2), ("L_d", "dispersion", 3)],
     "smd": [("BLEU", "bleu", 2), ("sacreBLEU", "sacrebleu", 2), ("policy accuracy", "policy_accuracy", 3),
-            ("action consistency", "action_consistency", 3), ("intent homogeneity", "homogeneity_intent", 3),
+            ("action consistency", "action_consistency", 3), ("actions in use", "actions_in_use", 2),
+            ("intent homogeneity", "homogeneity_intent", 3),
             ("intent above chance", "homogeneity_adjusted_intent", 3), ("distinct-1", "distinct_1", 3),
             ("distinct-2", "distinct_2", 3), ("PPL", "ppl", 2), ("entity F1 (assistant)", "entity_f1_assistant", 3)],
 }
@@ -55,14 +56,18 @@ TABLE_NOTES = {"attributes": (
     "(greedy). BLEU: corpus BLEU of the generated against the gold responses (NLTK, smoothing 1; sacreBLEU), 0-100. "
     "Policy accuracy: the policy's argmax equals the gold response's posterior component in every group. Action "
     "consistency: the generated response, read back by the response encoder, has the components it was generated "
-    "from. Intent homogeneity: the gold responses' components as clusters against the dialog's intent (navigate, "
+    "from. Actions in use: per group, exp of the entropy of the gold responses' components, the effective number of "
+    "components the group uses (1: every response in one component, and that group's policy accuracy and action "
+    "consistency are 1 whatever the model does), averaged over the groups. Intent homogeneity: the gold "
+    "responses' components as clusters against the dialog's intent (navigate, "
     "schedule, weather), beside it the same above chance. Distinct-1/2: distinct unigrams and bigrams over all of "
     "them in the generated responses. PPL: per-token perplexity of the gold responses given their posterior z. "
     "Entity F1: SMD's entities (kvret_entities.json) of the generated against the gold assistant responses. The "
     "claim's \"comparable\" BLEU: at most 1 BLEU point below GM-VAE's mean, or one of its standard deviations over "
     "seeds where that is larger.")}
 # a dialog model's numbers, read as they are (`demvae evaluate` on a dialog model)
-DIALOG_SCORES = ("sacrebleu", "policy_accuracy", "action_consistency", "distinct_1", "distinct_2", "ppl")
+DIALOG_SCORES = ("sacrebleu", "policy_accuracy", "action_consistency", "actions_in_use", "distinct_1", "distinct_2",
+                 "ppl")
 RECORD_PATTERN = "*-seed*.json"  # a run's record; the ceiling and curve files beside them are named otherwise
 
 

@@ -115,22 +115,25 @@ def is_inspected(config: dict) -> bool:
     return config.get("model_type") == "demvae_dialog" or config["variant"] == "dem"
 
 
-def rescore_homogeneity(run: Run, budget: str, *, work_dir: Path, results_dir: Path, threads: int,
-                        data_dir: str | None) -> bool:
-    """The homogeneity of a finished run scored again from its model, with its chance level, into its record (and
-    the model's evaluation.json and cards): a record keeps the scores, not the clusters that the chance level needs.
-    False when there is nothing to do: no record, one without homogeneity or with its chance level, or no model."""
+def rescore_evaluation(run: Run, budget: str, *, work_dir: Path, results_dir: Path, threads: int,
+                       data_dir: str | None) -> bool:
+    """A finished run's evaluation scored again from its model for what its record predates, merged into the record
+    (and the model's evaluation.json and cards): the homogeneity's chance level (a record keeps the scores, not the
+    clusters it needs) or a dialog model's actions in use. The model is checked by its homogeneity, which must be the
+    record's. False when there is nothing to do: no record, nothing it lacks, or no model."""
     record_path, model_dir = Path(results_dir) / budget / f"{run.name}.json", work_dir / budget / run.name
     if not record_path.is_file() or not (model_dir / "config.json").is_file():
         return False
     record = json.loads(record_path.read_text())
     evaluation = record["evaluation"]
-    if "homogeneity" not in evaluation or "homogeneity_chance" in evaluation:
+    dialog = run.table in DIALOG_TABLES  # a dialog model's evaluation has no metric choice: it is scored whole
+    lacking = "actions_in_use" not in evaluation if dialog else "homogeneity_chance" not in evaluation
+    if "homogeneity" not in evaluation or not lacking:
         return False
     scores = model_dir / "homogeneity.json"
     run_command(["evaluate", str(model_dir), "--dataset", run.dataset, "--output", str(scores), "--seed",
-                 str(run.seed), "--no-progress", *options(run_settings(run, budget)["evaluate"]), "--metrics",
-                 "homogeneity"],
+                 str(run.seed), "--no-progress", *options(run_settings(run, budget)["evaluate"]),
+                 *([] if dialog else ["--metrics", "homogeneity"])],
                 model_dir / "reproduce.log", command_environment(threads, data_dir))
     rescored = json.loads(scores.read_text())
     if any(abs(rescored["homogeneity"].get(label, -1.0) - value) > 1e-6

@@ -23,6 +23,9 @@ Every response of the split is used (batched in order, none dropped). Per respon
   BLEU the two smooth zero counts differently.
 - `policy_accuracy` / `action_consistency`: the share of responses whose action agrees in every group, and per
   group (`*_per_group`).
+- `actions_in_use_per_group`: exp of the entropy of the gold responses' actions per group, the effective number of
+  components the group uses (1 when every response is in one: that group's policy accuracy and consistency are then
+  1 whatever the model does; up to K), and `actions_in_use`, its mean over groups.
 - homogeneity, its chance level (labels shuffled 20 times, seeded) and the homogeneity above it, completeness and
   NMI of the gold responses' posterior actions against each label column (SMD: the dialog's intent), as
   `clustering.label_agreement` scores sentences.
@@ -134,6 +137,17 @@ def action_agreement(predicted, target) -> tuple[float, list[float]]:
     return equal.all(-1).double().mean().item(), equal.double().mean(0).tolist()
 
 
+def actions_in_use(actions) -> list[float]:
+    """Per group of (N, G) actions, exp of the entropy of their distribution over the components: the effective
+    number of components in use."""
+    actions, used = torch.as_tensor(actions), []
+    for group in actions.T:
+        shares = torch.bincount(group).double() / len(group)
+        shares = shares[shares > 0]
+        used.append(float(torch.exp(-(shares * shares.log()).sum())))
+    return used
+
+
 def distinct_n(sentences: Sequence[Sequence[str]], n: int) -> float:
     """Distinct n-grams over all n-grams of the sentences (n-grams within a sentence); 0 when there are none."""
     grams = [tuple(sentence[i:i + n]) for sentence in sentences for i in range(len(sentence) - n + 1)]
@@ -148,6 +162,8 @@ def dialog_scores(records: dict[str, list], *, labels: dict[str, list] | None = 
     for name, (predicted, target) in {"policy_accuracy": ("policy_components", "gold_components"),
                                       "action_consistency": ("read_back_components", "generated_components")}.items():
         results[name], results[f"{name}_per_group"] = action_agreement(records[predicted], records[target])
+    results["actions_in_use_per_group"] = actions_in_use(records["gold_components"])
+    results["actions_in_use"] = sum(results["actions_in_use_per_group"]) / len(results["actions_in_use_per_group"])
     if labels:
         actions = F.one_hot(torch.as_tensor(records["gold_components"]), num_components)
         agreement = label_agreement(actions, labels, seed=seed)
@@ -168,5 +184,5 @@ def dialog_scores(records: dict[str, list], *, labels: dict[str, list] | None = 
     return results
 
 
-__all__ = ["action_agreement", "as_response", "new_tokens", "dialog_records", "dialog_scores", "distinct_n",
-           "response_words", "word_splitter"]
+__all__ = ["action_agreement", "actions_in_use", "as_response", "new_tokens", "dialog_records", "dialog_scores",
+           "distinct_n", "response_words", "word_splitter"]
