@@ -72,6 +72,15 @@ def tree_memory(pid: int) -> dict[str, int]:
     return total
 
 
+def peak_tree_memory(process: subprocess.Popen, every: float = 0.05) -> dict[str, int]:
+    """The peak of each `tree_memory` field of a running process, polled every `every` seconds until it ends."""
+    peak = dict.fromkeys(MEMORY_FIELDS, 0)
+    while process.poll() is None:
+        peak = {name: max(peak[name], value) for name, value in tree_memory(process.pid).items()}
+        time.sleep(every)
+    return peak
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """User and system CPU seconds of a process so far (its ended children's included)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -82,7 +91,7 @@ def timed_start(argv: list[str], env: dict) -> dict:
     """Run one start; its peak tree RSS and when it began training and finished its first step."""
     start = time.perf_counter()
     process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    peak, marks, log = dict.fromkeys(MEMORY_FIELDS, 0), {}, []
+    marks, log = {}, []
 
     def read():
         buffer = b""
@@ -100,9 +109,7 @@ def timed_start(argv: list[str], env: dict) -> dict:
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    while process.poll() is None:
-        peak = {name: max(peak[name], value) for name, value in tree_memory(process.pid).items()}
-        time.sleep(0.05)
+    peak = peak_tree_memory(process)
     reader.join()
     if process.returncode:
         sys.exit("\n".join(log[-30:]) + f"\nthe command failed with status {process.returncode}")
@@ -114,6 +121,16 @@ def timed_start(argv: list[str], env: dict) -> dict:
             "reused": [line for line in log if line.startswith("Reusing the")]}
 
 
+def work_folder_and_output(benchmark: str, work_dir: str | None, output: str | None) -> tuple[Path, str, Path]:
+    """A benchmark's work folder (a new temporary one unless given), the CPU's name and the results file (unless
+    given: benchmarks/results/BENCHMARK_cpu_<cpu>.json)."""
+    work = Path(work_dir or tempfile.mkdtemp(prefix=f"{benchmark.replace('_', '-')}-"))
+    work.mkdir(parents=True, exist_ok=True)
+    cpu = cpu_model_name()
+    slug = re.sub(r"[^a-z0-9]+", "_", cpu.lower()).strip("_")
+    return work, cpu, Path(output or REPO / "benchmarks" / "results" / f"{benchmark}_cpu_{slug}.json")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sentences", type=int, nargs="+", default=[1_000_000, 10_000_000])
@@ -121,11 +138,7 @@ def main() -> None:
     parser.add_argument("--work-dir", help="Where the corpora, caches and models go (default: a temporary folder).")
     parser.add_argument("--output", help="JSON file (default: benchmarks/results/corpus_scale_cpu_<cpu>.json)")
     args = parser.parse_args()
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="corpus-scale-"))
-    work.mkdir(parents=True, exist_ok=True)
-    cpu = cpu_model_name()
-    slug = re.sub(r"[^a-z0-9]+", "_", cpu.lower()).strip("_")
-    output = Path(args.output or REPO / "benchmarks" / "results" / f"corpus_scale_cpu_{slug}.json")
+    work, cpu, output = work_folder_and_output("corpus_scale", args.work_dir, args.output)
     results = {"cpu": cpu, "cores": os.cpu_count(), "num_threads": args.num_threads,
                "command": "demvae train --train-file CORPUS " + " ".join(COMMAND), "sizes": {}}
     for sentences in args.sentences:

@@ -124,11 +124,16 @@ class FileRows:
 
 
 def column_array(dataset, column: str, dtype=np.int32) -> np.ndarray:
-    """A column of numbers of a dataset (the sentence lengths) as one NumPy array of `dtype`, read from Arrow a
-    batch at a time (int32 lengths: half the memory of Arrow's int64 for a corpus of millions)."""
-    batches = dataset.select_columns([column]).with_format("arrow").iter(batch_size=DIGEST_BATCH)
-    return np.concatenate([np.asarray(batch.column(column).to_numpy(), dtype=dtype) for batch in batches]
-                          or [np.zeros(0, dtype)])
+    """A column of a dataset without missing values (the sentence lengths, a label column) as one NumPy array of
+    `dtype` (None: the column's own), read from Arrow a batch at a time (int32 lengths: half the memory of Arrow's
+    int64 for a corpus of millions)."""
+    parts = []
+    for batch in dataset.select_columns([column]).with_format("arrow").iter(batch_size=DIGEST_BATCH):
+        values = batch.column(column)
+        if values.null_count:
+            raise ValueError(f"the column {column!r} has rows without a value; it needs one in every row.")
+        parts.append(np.asarray(values.to_numpy(), dtype=dtype))
+    return np.concatenate(parts or [np.zeros(0, dtype)])
 
 
 def row_bytes(column) -> bytes:

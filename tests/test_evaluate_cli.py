@@ -6,6 +6,7 @@ import re
 import pytest
 import torch
 from conftest import save_tiny_model, write_dialog_corpus
+from demvae import evaluation
 from demvae.cli import main
 from transformers import PreTrainedTokenizerFast
 
@@ -56,6 +57,44 @@ def test_evaluate_writes_every_key_consistent_with_the_metric_functions(saved, t
         assert results["homogeneity_adjusted"][label] == pytest.approx(results["homogeneity"][label] - chance)
     assert "homogeneity_chance (emotion)" in printed and "homogeneity_adjusted (act)" in printed
     assert results["mi"] == pytest.approx(metrics.mutual_information(posterior.component_probs).tolist())
+
+
+def test_bleu_and_the_posterior_metrics_stream_through_the_test_set_in_chunks(saved, tmp_path, monkeypatch):
+    """Test sentences 4 at a time (the last chunk shorter): BLEU, the collapse diagnostics and homogeneity equal the
+    functions applied to the whole test set at once."""
+    model_dir, corpus = saved
+    monkeypatch.setattr(evaluation, "TEST_CHUNK", 4)
+    seen = {"reconstructed": [], "encoded": []}
+
+    def spy(function, name):
+        def counted(model, sentences, **kwargs):
+            seen[name].append(len(sentences))
+            return function(model, sentences, **kwargs)
+        return counted
+
+    monkeypatch.setattr(metrics.bleu, "reconstruct", spy(metrics.bleu.reconstruct, "reconstructed"))
+    monkeypatch.setattr(metrics, "encode_sentences", spy(metrics.encode_sentences, "encoded"))
+    output = tmp_path / "eval.json"
+    assert main(["evaluate", str(model_dir), "--dataset", str(corpus), "--metrics", "bleu", "homogeneity", "collapse",
+                 "--seed", "3", "--output", str(output), "--no-progress", *FLOAT32]) == 0
+    results = json.loads(output.read_text())
+    model = DEMVAEForGeneration.from_pretrained(model_dir).eval()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
+    split = data.tokenize_corpus(data.load_corpus(str(corpus))["test"], tokenizer, max_length=12)
+    test = split["input_ids"][:]
+    assert seen["reconstructed"] == seen["encoded"] == [4, 4, 4, 4, 2] and len(test) == 18
+    monkeypatch.undo()
+    whole_bleu = metrics.reconstruction_bleu(model, test, tokenizer=tokenizer, chunk_size=len(test))
+    assert {key: results[key] for key in whole_bleu} == pytest.approx(whole_bleu, rel=1e-12)
+    posterior = metrics.encode_sentences(model, test)
+    collapse = metrics.collapse_diagnostics(model, posterior)
+    for key in ("mi", "batch_mi", "active_components", "component_spread", "dispersion"):
+        assert results[key] == pytest.approx(collapse[key], rel=1e-6), key
+    agreement = metrics.label_agreement(posterior.component_probs, {c: split[c][:] for c in ("act", "emotion")},
+                                        seed=3)
+    for label, scores in agreement.items():
+        for key, value in scores.items():
+            assert results[key][label] == pytest.approx(value, rel=1e-9), (key, label)
 
 
 def test_evaluate_with_text_files_and_a_subset_of_metrics(saved, tmp_path):

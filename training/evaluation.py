@@ -8,9 +8,10 @@ from pathlib import Path
 import datasets
 import torch
 import transformers
+from tqdm.auto import tqdm
 
 from modeling_demvae import data, metrics
-from modeling_demvae.arrow_rows import ColumnRows
+from modeling_demvae.arrow_rows import ColumnRows, column_array
 from modeling_demvae.corpus_cache import prepared_text, tokenized_split
 from modeling_demvae.metrics.control import cached_classifier, control_accuracy
 from modeling_demvae.metrics.reverse_ppl import RPPL_PRESETS
@@ -21,6 +22,7 @@ from .precision import autocast, resolve_mixed_precision
 from .runs import RunClock
 
 NLL_CHUNK = 200  # test sentences per NLL chunk: an interrupted evaluation loses at most one chunk
+TEST_CHUNK = metrics.CHUNK  # test sentences in memory at a time for BLEU and the posterior metrics
 
 
 def load_splits(args) -> dict:
@@ -178,7 +180,8 @@ def evaluate(model, tokenizer, splits: dict, args, progress_path: Path | None = 
                                                         {**lm_options, "checkpoint": state.checkpoint("rppl"),
                                                          "after_epoch": state.after_epoch("rPPL language model")}))
     if config.variant != "rnnlm" and "bleu" in requested:
-        state.run("bleu", lambda: metrics.reconstruction_bleu(model, test, tokenizer=tokenizer))
+        state.run("bleu", lambda: metrics.reconstruction_bleu(model, test, tokenizer=tokenizer,
+                                                                   chunk_size=TEST_CHUNK, progress=progress))
     if config.has_discrete_latent and requested & {"homogeneity", "collapse"}:
         state.run("posterior", lambda: posterior_metrics(model, test, test_split, requested, args.labels, progress,
                                                          seed=args.seed))
@@ -253,16 +256,28 @@ def control_metrics(model, tokenizer, splits, attributes: list[str], args) -> di
     return results
 
 
+def posterior_statistics(model, test, progress: bool) -> tuple[metrics.CollapseStatistics, torch.Tensor]:
+    """The collapse statistics of q(c|x) over the test sentences and each one's combined cluster id, from a chunk of
+    sentences at a time: all that is kept per sentence is its id."""
+    collapse, clusters = metrics.CollapseStatistics.for_model(model), []
+    with tqdm(total=len(test), desc="q(c|x)", unit=" sentences", disable=not progress) as bar:
+        for chunk in metrics.chunks_of(test, TEST_CHUNK):
+            probs = metrics.encode_sentences(model, chunk).component_probs
+            collapse.update(probs)
+            clusters.append(metrics.combined_cluster_ids(probs))
+            bar.update(len(probs))
+    return collapse, torch.cat(clusters)
+
+
 def posterior_metrics(model, test, test_split, requested, labels, progress: bool, *, seed: int) -> dict:
-    """Mode-collapse diagnostics and the components' agreement with the corpus's labels, from q(c|x); the
-    homogeneity's chance level from label shuffles seeded with `seed`."""
-    results = {}
-    posterior = metrics.encode_sentences(model, test, progress=progress)
-    if "collapse" in requested:
-        results.update(metrics.collapse_diagnostics(model, posterior))
+    """Mode-collapse diagnostics and the components' agreement with the corpus's labels (read from Arrow a batch at
+    a time), from q(c|x); the homogeneity's chance level from label shuffles seeded with `seed`."""
     labels = label_columns(test_split.column_names, labels)
+    collapse, clusters = posterior_statistics(model, test, progress)
+    results = metrics.collapse_report(model, collapse) if "collapse" in requested else {}
     if "homogeneity" in requested and labels:
-        scores = metrics.label_agreement(posterior.component_probs, {c: test_split[c] for c in labels}, seed=seed)
+        scores = metrics.cluster_agreement(clusters, {c: column_array(test_split, c, dtype=None) for c in labels},
+                                           seed=seed)
         for key in next(iter(scores.values())):
             results[key] = {label: s[key] for label, s in scores.items()}
     return results

@@ -5,12 +5,14 @@ A dialog model's metrics (`dialog.py`, `entities.py`) take a tokenized dialog sp
 these; `hf_evaluate.py` wraps those that fit the `evaluate` library's interface.
 """
 
-from .bleu import bleu_scores, reconstruct, reconstruction_bleu
-from .clustering import cluster_scores, combined_cluster_ids, homogeneity_chance, label_agreement
+from .bleu import BleuStatistics, bleu_scores, reconstruct, reconstruction_bleu
+from .clustering import cluster_agreement, cluster_scores, combined_cluster_ids, homogeneity_chance, label_agreement
 from .collapse import (
+    CollapseStatistics,
     active_components,
     batch_mutual_information,
     collapse_diagnostics,
+    collapse_report,
     component_distances,
     component_separation,
     component_spread,
@@ -31,18 +33,24 @@ from .reverse_ppl import (
     sample_sentences,
     train_language_model,
 )
-from .sentences import decode_sentences, encode_sentences, strip_special
+from .sentences import CHUNK, chunks_of, decode_sentences, encode_sentences, strip_special
 from .unigram import unigram_counts, unigram_kl
 
 __all__ = [
+    "CHUNK",
     "RPPL_PRESETS",
+    "BleuStatistics",
+    "CollapseStatistics",
     "EntityMatcher",
     "LSTMLanguageModel",
     "active_components",
     "batch_mutual_information",
     "bleu_scores",
+    "chunks_of",
+    "cluster_agreement",
     "cluster_scores",
     "collapse_diagnostics",
+    "collapse_report",
     "combined_cluster_ids",
     "component_distances",
     "component_separation",

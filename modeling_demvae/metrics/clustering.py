@@ -24,11 +24,14 @@ def combined_cluster_ids(component_probs: torch.Tensor) -> torch.Tensor:
     return (component_probs.argmax(-1).long() * powers).sum(-1)
 
 
+def _as_array(values) -> np.ndarray:
+    return values.numpy(force=True) if isinstance(values, torch.Tensor) else np.asarray(values)
+
+
 def cluster_scores(cluster_ids, labels) -> dict[str, float]:
-    """Homogeneity, completeness and NMI of clusters against one label per sentence."""
-    cluster_ids = torch.as_tensor(cluster_ids).tolist()
-    labels = list(labels.tolist() if isinstance(labels, torch.Tensor) else labels)
-    if len(cluster_ids) != len(labels) or not labels:
+    """Homogeneity, completeness and NMI of clusters against one label per sentence (sequences or arrays)."""
+    cluster_ids, labels = _as_array(cluster_ids), _as_array(labels)
+    if len(cluster_ids) != len(labels) or not len(labels):
         raise ValueError(f"need one label per sentence: got {len(labels)} labels for {len(cluster_ids)} sentences.")
     homogeneity, completeness, nmi = homogeneity_completeness_v_measure(labels, cluster_ids)
     return {"homogeneity": float(homogeneity), "completeness": float(completeness), "nmi": float(nmi)}
@@ -37,26 +40,33 @@ def cluster_scores(cluster_ids, labels) -> dict[str, float]:
 def homogeneity_chance(cluster_ids, labels, *, seed: int = 0, shuffles: int = CHANCE_SHUFFLES) -> float:
     """The homogeneity these cluster sizes reach by chance: its mean over `shuffles` permutations of the labels, the
     i-th the i-th `permutation` of `np.random.default_rng(seed)`, so that a seed gives the same level every time."""
-    labels = np.asarray(labels.tolist() if isinstance(labels, torch.Tensor) else list(labels), dtype=object)
+    cluster_ids, labels = _as_array(cluster_ids), _as_array(labels)
     generator = np.random.default_rng(seed)
     scores = [cluster_scores(cluster_ids, labels[generator.permutation(len(labels))])["homogeneity"]
               for _ in range(shuffles)]
     return float(np.mean(scores))
 
 
-def label_agreement(component_probs: torch.Tensor, labels: dict[str, list], *,
-                    seed: int = 0) -> dict[str, dict[str, float]]:
-    """`cluster_scores` of the combined argmax clusters against each named label column, with the homogeneity's
+def cluster_agreement(cluster_ids, labels: dict, *, seed: int = 0) -> dict[str, dict[str, float]]:
+    """`cluster_scores` of clusters (one id per sentence) against each named label column, with the homogeneity's
     chance level (`homogeneity_chance`, seeded with `seed`) and the homogeneity above it (`homogeneity_adjusted`)."""
-    clusters = combined_cluster_ids(component_probs)
+    cluster_ids = _as_array(cluster_ids)
     agreement = {}
     for name, values in labels.items():
-        scores = cluster_scores(clusters, values)
-        chance = homogeneity_chance(clusters, values, seed=seed)
+        values = _as_array(values)
+        scores = cluster_scores(cluster_ids, values)
+        chance = homogeneity_chance(cluster_ids, values, seed=seed)
         agreement[name] = {"homogeneity": scores["homogeneity"], "homogeneity_chance": chance,
                            "homogeneity_adjusted": scores["homogeneity"] - chance,
                            "completeness": scores["completeness"], "nmi": scores["nmi"]}
     return agreement
 
 
-__all__ = ["CHANCE_SHUFFLES", "combined_cluster_ids", "cluster_scores", "homogeneity_chance", "label_agreement"]
+def label_agreement(component_probs: torch.Tensor, labels: dict[str, list], *,
+                    seed: int = 0) -> dict[str, dict[str, float]]:
+    """`cluster_agreement` of the combined argmax clusters of q(c|x) (N, G, K)."""
+    return cluster_agreement(combined_cluster_ids(component_probs), labels, seed=seed)
+
+
+__all__ = ["CHANCE_SHUFFLES", "cluster_agreement", "combined_cluster_ids", "cluster_scores", "homogeneity_chance",
+           "label_agreement"]

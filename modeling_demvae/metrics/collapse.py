@@ -28,20 +28,93 @@ def _checked_probs(component_probs: torch.Tensor) -> torch.Tensor:
     return component_probs.double()
 
 
+def information(probs_sum: torch.Tensor, entropy_sum: torch.Tensor, count: int) -> torch.Tensor:
+    """I(x; c) = H(q_bar(c)) - mean_x H(q(c|x)) per group, from sums over `count` sentences of q(c|x) (..., G, K) and
+    of its entropy (..., G): (..., G)."""
+    return (categorical_entropy(probs_sum / count) - entropy_sum / count).clamp_min(0.0)
+
+
 def mutual_information(component_probs: torch.Tensor) -> torch.Tensor:
     """I(x; c) per group, in nats, over all the sentences given: (N, G, K) -> (G,)."""
     probs = _checked_probs(component_probs)
-    return (categorical_entropy(probs.mean(0)) - categorical_entropy(probs).mean(0)).clamp_min(0.0)
+    return information(probs.sum(0), categorical_entropy(probs).sum(0), len(probs))
+
+
+def batch_information(batches: torch.Tensor) -> torch.Tensor:
+    """I(x; c) summed over groups, q_bar(c) from each batch alone: (batches, B, G, K) -> (batches,)."""
+    return information(batches.sum(1), categorical_entropy(batches).sum(1), batches.shape[1]).sum(-1)
+
+
+class CollapseStatistics:
+    """What the collapse diagnostics need of q(c|x), summed over the sentences `update` is given a chunk at a time,
+    in their order: the sums of q(c|x) and of its entropy (float64), the MI of each whole batch of `batch_size`
+    consecutive sentences (the rows of an unfinished batch wait for the next chunk, so chunks of any size give the
+    same batches) and, under a mixture `prior`, the sum of the dispersion L_d. Nothing is kept per sentence."""
+
+    def __init__(self, prior=None, *, batch_size: int = 30):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+        self.prior, self.batch_size = prior, batch_size
+        self.sentences, self.probs_sum, self.entropy_sum = 0, 0.0, 0.0
+        self.batch_information_sum, self.batches = 0.0, 0
+        self.unfinished = None  # the last rows, fewer than batch_size
+        self.dispersion_sum = 0.0
+
+    @classmethod
+    def for_model(cls, model, *, batch_size: int = 30) -> "CollapseStatistics":
+        """The statistics of a model with components, its dispersion under its prior where that is a mixture."""
+        if not model.config.has_discrete_latent:
+            raise ValueError(f"variant={model.config.variant!r} has no components to diagnose.")
+        return cls(model.prior if model.config.has_mixture_prior else None, batch_size=batch_size)
+
+    def update(self, component_probs: torch.Tensor) -> "CollapseStatistics":
+        """Add the next sentences' q(c|x), (N, G, K)."""
+        probs = _checked_probs(component_probs)
+        self.probs_sum = self.probs_sum + probs.sum(0)
+        self.entropy_sum = self.entropy_sum + categorical_entropy(probs).sum(0)
+        self.sentences += len(probs)
+        rows = probs if self.unfinished is None else torch.cat((self.unfinished, probs))
+        whole = len(rows) - len(rows) % self.batch_size
+        if whole:
+            batches = rows[:whole].unflatten(0, (-1, self.batch_size))
+            self.batch_information_sum += batch_information(batches).sum().item()
+            self.batches += len(batches)
+        self.unfinished = rows[whole:]
+        if self.prior is not None:
+            with torch.no_grad():
+                self.dispersion_sum += self.prior.dispersion(component_probs).double().sum().item()
+        return self
+
+    def _check_sentences(self) -> None:
+        if not self.sentences:
+            raise ValueError("no sentences: give CollapseStatistics.update the q(c|x) of at least one sentence.")
+
+    def mutual_information(self) -> torch.Tensor:
+        """I(x; c) per group over all the sentences: (G,)."""
+        self._check_sentences()
+        return information(self.probs_sum, self.entropy_sum, self.sentences)
+
+    def batch_mutual_information(self) -> float:
+        """I(x; c) summed over groups as training estimates it: q_bar(c) from one batch, averaged over the batches
+        (the last one possibly shorter). Biased by the batch size; the training-time `mi` term."""
+        self._check_sentences()
+        total, batches = self.batch_information_sum, self.batches
+        if len(self.unfinished):
+            total, batches = total + batch_information(self.unfinished[None]).item(), batches + 1
+        return total / batches
+
+    def dispersion(self) -> float:
+        """The mean dispersion L_d over the sentences."""
+        self._check_sentences()
+        if self.prior is None:
+            raise ValueError("no dispersion without a mixture prior: give CollapseStatistics the model's prior.")
+        return self.dispersion_sum / self.sentences
 
 
 def batch_mutual_information(component_probs: torch.Tensor, batch_size: int = 30) -> float:
-    """I(x; c) summed over groups as training estimates it: q_bar(c) from one batch, averaged over the batches
-    (consecutive, the last one possibly shorter). Biased by the batch size; the training-time `mi` term."""
-    probs = _checked_probs(component_probs)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
-    batches = probs.split(batch_size)
-    return torch.stack([mutual_information(batch).sum() for batch in batches]).mean().item()
+    """`CollapseStatistics.batch_mutual_information` of these sentences: I(x; c) summed over groups, averaged over
+    consecutive batches of `batch_size`, as training estimates it."""
+    return CollapseStatistics(batch_size=batch_size).update(component_probs).batch_mutual_information()
 
 
 def active_components(component_probs: torch.Tensor) -> torch.Tensor:
@@ -106,32 +179,35 @@ def component_separation(means: torch.Tensor, log_variances: torch.Tensor) -> to
     return separation_of(standardized_distances(means, log_variances))
 
 
-def collapse_diagnostics(model, posterior) -> dict:
+def collapse_report(model, statistics: CollapseStatistics) -> dict:
     """Per group `mi`, `active_components` and (mixture prior) `component_spread` and `component_separation` (in the
-    unit `component_distance` names); the batch-estimated MI summed over groups; and the mean dispersion L_d.
-    `posterior` is from `encode_sentences`."""
-    probs = posterior.component_probs
-    if probs is None:
-        raise ValueError(f"variant={model.config.variant!r} has no components to diagnose.")
-    mi = mutual_information(probs)
+    unit `component_distance` names); the batch-estimated MI summed over groups; and the mean dispersion L_d: from
+    the statistics of the sentences q(c|x) was summed over."""
+    mi = statistics.mutual_information()
     result = {
         "mi": mi.tolist(),
         "mi_total": mi.sum().item(),
-        "batch_mi": batch_mutual_information(probs),
+        "batch_mi": statistics.batch_mutual_information(),
         "active_components": mi.exp().tolist(),
         "max_mi": math.log(model.config.num_components),
     }
     if model.config.has_mixture_prior:
-        prior, distances = model.prior, component_distances(model.prior)
+        distances = component_distances(model.prior)
         result["component_spread"] = spread_of(distances).tolist()
         result["component_separation"] = separation_of(distances).tolist()
         result["component_distance"] = DISTANCE_UNITS[model.config.prior_family]
-        with torch.no_grad():
-            result["dispersion"] = prior.dispersion(probs).mean().item()
+        result["dispersion"] = statistics.dispersion()
     return result
 
 
+def collapse_diagnostics(model, posterior) -> dict:
+    """`collapse_report` of the sentences of `posterior` (from `encode_sentences`)."""
+    return collapse_report(model, CollapseStatistics.for_model(model).update(posterior.component_probs))
+
+
 __all__ = [
+    "CollapseStatistics",
+    "information",
     "mutual_information",
     "batch_mutual_information",
     "active_components",
@@ -143,4 +219,5 @@ __all__ = [
     "spread_of",
     "standardized_distances",
     "collapse_diagnostics",
+    "collapse_report",
 ]

@@ -4,13 +4,17 @@ Metrics take a model plus sentences as token id lists (or 1-d tensors) that star
 as the tokenizer writes them, so they work on any corpus without knowing how it was loaded.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from ..data import PaddingCollator
 from ..modeling_demvae import DEMVAEPosterior
+
+# sentences at a time for a metric over a whole test set: whole batches of 256 (encoding, decoding) and of 30 (the
+# batch MI), so that the chunks give what the whole list would
+CHUNK = 7_680
 
 
 def as_id_lists(sentences: Iterable) -> list[list[int]]:
@@ -40,6 +44,15 @@ def length_sorted_batches(sentences: Sequence[Sequence[int]], max_tokens: int, r
         batches.append(order[start : start + per_batch])
         start += per_batch
     return batches
+
+
+def chunks_of(sentences: Sequence, size: int = CHUNK) -> Iterator[Sequence]:
+    """Consecutive slices of `size` sentences, the last possibly shorter: a large test set a part at a time (a
+    `ColumnRows` reads just that part from Arrow)."""
+    if size < 1:
+        raise ValueError(f"the chunk size must be a positive integer, got {size}.")
+    for start in range(0, len(sentences), size):
+        yield sentences[start : start + size]
 
 
 def strip_special(ids: Sequence[int], config) -> list[int]:
@@ -86,4 +99,5 @@ def decode_sentences(model, latent: torch.Tensor, *, batch_size: int = 256, prog
     return sentences
 
 
-__all__ = ["as_id_lists", "pad_batch", "length_sorted_batches", "strip_special", "encode_sentences", "decode_sentences"]
+__all__ = ["CHUNK", "as_id_lists", "chunks_of", "pad_batch", "length_sorted_batches", "strip_special",
+           "encode_sentences", "decode_sentences"]
