@@ -30,7 +30,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import Dataset, DatasetDict, Features, List, Value, concatenate_datasets
+from datasets import Dataset, DatasetDict, Features, Sequence, Value, concatenate_datasets
 from datasets.arrow_writer import ArrowWriter
 from tqdm.auto import tqdm
 
@@ -418,7 +418,7 @@ def _write_tokens(text_folder: Path, split: dict, tokenizer, max_length: int, ou
     to_ids = arrow_words.SentenceIds(tokenizer, max_length)
     source = Features.from_arrow_schema(pa.ipc.open_stream(pa.OSFile(str(text_folder / split["files"][0]))).schema)
     features = Features({**{column: feature for column, feature in source.items() if column != "text"},
-                         "input_ids": List(Value("int32")), "length": Value("int32")})
+                         "input_ids": Sequence(Value("int32")), "length": Value("int32")})
     digests, rows, start = {output: hashlib.sha256() for output in outputs}, dict.fromkeys(outputs, 0), 0
     pending = {output: [] for output in outputs}  # tables not yet written: TOKENS_BATCH rows make a record batch
     with ExitStack() as stack:
