@@ -41,9 +41,9 @@ class ColumnRows(Sequence):
     def __getitem__(self, index):
         if isinstance(index, slice):
             index = range(*index.indices(len(self)))
-        if self._file_rows is not None:
+        if self._file_rows is not None:  # an int counts from the end when negative, as a dataset's index does
             return self._file_rows.rows(index) if isinstance(index, range | list | np.ndarray) else \
-                self._file_rows.rows([index])[0]
+                self._file_rows.rows([index % len(self) if -len(self) <= index < 0 else index])[0]
         if isinstance(index, range | list | np.ndarray):
             return self.dataset[list(index)][self.column] if len(index) else []
         return self.dataset[int(index)][self.column]

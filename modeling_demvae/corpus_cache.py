@@ -384,20 +384,21 @@ def tokenized_split(split, tokenizer, *, max_length: int):
     origin = _entry_split(split)
     if origin is None:
         return data.tokenize_corpus(split, tokenizer, max_length=max_length)
-    text_folder, name = origin
+    text_folder, name, source = origin
 
     def build(folder: Path) -> dict:
-        source = json.loads((cache_dir() / text_folder / MANIFEST).read_text(encoding="utf-8"))["splits"][name]
-        return {"splits": _write_tokens(cache_dir() / text_folder, source, tokenizer, max_length,
-                                        {name: folder / f"{name}.arrow"}, None, name)}
+        return {"splits": _write_tokens(text_folder, source, tokenizer, max_length, {name: folder / f"{name}.arrow"},
+                                        None, name)}
 
-    parts = {"text": text_folder, "split": name, "tokenizer": tokenizer_hash(tokenizer), "max_length": max_length}
+    parts = {"text": text_folder.name, "split": name, "tokenizer": tokenizer_hash(tokenizer),
+             "max_length": max_length}
     folder, manifest = cached_entry("tokens", parts, build, what=f"tokenized {name} split")
     return _load_splits(folder, manifest)[name]
 
 
-def _entry_split(split) -> tuple[str, str] | None:
-    """(entry folder name, split name) of a split read from a whole text entry and not changed since; else None."""
+def _entry_split(split) -> tuple[Path, str, dict] | None:
+    """(entry folder, split name, the split's manifest entry) of a split read from a whole text entry and not
+    changed since; else None."""
     files = [Path(item["filename"]) for item in split.cache_files]
     if split._indices is not None or not files or len({file.parent for file in files}) != 1:
         return None
@@ -406,8 +407,9 @@ def _entry_split(split) -> tuple[str, str] | None:
         return None
     manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     names = [name for name, entry in manifest["splits"].items() if entry["files"] == [file.name for file in files]]
-    return (folder.name, names[0]) if names and split.column_names == list(_load_splits(folder, manifest)[names[0]]
-                                                                           .column_names) else None
+    if not names or split.column_names != list(_load_splits(folder, manifest)[names[0]].column_names):
+        return None
+    return folder, names[0], manifest["splits"][names[0]]
 
 
 def _write_tokens(text_folder: Path, split: dict, tokenizer, max_length: int, outputs: dict[str, Path],
@@ -416,7 +418,8 @@ def _write_tokens(text_folder: Path, split: dict, tokenizer, max_length: int, ou
     a time in the file's order into `outputs` (rows marked in `held` into outputs["validation"], the others into
     outputs["train"]); each output's manifest entry, with the record of its token ids."""
     to_ids = arrow_words.SentenceIds(tokenizer, max_length)
-    source = Features.from_arrow_schema(pa.ipc.open_stream(pa.OSFile(str(text_folder / split["files"][0]))).schema)
+    with pa.OSFile(str(text_folder / split["files"][0])) as handle:
+        source = Features.from_arrow_schema(pa.ipc.open_stream(handle).schema)
     features = Features({**{column: feature for column, feature in source.items() if column != "text"},
                          "input_ids": Sequence(Value("int32")), "length": Value("int32")})
     digests, rows, start = {output: hashlib.sha256() for output in outputs}, dict.fromkeys(outputs, 0), 0

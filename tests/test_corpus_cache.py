@@ -243,7 +243,7 @@ def test_rows_are_read_from_the_file_with_pread_as_they_lie_there(cache, corpus,
     expected = sentence_ids(tokenizer, read_sentences(corpus / "train.txt"), max_length=12)
     order = [*range(len(expected) - 1, -1, -1), 0, 7, 7, 13]
     assert rows[order] == [expected[i] for i in order] and rows[6] == expected[6] and rows[3:9] == expected[3:9]
-    assert rows[[]] == []
+    assert rows[[]] == [] and rows[-1] == expected[-1]  # an int from the end, as a dataset's index
     with pytest.raises(IndexError):
         rows[[len(expected)]]
     # what it cannot read so is read through datasets: rows behind an indices mapping, a column in memory
